@@ -1,0 +1,51 @@
+# One entry point per check; CI (.ci/run) calls the same targets.
+PYTHON ?= python3
+VENV ?= .venv
+SHARED ?= $(abspath ../shared)
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PEER_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/horde-model-reference-peer/venv
+export HRS_SHARED_DIR := $(SHARED)
+export PEER_VENV
+
+.PHONY: help venv run lint format test peer clean
+
+help:
+	@echo "make run    set up and run horde-replica-sync with the documented defaults"
+	@echo "make test   set up and run the whole test suite (starts the real upstream PRIMARY)"
+	@echo "make lint   ruff + mypy --strict"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/horde-replica-sync sync --once $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check daemon tests
+	$(BIN)/ruff check daemon tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format daemon tests
+	$(BIN)/ruff check --fix daemon tests
+
+# The interop tests drive the real upstream horde-model-reference (Python >= 3.12, own venv).
+# Starting it once provisions that venv; the tests start their own instances.
+peer:
+	@if ! "$(PEER_VENV)/bin/python" -c 'import horde_model_reference, uvicorn' 2>/dev/null; then \
+		pid=$$(PEER_DATA_DIR=$$(mktemp -d) "$(SHARED)/peer/start_primary.sh" 19899) && \
+		"$(SHARED)/peer/stop_primary.sh" "$$pid"; \
+	fi
+
+test: $(STAMP) peer
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,252 @@
+"""The REPLICA backend: a `ReplicaBackendBase` whose cache mirrors the replica directory.
+
+Its cache validity is the daemon's notion of "fresh": mtime validation points at the
+published files (a file edited or deleted by hand is noticed and repaired on the next run),
+the TTL forces a periodic re-verification, and `mark_stale` (driven by the PRIMARY's
+metadata) invalidates both layers of a category. Fetching is delegated to a refresher (the
+sync engine), so in-process callers and the scheduler share one code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from horde_replica_sync.backends.base import ReplicateMode
+from horde_replica_sync.backends.replica_base import ReplicaBackendBase
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.state import Layer, LayerState, ReplicaState
+from horde_replica_sync.store import ReplicaStore, relpath_for, sha256_hex
+
+T = TypeVar("T")
+Refresher = Callable[[MODEL_REFERENCE_CATEGORY, bool], Awaitable[object]]
+
+
+class ReplicaDirectoryBackend(ReplicaBackendBase):
+    """Serves the replica directory's data and keeps it fresh through a refresher."""
+
+    def __init__(
+        self,
+        store: ReplicaStore,
+        *,
+        categories: Iterable[MODEL_REFERENCE_CATEGORY] = tuple(MODEL_REFERENCE_CATEGORY),
+        cache_ttl_seconds: int | None = 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            mode=ReplicateMode.REPLICA, cache_ttl_seconds=cache_ttl_seconds, clock=clock
+        )
+        self._store = store
+        self.categories = tuple(categories)
+        self._refresher: Refresher | None = None
+
+    def bind_refresher(self, refresher: Refresher) -> None:
+        """Route fetches through `refresher(category, force)` (the sync engine)."""
+        self._refresher = refresher
+
+    # -- warm start ---------------------------------------------------------------------
+
+    def warm_from_disk(self, state: ReplicaState) -> list[MODEL_REFERENCE_CATEGORY]:
+        """Load every published file that still matches the state; return the warm categories.
+
+        A file that differs from what the state recorded (edited while we were down) is not
+        loaded, so the next run re-verifies it. The cache timestamp is the last verification
+        time, so a restart does not reset the TTL.
+        """
+        warm = []
+        for category in self.categories:
+            if self._warm_v2(category, state.layer(category, Layer.V2)):
+                warm.append(category)
+            if spec_for(category).has_legacy:
+                self._warm_legacy(category, state.layer(category, Layer.LEGACY))
+        return warm
+
+    def _warm_v2(self, category: MODEL_REFERENCE_CATEGORY, layer: LayerState) -> bool:
+        loaded = self._load_verified(relpath_for(category, Layer.V2), layer)
+        if loaded is None or layer.verified_at is None:
+            return False
+        self._store_in_cache(category, loaded[0])
+        with self._lock:
+            self._category_timestamps[category] = layer.verified_at
+        return True
+
+    def _warm_legacy(self, category: MODEL_REFERENCE_CATEGORY, layer: LayerState) -> None:
+        loaded = self._load_verified(relpath_for(category, Layer.LEGACY), layer)
+        if loaded is None or layer.verified_at is None:
+            return
+        self._store_legacy_in_cache(category, *loaded)
+        with self._lock:
+            self._legacy_cache_timestamps[category] = layer.verified_at
+
+    def _load_verified(self, relpath: str, layer: LayerState) -> tuple[dict[str, Any], str] | None:
+        record = layer.files.get(relpath)
+        content = self._store.read(relpath)
+        if record is None or content is None or sha256_hex(content) != record.sha256:
+            return None
+        data, text = _parse_object(content)
+        return None if data is None or text is None else (data, text)
+
+    # -- the engine's view of the cache -------------------------------------------------
+
+    def cached(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> bool:
+        """Whether valid data of `layer` is held (counted as a cache hit or miss)."""
+        if layer is Layer.V2:
+            return self._get_from_cache(category) is not None
+        return self._get_legacy_from_cache(category)[0] is not None
+
+    def accept(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        data: dict[str, Any] | None,
+        text: str | None = None,
+    ) -> None:
+        """Cache what was just published (or None: looked, nothing there, retry later)."""
+        if layer is Layer.V2:
+            self._store_in_cache(category, data)
+        else:
+            self._store_legacy_in_cache(category, data, text)
+
+    def _mark_stale_impl(self, category: MODEL_REFERENCE_CATEGORY) -> None:
+        # A category that moved upstream moved in both layers.
+        super()._mark_stale_impl(category)
+        self._invalidate_legacy_cache(category)
+
+    # -- file paths ---------------------------------------------------------------------
+
+    def _get_file_path_for_validation(self, category: MODEL_REFERENCE_CATEGORY) -> Path | None:
+        return self.get_category_file_path(category)
+
+    def _get_legacy_file_path_for_validation(
+        self, category: MODEL_REFERENCE_CATEGORY
+    ) -> Path | None:
+        if not spec_for(category).has_legacy:
+            return None
+        return self._store.path(relpath_for(category, Layer.LEGACY))
+
+    def get_category_file_path(self, category: MODEL_REFERENCE_CATEGORY) -> Path | None:
+        """The published v2 file of `category`."""
+        return self._store.path(relpath_for(category, Layer.V2))
+
+    def get_all_category_file_paths(self) -> dict[MODEL_REFERENCE_CATEGORY, Path | None]:
+        """The published v2 file of every category."""
+        return {c: self.get_category_file_path(c) for c in MODEL_REFERENCE_CATEGORY}
+
+    # -- ModelReferenceBackend ----------------------------------------------------------
+
+    async def fetch_category_async(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        *,
+        httpx_client: httpx.AsyncClient | None = None,
+        force_refresh: bool = False,
+    ) -> dict[str, Any] | None:
+        """Refresh `category` if needed and return its v2 data.
+
+        The refresher owns one pooled client for the whole daemon, so `httpx_client` is
+        accepted for interface compatibility and not needed.
+        """
+        if self._refresher is None:
+            return self._fetch_with_cache(
+                category, lambda: self._read_published(category), force_refresh=force_refresh
+            )
+        await self._refresher(category, force_refresh)
+        with self._lock:
+            return self._cache.get(category)
+
+    async def fetch_all_categories_async(
+        self,
+        *,
+        httpx_client: httpx.AsyncClient | None = None,
+        force_refresh: bool = False,
+    ) -> dict[MODEL_REFERENCE_CATEGORY, dict[str, Any] | None]:
+        """Refresh and return every category, concurrently."""
+        categories = tuple(MODEL_REFERENCE_CATEGORY)
+        results = await asyncio.gather(
+            *(self.fetch_category_async(c, force_refresh=force_refresh) for c in categories)
+        )
+        return dict(zip(categories, results, strict=True))
+
+    def fetch_category(
+        self, category: MODEL_REFERENCE_CATEGORY, *, force_refresh: bool = False
+    ) -> dict[str, Any] | None:
+        """Blocking `fetch_category_async`; call it only outside a running event loop."""
+        return _run_blocking(
+            lambda: self.fetch_category_async(category, force_refresh=force_refresh)
+        )
+
+    def fetch_all_categories(
+        self, *, force_refresh: bool = False
+    ) -> dict[MODEL_REFERENCE_CATEGORY, dict[str, Any] | None]:
+        """Blocking `fetch_all_categories_async`."""
+        return _run_blocking(lambda: self.fetch_all_categories_async(force_refresh=force_refresh))
+
+    def get_legacy_json(
+        self, category: MODEL_REFERENCE_CATEGORY, redownload: bool = False
+    ) -> dict[str, Any] | None:
+        """The legacy data of `category` (for text: the db.json shape)."""
+        return self._legacy(category, redownload)[0]
+
+    def get_legacy_json_string(
+        self, category: MODEL_REFERENCE_CATEGORY, redownload: bool = False
+    ) -> str | None:
+        """The legacy file of `category` as published, as text."""
+        return self._legacy(category, redownload)[1]
+
+    def _legacy(
+        self, category: MODEL_REFERENCE_CATEGORY, redownload: bool
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        if not spec_for(category).has_legacy:
+            return None, None
+        if not redownload:
+            cached = self._get_legacy_from_cache(category)
+            if cached[0] is not None:
+                return cached
+        refresher = self._refresher
+        if refresher is not None:
+            _run_blocking(lambda: _awaited(refresher(category, redownload)))
+        else:
+            self._store_legacy_in_cache(category, *self._read_published_legacy(category))
+        with self._lock:
+            return (
+                self._legacy_json_cache.get(category),
+                self._legacy_json_string_cache.get(category),
+            )
+
+    def _read_published(self, category: MODEL_REFERENCE_CATEGORY) -> dict[str, Any] | None:
+        return _parse_object(self._store.read(relpath_for(category, Layer.V2)))[0]
+
+    def _read_published_legacy(
+        self, category: MODEL_REFERENCE_CATEGORY
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        return _parse_object(self._store.read(relpath_for(category, Layer.LEGACY)))
+
+
+def _parse_object(content: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    if content is None:
+        return None, None
+    try:
+        text = content.decode("utf-8")
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None, None
+    return (data, text) if isinstance(data, dict) else (None, None)
+
+
+def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    msg = "called from a running event loop; use the *_async variant"
+    raise RuntimeError(msg)
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

@@ -1,0 +1,157 @@
+"""Settings: defaults < TOML file (`--config`) < environment (`HORDE_REPLICA_*`) < flags.
+
+Everything is validated once, up front; a broken setting is a `ConfigError` whose message
+names the key, its environment variable and the rule, and the CLI exits 78 before any I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from horde_replica_sync.categories import (
+    GITHUB_BRANCH,
+    GITHUB_OWNER,
+    MODEL_REFERENCE_CATEGORY,
+    parse_categories,
+)
+from horde_replica_sync.errors import ConfigError
+from horde_replica_sync.sources.github import DEFAULT_GITHUB_URL
+
+ENV_PREFIX: Final = "HORDE_REPLICA_"
+DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
+MIB: Final = 1024 * 1024
+
+
+def default_replica_dir() -> Path:
+    """`$AIWORKER_CACHE_HOME/horde_model_reference`, upstream's default (`./models` if unset)."""
+    return Path(os.environ.get("AIWORKER_CACHE_HOME") or "./models") / "horde_model_reference"
+
+
+class Settings(BaseSettings):
+    """Every knob of the daemon, with the documented defaults."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    primary_url: str = DEFAULT_PRIMARY_URL
+    github_url: str = DEFAULT_GITHUB_URL
+    use_primary: bool = True
+    github_fallback: bool = True
+    github_owner: str = Field(GITHUB_OWNER, min_length=1)
+    github_branch: str = Field(GITHUB_BRANCH, min_length=1)
+    replica_dir: Path = Field(default_factory=default_replica_dir)
+    state_dir: Path | None = None
+    categories: Annotated[tuple[MODEL_REFERENCE_CATEGORY, ...], NoDecode] = tuple(
+        MODEL_REFERENCE_CATEGORY
+    )
+    request_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    run_timeout_seconds: float = Field(300.0, gt=0)
+    max_body_bytes: int = Field(64 * MIB, ge=1024)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    retry_attempts: int = Field(3, ge=1, le=20)
+    retry_initial_seconds: float = Field(0.5, ge=0)
+    retry_max_seconds: float = Field(10.0, ge=0)
+    max_shrink_fraction: float = Field(0.5, ge=0, le=1)
+    cache_ttl_seconds: int = Field(3600, ge=1)
+
+    @field_validator("primary_url", "github_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            msg = f"must be an http(s) URL with a host, got {value!r}"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _category_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_categories(value)
+        if isinstance(value, list | tuple):
+            return parse_categories(",".join(str(v) for v in value))
+        return value
+
+    @model_validator(mode="after")
+    def _some_source(self) -> Settings:
+        if not self.use_primary and not self.github_fallback:
+            msg = "use_primary and github_fallback are both off: there is nothing to sync from"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def effective_state_dir(self) -> Path:
+        """The state directory: `state_dir`, else a dot-directory inside the replica."""
+        return self.state_dir or self.replica_dir / ".horde-replica-sync"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init) beat the environment, which beats the TOML file."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+FLAGS: Final = {
+    "primary_url": "--primary-url",
+    "github_url": "--github-url",
+    "use_primary": "--no-primary",
+    "github_fallback": "--no-fallback",
+    "replica_dir": "--replica-dir",
+    "state_dir": "--state-dir",
+    "categories": "--categories",
+}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raise `ConfigError` naming the offending key."""
+    settings_cls = Settings if config_file is None else _with_toml_file(config_file)
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_settings_error(exc)) from exc
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per broken setting: key, env var, flag and rule."""
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else "settings"
+        where = [f"env {ENV_PREFIX}{key.upper()}"] if key != "settings" else []
+        if key in FLAGS:
+            where.append(f"flag {FLAGS[key]}")
+        suffix = f" ({', '.join(where)})" if where else ""
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"invalid setting {key}{suffix}: {message}")
+    return "\n".join(lines)
+
+
+def _with_toml_file(path: Path) -> type[Settings]:
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)
+    except OSError as exc:
+        msg = f"cannot read config file {path}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config file {path} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+    return type("Settings", (Settings,), {"model_config": config})

@@ -1,0 +1,89 @@
+"""The composition root: settings in, a wired sync engine out (and the client it uses)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from horde_replica_sync import __version__
+from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
+from horde_replica_sync.config import Settings
+from horde_replica_sync.sources.github import GithubSource
+from horde_replica_sync.sources.http import RetryPolicy
+from horde_replica_sync.sources.primary import PrimarySource
+from horde_replica_sync.store import ReplicaStore
+from horde_replica_sync.sync import SyncEngine, SyncOptions
+
+
+@dataclass(frozen=True, slots=True)
+class RunFlags:
+    """Per-invocation choices that are not settings."""
+
+    force: bool = False
+    dry_run: bool = False
+    allow_shrink: bool = False
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    """The one pooled client every source shares. Redirects are errors, not surprises."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.request_timeout_seconds),
+        follow_redirects=False,
+        headers={"User-Agent": f"horde-replica-sync/{__version__}"},
+        limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
+    )
+
+
+def build_engine(
+    settings: Settings, client: httpx.AsyncClient, flags: RunFlags = RunFlags()
+) -> SyncEngine:
+    """Wire store, backend, sources and engine from `settings`."""
+    store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+    policy = RetryPolicy(
+        attempts=settings.retry_attempts,
+        initial_seconds=settings.retry_initial_seconds,
+        max_seconds=settings.retry_max_seconds,
+    )
+    primary = (
+        PrimarySource(
+            client, settings.primary_url, policy=policy, max_bytes=settings.max_body_bytes
+        )
+        if settings.use_primary
+        else None
+    )
+    github = GithubSource(
+        client,
+        settings.github_url,
+        policy=policy,
+        max_bytes=settings.max_body_bytes,
+        owner=settings.github_owner,
+        branch=settings.github_branch,
+    )
+    backend = ReplicaDirectoryBackend(
+        store, categories=settings.categories, cache_ttl_seconds=settings.cache_ttl_seconds
+    )
+    options = SyncOptions(
+        categories=settings.categories,
+        github_fallback=settings.github_fallback,
+        max_concurrency=settings.max_concurrency,
+        run_timeout_seconds=settings.run_timeout_seconds,
+        max_shrink_fraction=settings.max_shrink_fraction,
+        allow_shrink=flags.allow_shrink,
+        dry_run=flags.dry_run,
+    )
+    engine = SyncEngine(backend, store, primary=primary, github=github, options=options)
+    backend.warm_from_disk(engine.state)
+    backend.bind_refresher(lambda category, force: engine.refresh((category,), force=force))
+    return engine
+
+
+@contextlib.asynccontextmanager
+async def open_engine(
+    settings: Settings, flags: RunFlags = RunFlags()
+) -> AsyncIterator[SyncEngine]:
+    """An engine with its client, closed on exit."""
+    async with make_client(settings) as client:
+        yield build_engine(settings, client, flags)

@@ -1,0 +1,88 @@
+"""GitHub raw legacy files: the fallback (or only) source, polite to GitHub's limits.
+
+Unlike upstream, the base URL is configurable, so a proxy or mirror of
+raw.githubusercontent.com works. Requests are conditional (`If-None-Match`), and a rate
+limit answer puts the whole source on cooldown instead of retrying into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+
+from horde_replica_sync.categories import GITHUB_BRANCH, GITHUB_OWNER, GithubRepo
+from horde_replica_sync.errors import SourceRejected, SourceUnavailable
+from horde_replica_sync.sources.http import RetryPolicy, get_with_retry
+from horde_replica_sync.sources.primary import Fetched
+
+DEFAULT_GITHUB_URL: Final = "https://raw.githubusercontent.com"
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """GitHub answered 304 to our `If-None-Match`: the published copy is current."""
+
+    url: str
+    etag: str
+
+
+class GithubSource:
+    """Reads legacy files from `{base_url}/{owner}/{repo}/refs/heads/{branch}/{file}`."""
+
+    name = "github"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str = DEFAULT_GITHUB_URL,
+        *,
+        policy: RetryPolicy,
+        max_bytes: int,
+        owner: str = GITHUB_OWNER,
+        branch: str = GITHUB_BRANCH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self.base_url = base_url.rstrip("/")
+        # A rate limit is never waited out inside a run: it starts a cooldown instead.
+        self._policy = dataclasses.replace(policy, max_retry_after_seconds=0.0)
+        self._max_bytes = max_bytes
+        self._owner = owner
+        self._branch = branch
+        self._clock = clock
+        self._cooldown_until = 0.0
+
+    def url(self, repo: GithubRepo, file: str) -> str:
+        """The raw URL of `file` in `repo`."""
+        return f"{self.base_url}/{self._owner}/{repo.value}/refs/heads/{self._branch}/{file}"
+
+    @property
+    def cooldown_remaining(self) -> float:
+        """Seconds until GitHub may be asked again (0 when not rate limited)."""
+        return max(0.0, self._cooldown_until - self._clock())
+
+    async def fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
+        """Fetch one file, conditionally on `etag` when we hold one."""
+        url = self.url(repo, file)
+        if remaining := self.cooldown_remaining:
+            reason = f"GitHub is on cooldown for {remaining:.0f} s after a rate limit"
+            raise SourceUnavailable(url, reason, retry_after=remaining)
+        headers = {"If-None-Match": etag} if etag else None
+        try:
+            response = await get_with_retry(
+                self._client, url, policy=self._policy, max_bytes=self._max_bytes, headers=headers
+            )
+        except SourceUnavailable as exc:
+            if exc.retry_after:
+                self._cooldown_until = self._clock() + exc.retry_after
+            raise
+        if response.status == 304 and etag:
+            return NotModified(url, etag)
+        if response.status != 200:
+            raise SourceRejected(url, f"HTTP {response.status}", status=response.status)
+        return Fetched(url, response.content, response.etag)

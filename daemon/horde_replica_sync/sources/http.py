@@ -1,0 +1,178 @@
+"""One bounded GET with error translation and a retry policy, shared by both sources.
+
+Every httpx error is translated here, at the edge, into a `SourceError` that names the URL,
+so the rest of the package never sees httpx exceptions.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from horde_replica_sync.errors import SourceError, SourceRejected, SourceUnavailable
+
+log = structlog.get_logger(__name__)
+
+# Statuses a caller handles itself; anything else non-2xx becomes a SourceError.
+PASSED_STATUSES: Final = frozenset({200, 304, 404})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter; a Retry-After from the server wins.
+
+    A server that asks for a longer pause than `max_retry_after_seconds` is not waited
+    for inside a run: the error is reported at once (the caller may fall back or cool down).
+    """
+
+    attempts: int = 3
+    initial_seconds: float = 0.5
+    max_seconds: float = 10.0
+    max_retry_after_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A complete response body that fitted under the size cap."""
+
+    url: str
+    status: int
+    content: bytes
+    etag: str | None
+
+
+async def get(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    max_bytes: int,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """GET `url`, reading at most `max_bytes` of body; raise `SourceError` unless 200/304/404."""
+    try:
+        async with client.stream("GET", url, headers=headers) as response:
+            _raise_for_status(url, response)
+            content = await _read_capped(url, response, max_bytes)
+    except httpx.TimeoutException as exc:
+        raise SourceUnavailable(url, f"timed out ({type(exc).__name__})") from exc
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(url, f"connection failed ({type(exc).__name__}: {exc})") from exc
+    return Response(url, response.status_code, content, response.headers.get("etag"))
+
+
+async def get_with_retry(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    policy: RetryPolicy,
+    max_bytes: int,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """`get` under `policy`: retries only what a later attempt can fix."""
+
+    def retryable(exc: BaseException) -> bool:
+        if not isinstance(exc, SourceUnavailable):
+            return False
+        return exc.retry_after is None or exc.retry_after <= policy.max_retry_after_seconds
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=_backoff(policy),
+        retry=retry_if_exception(retryable),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await get(client, url, max_bytes=max_bytes, headers=headers)
+    msg = "unreachable: tenacity reraises the last error"
+    raise AssertionError(msg)  # pragma: no cover
+
+
+def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """Seconds to wait from `Retry-After` (delta or HTTP date) or GitHub's `x-ratelimit-reset`."""
+    now = time.time() if now is None else now
+    value = headers.get("retry-after")
+    if value is not None:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+        except (TypeError, ValueError):
+            return None
+    reset = headers.get("x-ratelimit-reset")
+    if reset is not None and reset.strip().isdigit():
+        return max(0.0, float(reset) - now)
+    return None
+
+
+def _raise_for_status(url: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status in PASSED_STATUSES:
+        return
+    if 300 <= status < 400:
+        location = response.headers.get("location", "?")
+        raise SourceUnavailable(
+            url, f"unexpected redirect (HTTP {status} to {location})", status=status
+        )
+    retry_after = parse_retry_after(response.headers)
+    if status == 429 or status >= 500:
+        raise SourceUnavailable(url, f"HTTP {status}", status=status, retry_after=retry_after)
+    if status == 403 and retry_after is not None:  # GitHub's rate limits answer 403 too
+        raise SourceUnavailable(
+            url, "HTTP 403 (rate limited)", status=status, retry_after=retry_after
+        )
+    raise SourceRejected(url, f"unexpected HTTP {status}", status=status)
+
+
+async def _read_capped(url: str, response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise SourceRejected(url, f"body of {declared} bytes exceeds the {max_bytes}-byte cap")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in response.aiter_bytes():
+        received += len(chunk)
+        if received > max_bytes:
+            raise SourceRejected(url, f"body exceeds the {max_bytes}-byte cap")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _backoff(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    jittered = wait_random_exponential(multiplier=policy.initial_seconds, max=policy.max_seconds)
+
+    def wait(retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, SourceError) and exc.retry_after is not None:
+            return exc.retry_after
+        return jittered(retry_state)
+
+    return wait
+
+
+def _log_retry(retry_state: RetryCallState) -> None:
+    outcome = retry_state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    next_action = retry_state.next_action
+    log.warning(
+        "http.retry_scheduled",
+        attempt=retry_state.attempt_number,
+        wait_seconds=round(next_action.sleep, 3) if next_action else None,
+        error=str(exc),
+    )

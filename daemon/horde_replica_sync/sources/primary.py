@@ -1,0 +1,129 @@
+"""The PRIMARY API: v2 and v1 category data, and change detection from its metadata."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.errors import SourceRejected
+from horde_replica_sync.sources.http import RetryPolicy, get_with_retry
+from horde_replica_sync.validation import describe_validation_error
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One body as a source delivered it."""
+
+    url: str
+    content: bytes
+    etag: str | None = None
+
+
+class _MetadataEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    last_updated: int | None = None
+
+
+_METADATA: TypeAdapter[dict[str, _MetadataEntry]] = TypeAdapter(dict[str, _MetadataEntry])
+
+
+class PrimarySource:
+    """Reads one PRIMARY (`horde-model-reference` in PRIMARY mode) over HTTP.
+
+    `api_url` includes `/api` (e.g. `https://models.aihorde.net/api`) and is otherwise opaque.
+    """
+
+    name = "primary"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        api_url: str,
+        *,
+        policy: RetryPolicy,
+        max_bytes: int,
+    ) -> None:
+        self._client = client
+        self.api_url = api_url.rstrip("/")
+        self._policy = policy
+        self._max_bytes = max_bytes
+
+    def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
+        """The v2 endpoint of `category`."""
+        return f"{self.api_url}/model_references/v2/{category.value}"
+
+    def legacy_url(self, category: MODEL_REFERENCE_CATEGORY) -> str | None:
+        """The v1 endpoint of `category`, or None when it has no legacy format."""
+        name = spec_for(category).primary_legacy_name
+        return None if name is None else f"{self.api_url}/model_references/v1/{name}"
+
+    async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
+        """The v2 body of `category`; None when the PRIMARY has no data for it (404)."""
+        return await self._fetch(self.v2_url(category), category)
+
+    async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
+        """The v1 (legacy) body of `category`; None when there is none."""
+        url = self.legacy_url(category)
+        return None if url is None else await self._fetch(url, category)
+
+    async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+        """Each category's newest `last_updated` over the v1 and v2 metadata families.
+
+        Both families are read because a legacy-canonical PRIMARY bumps only v1 metadata
+        when it rewrites v2 files (upstream-protocol §2.3). One family failing is tolerated;
+        both failing raises the v2 family's error.
+        """
+        families = ("v1", "v2")
+        answers = await asyncio.gather(
+            *(self._fetch_metadata(family) for family in families), return_exceptions=True
+        )
+        merged: dict[MODEL_REFERENCE_CATEGORY, int] = {}
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                continue
+            for category, stamp in answer.items():
+                merged[category] = max(stamp, merged.get(category, stamp))
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        if len(errors) == len(families):
+            raise errors[-1]
+        return merged
+
+    async def _fetch(self, url: str, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
+        try:
+            response = await get_with_retry(
+                self._client, url, policy=self._policy, max_bytes=self._max_bytes
+            )
+        except SourceRejected as exc:
+            if exc.status != 422:
+                raise
+            reason = f"the PRIMARY does not know category {category.value!r} (HTTP 422)"
+            raise SourceRejected(url, reason, status=422) from exc
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise SourceRejected(url, f"unexpected HTTP {response.status}")
+        return Fetched(url, response.content)
+
+    async def _fetch_metadata(self, family: str) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+        url = f"{self.api_url}/model_references/{family}/metadata/metadata"
+        response = await get_with_retry(
+            self._client, url, policy=self._policy, max_bytes=self._max_bytes
+        )
+        if response.status != 200:
+            raise SourceRejected(url, f"unexpected HTTP {response.status}")
+        try:
+            entries = _METADATA.validate_json(response.content)
+        except ValidationError as exc:
+            raise SourceRejected(
+                url, f"malformed metadata: {describe_validation_error(exc)}"
+            ) from exc
+        known = {c.value: c for c in MODEL_REFERENCE_CATEGORY}
+        return {
+            known[name]: entry.last_updated
+            for name, entry in entries.items()
+            if name in known and entry.last_updated is not None
+        }

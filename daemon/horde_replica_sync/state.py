@@ -1,0 +1,82 @@
+"""The daemon's own bookkeeping: what is published, where it came from, how it went.
+
+Kept in `<state dir>/state.json`, never inside the data layout, and written after the data
+it describes. A state that is missing, unreadable or from another schema is not fatal: the
+next run re-verifies every file against upstream (and rewrites none that already match).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+
+SCHEMA_VERSION = 1
+
+
+class Layer(enum.StrEnum):
+    """The two layers of a category: v2 records and the legacy (v1/GitHub) format."""
+
+    V2 = "v2"
+    LEGACY = "legacy"
+
+
+SourceName = Literal["primary", "github"]
+
+
+class FileRecord(BaseModel):
+    """One published file: its digest and size, and GitHub's ETag when it came from there."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sha256: str
+    size: int
+    etag: str | None = None
+
+
+class LayerState(BaseModel):
+    """What we know about one layer of one category."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: SourceName | None = None
+    files: dict[str, FileRecord] = Field(default_factory=dict)
+    records: int | None = None
+    upstream_last_updated: int | None = None
+    fetched_at: float | None = None
+    verified_at: float | None = None
+    last_outcome: str | None = None
+    last_error: str | None = None
+
+
+class CategoryState(BaseModel):
+    """Both layers of one category."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v2: LayerState = Field(default_factory=LayerState)
+    legacy: LayerState = Field(default_factory=LayerState)
+
+    def layer(self, layer: Layer) -> LayerState:
+        """The state of `layer`."""
+        return self.v2 if layer is Layer.V2 else self.legacy
+
+
+class ReplicaState(BaseModel):
+    """The whole state file."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    categories: dict[MODEL_REFERENCE_CATEGORY, CategoryState] = Field(default_factory=dict)
+
+    def category(self, category: MODEL_REFERENCE_CATEGORY) -> CategoryState:
+        """The state of `category`, created empty on first use."""
+        return self.categories.setdefault(category, CategoryState())
+
+    def layer(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerState:
+        """The state of one layer of `category`."""
+        return self.category(category).layer(layer)

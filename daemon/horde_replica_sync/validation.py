@@ -1,0 +1,102 @@
+"""What a body must be before it may replace a published file (pure; no I/O).
+
+The bar is what upstream's readers need, and no higher: they tolerate unknown fields and
+values (a new baseline must not be rejected), and they re-key records by `name`, which may
+differ from the key (the real controlnet data does this). So: UTF-8 JSON, a top-level
+object of name -> record objects, each record with a string `name`. `models.csv` must be
+UTF-8 CSV with a `name` column. The shrink guard refuses payloads that would silently drop
+most of a category.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from horde_replica_sync.errors import InvalidPayload, ShrinkRefused
+
+
+class _Record(BaseModel):
+    """The fields every reader relies on; everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+_RECORDS: TypeAdapter[dict[str, _Record]] = TypeAdapter(dict[str, _Record])
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A body that passed validation, with what readers will see of it."""
+
+    content: bytes
+    data: dict[str, Any] | None  # parsed JSON object; None for CSV
+    records: int
+
+
+def parse_json_records(what: str, content: bytes) -> Payload:
+    """Validate a JSON reference file (`{name: record}`); `what` names it in errors."""
+    text = _decode(what, content)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(what, f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise InvalidPayload(what, "JSON nested too deeply") from exc
+    if not isinstance(data, dict):
+        raise InvalidPayload(what, f"top level is a JSON {type(data).__name__}, not an object")
+    try:
+        _RECORDS.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidPayload(what, f"bad record: {describe_validation_error(exc)}") from exc
+    return Payload(content, data, len(data))
+
+
+def parse_models_csv(what: str, content: bytes) -> Payload:
+    """Validate the text repo's `models.csv`: UTF-8, a header with `name`, named rows."""
+    text = _decode(what, content)
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise InvalidPayload(what, f"not valid CSV ({exc})") from exc
+    if not rows or "name" not in rows[0]:
+        raise InvalidPayload(what, "no header row with a 'name' column")
+    for number, row in enumerate(rows, start=2):
+        if not (row.get("name") or "").strip():
+            raise InvalidPayload(what, f"row {number} has no name")
+    return Payload(content, None, len(rows))
+
+
+def check_shrink(what: str, previous: int | None, current: int, max_fraction: float) -> None:
+    """Refuse a payload that empties a category or drops more than `max_fraction` of it."""
+    if not previous or current >= previous:
+        return
+    if current == 0:
+        raise ShrinkRefused(what, f"would empty the category ({previous} records now)")
+    dropped = (previous - current) / previous
+    if dropped > max_fraction:
+        reason = (
+            f"would drop {previous - current} of {previous} records ({dropped:.0%}), "
+            f"more than the {max_fraction:.0%} the shrink guard allows"
+        )
+        raise ShrinkRefused(what, reason)
+
+
+def _decode(what: str, content: bytes) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(what, f"not UTF-8 (byte {exc.start})") from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first pydantic error as `location: message`, short enough for a log line."""
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"]) or "<root>"
+    return f"{location}: {error['msg']}"

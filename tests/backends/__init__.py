@@ -1,0 +1,3 @@
+"""Tests of the backend contract and the shared caching layer."""
+
+from __future__ import annotations
