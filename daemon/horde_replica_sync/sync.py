@@ -407,6 +407,7 @@ class SyncEngine:
         state = self.state.layer(category, layer)
         state.last_outcome, state.last_error = outcome.value, error
         self._dirty = True
+        self.backend.invalidate(category, layer)  # retry next run, even if metadata is still
 
     def _save_state(self) -> None:
         if self._dirty and not self.options.dry_run:

@@ -55,8 +55,8 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
     def warm_from_disk(self, state: ReplicaState) -> list[MODEL_REFERENCE_CATEGORY]:
         """Load every published file that still matches the state; return the warm categories.
 
-        A file that differs from what the state recorded (edited while we were down) is not
-        loaded, so the next run re-verifies it. The cache timestamp is the last verification
+        A file that differs from what the state recorded (edited while we were down), or
+        whose last refresh failed, is not loaded, so the next run re-verifies it. The cache timestamp is the last verification
         time, so a restart does not reset the TTL.
         """
         warm = []
@@ -86,6 +86,8 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
 
     def _load_verified(self, relpath: str, layer: LayerState) -> tuple[dict[str, Any], str] | None:
         record = layer.files.get(relpath)
+        if layer.last_error is not None:
+            return None
         content = self._store.read(relpath)
         if record is None or content is None or sha256_hex(content) != record.sha256:
             return None
@@ -112,6 +114,13 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
             self._store_in_cache(category, data)
         else:
             self._store_legacy_in_cache(category, data, text)
+
+    def invalidate(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> None:
+        """Make the next run re-fetch `layer` (after a failed attempt); data stays served."""
+        if layer is Layer.V2:
+            self._invalidate_cache(category)
+        else:
+            self._invalidate_legacy_cache(category)
 
     def _mark_stale_impl(self, category: MODEL_REFERENCE_CATEGORY) -> None:
         # A category that moved upstream moved in both layers.

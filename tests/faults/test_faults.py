@@ -1,0 +1,299 @@
+"""Faults from a real HTTP server on 127.0.0.1: the replica stays valid, the state says why."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.state import Layer, ReplicaState
+from horde_replica_sync.sync import Outcome, SyncReport
+from tests.faults.conftest import SyncFn
+from tests.faultserver import (
+    FaultServer,
+    Reply,
+    github_path,
+    metadata,
+    records,
+    script_github,
+    script_primary,
+    v1_path,
+    v2_path,
+)
+
+StateOf = Callable[[], ReplicaState]
+ONE = "esrgan"  # the category most tests break
+
+
+def outcome(report: SyncReport, category: C, layer: Layer = Layer.V2) -> Outcome:
+    """The outcome of one layer in `report`."""
+    (result,) = [r for r in report.results if r.category is category and r.layer is layer]
+    return result.outcome
+
+
+def error(report: SyncReport, category: C, layer: Layer = Layer.V2) -> str:
+    """The error of one layer in `report`."""
+    (result,) = [r for r in report.results if r.category is category and r.layer is layer]
+    assert result.error is not None
+    return result.error
+
+
+def snapshot(replica: Path) -> dict[str, tuple[bytes, int]]:
+    """Every data file's bytes and mtime (state and lock excluded)."""
+    return {
+        str(p.relative_to(replica)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(replica.rglob("*.json")) + sorted(replica.rglob("*.csv"))
+        if ".horde-replica-sync" not in p.parts
+    }
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(name="seeded")
+async def _seeded(server: FaultServer, sync: SyncFn, replica: Path) -> dict[str, tuple[bytes, int]]:
+    """A healthy PRIMARY and a replica synced from it once."""
+    script_primary(server)
+    report = await sync(categories=ONE)
+    assert report.ok, report.failed
+    return snapshot(replica)
+
+
+class TestPrimaryFaults:
+    """Each PRIMARY fault leaves the last good copy in place and explains itself."""
+
+    @pytest.mark.parametrize(
+        ("replies", "expected_outcome", "reason"),
+        [
+            ((Reply(200, b'{"a": {"name": '),), Outcome.REFUSED, "not valid JSON"),
+            ((Reply(200, b'[{"name": "x"}]'),), Outcome.REFUSED, "not an object"),
+            ((Reply(200, b'{"x": {"nome": "x"}}'),), Outcome.REFUSED, "bad record"),
+            ((Reply(200, b"\xff\xfe{}"),), Outcome.REFUSED, "not UTF-8"),
+            ((Reply(200, b"{}"),), Outcome.REFUSED, "would empty the category"),
+            ((Reply(200, b"[" * 100_000),), Outcome.REFUSED, "JSON"),
+            ((Reply(200, records(C.esrgan, 400), truncate_to=100),), Outcome.FAILED, "connection"),
+            ((Reply(reset=True),), Outcome.FAILED, "connection"),
+            ((Reply(500),), Outcome.FAILED, "HTTP 500"),
+            ((Reply(422, b'{"detail": []}'),), Outcome.FAILED, "does not know category 'esrgan'"),
+            ((Reply(307, headers={"Location": "/elsewhere"}),), Outcome.FAILED, "redirect"),
+            ((Reply(200, b"{}", delay=1.5),), Outcome.FAILED, "timed out"),
+        ],
+        ids=[
+            "invalid-json",
+            "wrong-shape",
+            "record-without-name",
+            "not-utf8",
+            "empty-over-nonempty",
+            "deeply-nested",
+            "truncated-body",
+            "connection-reset",
+            "http-500",
+            "http-422",
+            "redirect",
+            "slower-than-timeout",
+        ],
+    )
+    async def test_fault_keeps_last_good_copy(
+        self,
+        seeded: dict[str, tuple[bytes, int]],
+        server: FaultServer,
+        sync: SyncFn,
+        replica: Path,
+        state_of: StateOf,
+        replies: tuple[Reply, ...],
+        expected_outcome: Outcome,
+        reason: str,
+    ) -> None:
+        """The v2 file keeps its bytes and mtime; the report and the state name the reason."""
+        server.script(v2_path(C.esrgan), *replies)
+        report = await sync(categories=ONE, force=True, request_timeout_seconds=0.5, retry_attempts=1)
+        assert outcome(report, C.esrgan) is expected_outcome
+        assert reason in error(report, C.esrgan)
+        assert v2_path(C.esrgan) in error(report, C.esrgan) or "esrgan" in error(report, C.esrgan)
+        assert snapshot(replica) == seeded
+        layer = state_of().layer(C.esrgan, Layer.V2)
+        assert layer.last_outcome == expected_outcome.value
+        assert layer.last_error is not None and reason in layer.last_error
+        assert not list(replica.rglob("*.hrs-tmp"))
+
+    async def test_fault_clears_on_next_run(
+        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn, state_of: StateOf
+    ) -> None:
+        """Once the fault is gone, the next run succeeds and clears the recorded error."""
+        server.script(v2_path(C.esrgan), Reply(200, b"nope"))
+        assert not (await sync(categories=ONE, force=True)).ok
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 5, tag="b")))
+        report = await sync(categories=ONE)
+        assert outcome(report, C.esrgan) is Outcome.UPDATED
+        assert state_of().layer(C.esrgan, Layer.V2).last_error is None
+
+    async def test_500_then_success_is_retried(
+        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn, replica: Path
+    ) -> None:
+        """Two 500s then a 200 within the retry budget publish the new data."""
+        body = records(C.esrgan, 5, tag="new")
+        server.script(v2_path(C.esrgan), Reply(500), Reply(503), Reply(body=body))
+        report = await sync(categories=ONE, force=True)
+        assert outcome(report, C.esrgan) is Outcome.UPDATED
+        assert server.count(v2_path(C.esrgan)) == 1 + 3  # seeding run + three attempts
+        assert (replica / "esrgan.json").read_bytes() == body
+
+    async def test_429_retry_after_is_honoured(
+        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn
+    ) -> None:
+        """A short Retry-After is waited out and retried; a long one is not hammered."""
+        body = records(C.esrgan, 5, tag="new")
+        server.script(v2_path(C.esrgan), Reply(429, headers={"Retry-After": "0"}), Reply(body=body))
+        report = await sync(categories=ONE, force=True)
+        assert outcome(report, C.esrgan) is Outcome.UPDATED
+        server.script(v2_path(C.esrgan), Reply(429, headers={"Retry-After": "3600"}))
+        before = server.count(v2_path(C.esrgan))
+        report = await sync(categories=ONE, force=True)
+        assert outcome(report, C.esrgan) is Outcome.FAILED
+        assert "HTTP 429" in error(report, C.esrgan)
+        assert server.count(v2_path(C.esrgan)) == before + 1
+
+    async def test_oversize_body_is_refused_while_streaming(
+        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn, replica: Path
+    ) -> None:
+        """A body over the cap is abandoned with a message naming the cap."""
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 2000)))
+        report = await sync(categories=ONE, force=True, max_body_bytes=4096)
+        assert outcome(report, C.esrgan) is Outcome.FAILED
+        assert "4096-byte cap" in error(report, C.esrgan)
+        assert snapshot(replica) == seeded
+
+    async def test_404_is_absent_and_keeps_the_file(
+        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn, replica: Path
+    ) -> None:
+        """A 404 means "no data there": nothing is published or deleted, and it is not an error."""
+        server.script(v2_path(C.esrgan), Reply(404, b'{"detail": "not found"}'))
+        report = await sync(categories=ONE, force=True)
+        assert outcome(report, C.esrgan) is Outcome.ABSENT
+        assert report.ok
+        assert snapshot(replica) == seeded
+
+    async def test_shrink_guard_can_be_overridden(
+        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn, replica: Path
+    ) -> None:
+        """A 75% drop is refused, then published when the operator allows shrinking."""
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 1)))
+        assert outcome(await sync(categories=ONE, force=True), C.esrgan) is Outcome.REFUSED
+        report = await sync(categories=ONE, force=True, allow_shrink=True)
+        assert outcome(report, C.esrgan) is Outcome.UPDATED
+        assert len(json.loads((replica / "esrgan.json").read_bytes())) == 1
+
+
+class TestChangeDetection:
+    """Metadata drives what is fetched; nothing else is downloaded."""
+
+    async def test_no_change_run_costs_two_requests(
+        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn, replica: Path
+    ) -> None:
+        """With metadata unchanged, a run asks for metadata only and writes nothing."""
+        before = server.count()
+        report = await sync(categories=ONE)
+        assert server.count() - before == 2
+        assert all(r.cache_hit for r in report.results)
+        assert snapshot(replica) == seeded
+
+    async def test_moved_metadata_refetches_only_that_category(
+        self, server: FaultServer, sync: SyncFn, replica: Path
+    ) -> None:
+        """A newer last_updated for one category refetches it and only it."""
+        script_primary(server)
+        await sync(categories="esrgan,blip")
+        moved = json.loads(metadata(1000))
+        moved["esrgan"]["last_updated"] = 2000
+        server.script("/api/model_references/v1/metadata/metadata", Reply(body=json.dumps(moved).encode()))
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4, tag="b")))
+        before = {p: server.count(p) for p in (v2_path(C.esrgan), v2_path(C.blip))}
+        report = await sync(categories="esrgan,blip")
+        assert outcome(report, C.esrgan) is Outcome.UPDATED
+        assert outcome(report, C.esrgan, Layer.LEGACY) is Outcome.UNCHANGED
+        assert server.count(v2_path(C.esrgan)) == before[v2_path(C.esrgan)] + 1
+        assert server.count(v2_path(C.blip)) == before[v2_path(C.blip)]
+
+    async def test_hand_edited_file_is_repaired(
+        self, seeded: dict[str, tuple[bytes, int]], sync: SyncFn, replica: Path
+    ) -> None:
+        """A file edited while the daemon was down differs from the state and is re-fetched."""
+        (replica / "esrgan.json").write_text("{}")
+        report = await sync(categories=ONE)
+        assert outcome(report, C.esrgan) is Outcome.UPDATED
+        assert (replica / "esrgan.json").read_bytes() == seeded["esrgan.json"][0]
+
+
+class TestGithubFallback:
+    """GitHub serves the legacy layer only when the PRIMARY is unavailable."""
+
+    async def test_primary_down_falls_back_to_github(
+        self,
+        server: FaultServer,
+        sync: SyncFn,
+        replica: Path,
+        shared_dir: Path,
+        state_of: StateOf,
+    ) -> None:
+        """With nothing listening at the PRIMARY, legacy files come from GitHub byte for byte."""
+        legacy = shared_dir / "reference-data" / "legacy"
+        script_github(server, legacy)
+        dead = f"http://127.0.0.1:{free_port()}/api"
+        report = await sync(primary_url=dead, categories="esrgan,text_generation,lora")
+        assert report.primary_error is not None
+        for category in (C.esrgan, C.text_generation):
+            assert outcome(report, category, Layer.LEGACY) is Outcome.UPDATED
+            assert state_of().layer(category, Layer.LEGACY).source == "github"
+            assert outcome(report, category) is Outcome.FAILED  # no v2 on GitHub
+        assert (replica / "legacy" / "esrgan.json").read_bytes() == (legacy / "esrgan.json").read_bytes()
+        assert (replica / "legacy" / "models.csv").read_bytes() == (legacy / "models.csv").read_bytes()
+        assert (replica / "legacy" / "db.json").read_bytes() == (legacy / "db.json").read_bytes()
+        assert outcome(report, C.lora) is Outcome.FAILED  # no GitHub source at all
+        assert "127.0.0.1" in error(report, C.lora)
+
+    async def test_github_304_downloads_nothing(
+        self, server: FaultServer, sync: SyncFn, replica: Path, shared_dir: Path
+    ) -> None:
+        """A forced re-check sends If-None-Match; a 304 downloads and rewrites nothing."""
+        script_github(server, shared_dir / "reference-data" / "legacy")
+        await sync(use_primary=False, categories="esrgan,text_generation")
+        before = snapshot(replica)
+        report = await sync(use_primary=False, categories="esrgan,text_generation", force=True)
+        legacy = [r for r in report.results if r.layer is Layer.LEGACY]
+        assert {r.outcome for r in legacy} == {Outcome.UNCHANGED}
+        assert sum(r.bytes_downloaded for r in legacy) == 0
+        assert all("if-none-match" in r.headers for r in server.requests[-3:])
+        assert snapshot(replica) == before
+
+    async def test_primary_404_never_falls_back(
+        self, server: FaultServer, sync: SyncFn, shared_dir: Path
+    ) -> None:
+        """A PRIMARY that answers 404 is authoritative: GitHub is not asked."""
+        script_primary(server)
+        script_github(server, shared_dir / "reference-data" / "legacy")
+        server.script(v1_path(C.esrgan), Reply(404))
+        report = await sync(categories=ONE)
+        assert outcome(report, C.esrgan, Layer.LEGACY) is Outcome.ABSENT
+        assert server.count(github_path(C.esrgan, "esrgan.json")) == 0
+
+    async def test_github_rate_limit_starts_a_cooldown(
+        self, server: FaultServer, sync: SyncFn, replica: Path
+    ) -> None:
+        """A 429 with Retry-After is not retried, and the other files are not requested either."""
+        limited = Reply(429, headers={"Retry-After": "120"})
+        server.script(github_path(C.text_generation, "models.csv"), limited)
+        server.script(github_path(C.text_generation, "db.json"), limited)
+        report = await sync(use_primary=False, categories="text_generation")
+        assert outcome(report, C.text_generation, Layer.LEGACY) is Outcome.FAILED
+        assert "HTTP 429" in error(report, C.text_generation, Layer.LEGACY)
+        assert server.count() == 1
+        assert not (replica / "legacy").exists()

@@ -1,0 +1,215 @@
+"""A small, scriptable HTTP server on 127.0.0.1 for fault tests.
+
+Each path answers from a queue of `Reply` objects (the last one repeats), so a test can say
+"500, then 200" or "hang for 5 s" or "send half the body and drop the connection". Every
+request is recorded. It plays both a PRIMARY and raw.githubusercontent.com.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from horde_replica_sync.categories import (
+    GITHUB_BRANCH,
+    GITHUB_OWNER,
+    MODEL_REFERENCE_CATEGORY,
+    spec_for,
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    truncate_to: int | None = None  # promise the whole body, send this many bytes, hang up
+    reset: bool = False  # close the connection without answering
+    etag: str | None = None  # answer 304 to a matching If-None-Match
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server saw it."""
+
+    path: str
+    headers: dict[str, str]
+
+
+class FaultServer:
+    """A threaded HTTP/1.1 server whose answers are scripted per path."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, list[Reply]] = {}
+        self._lock = threading.Lock()
+        self.requests: list[Seen] = []
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FaultServer:
+        """Start serving in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def script(self, path: str, *replies: Reply) -> None:
+        """Answer `path` with `replies` in order; the last one repeats."""
+        with self._lock:
+            self._routes[path] = list(replies)
+
+    def count(self, path: str | None = None) -> int:
+        """How many requests arrived (for `path`, or in all)."""
+        with self._lock:
+            return sum(1 for r in self.requests if path is None or r.path == path)
+
+    def next_reply(self, path: str, headers: dict[str, str]) -> Reply:
+        """Record a request and pop its reply (404 for unscripted paths)."""
+        with self._lock:
+            self.requests.append(Seen(path, headers))
+            queue = self._routes.get(path)
+            if not queue:
+                return Reply(404, b'{"detail":"Not Found"}')
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+
+def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            reply = server.next_reply(self.path, {k.lower(): v for k, v in self.headers.items()})
+            if reply.delay:
+                time.sleep(reply.delay)
+            if reply.reset:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if reply.etag is not None and self.headers.get("If-None-Match") == reply.etag:
+                self._answer(304, b"", {"ETag": reply.etag})
+                return
+            headers = dict(reply.headers)
+            if reply.etag is not None:
+                headers["ETag"] = reply.etag
+            self._answer(reply.status, reply.body, headers, reply.truncate_to)
+
+        def _answer(
+            self,
+            status: int,
+            body: bytes,
+            headers: dict[str, str],
+            truncate_to: int | None = None,
+        ) -> None:
+            self.send_response(status)
+            headers.setdefault("Content-Type", "application/json")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if truncate_to is not None:
+                self.wfile.write(body[:truncate_to])
+                self.wfile.flush()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if status != 304:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+            pass  # keep test output clean
+
+    return Handler
+
+
+@contextlib.contextmanager
+def running() -> Iterator[FaultServer]:
+    """A started `FaultServer`, stopped on exit."""
+    server = FaultServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- realistic scripts ---------------------------------------------------------------------
+
+
+def records(category: MODEL_REFERENCE_CATEGORY, count: int, *, tag: str = "a") -> bytes:
+    """A small valid v2-shaped body with `count` records."""
+    data = {
+        f"{category.value}-{i}": {"name": f"{category.value}-{i}", "description": tag}
+        for i in range(count)
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def metadata(stamp: int) -> bytes:
+    """A metadata/metadata body giving every category `stamp`."""
+    return json.dumps(
+        {c.value: {"category": c.value, "last_updated": stamp} for c in MODEL_REFERENCE_CATEGORY}
+    ).encode()
+
+
+def v2_path(category: MODEL_REFERENCE_CATEGORY) -> str:
+    """The PRIMARY's v2 path of `category`."""
+    return f"/api/model_references/v2/{category.value}"
+
+
+def v1_path(category: MODEL_REFERENCE_CATEGORY) -> str:
+    """The PRIMARY's v1 path of `category` (it must have a legacy layer)."""
+    name = spec_for(category).primary_legacy_name
+    assert name is not None
+    return f"/api/model_references/v1/{name}"
+
+
+def script_primary(server: FaultServer, *, stamp: int = 1000, count: int = 4, tag: str = "a") -> None:
+    """Make `server` a healthy PRIMARY: metadata, v2 and v1 for every category."""
+    for family in ("v1", "v2"):
+        server.script(f"/api/model_references/{family}/metadata/metadata", Reply(body=metadata(stamp)))
+    for category in MODEL_REFERENCE_CATEGORY:
+        server.script(v2_path(category), Reply(body=records(category, count, tag=tag)))
+        if spec_for(category).has_legacy:
+            server.script(v1_path(category), Reply(body=records(category, count, tag=tag)))
+
+
+def github_path(category: MODEL_REFERENCE_CATEGORY, file: str) -> str:
+    """The raw GitHub path of one legacy file of `category`."""
+    repo = spec_for(category).github_repo
+    assert repo is not None
+    return f"/{GITHUB_OWNER}/{repo.value}/refs/heads/{GITHUB_BRANCH}/{file}"
+
+
+def script_github(server: FaultServer, legacy_dir: Path) -> None:
+    """Serve the real legacy files from `legacy_dir`, with ETags, laid out like GitHub raw."""
+    for category in MODEL_REFERENCE_CATEGORY:
+        for file in spec_for(category).github_files:
+            body = (legacy_dir / file).read_bytes()
+            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+            server.script(github_path(category, file), Reply(body=body, etag=etag))

@@ -1,0 +1,1 @@
+"""End-to-end interop tests against the real upstream horde-model-reference (marker `peer`)."""

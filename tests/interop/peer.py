@@ -1,0 +1,310 @@
+"""Helpers for the interop tests: the real upstream PRIMARY, the CLI as a subprocess.
+
+The PRIMARY is upstream `horde-model-reference` started by `shared/peer/start_primary.sh`
+(fully offline, seeded from `shared/reference-data/legacy`). Its uvicorn access log
+(`<data dir>/primary.log`) has one line per request, which is how requests are counted.
+A PRIMARY that cannot start fails the test loudly: these tests never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+START_TIMEOUT_SECONDS: Final = 90.0
+CLI_TIMEOUT_SECONDS: Final = 60.0
+STATE_DIR_NAME: Final = ".horde-replica-sync"
+LOCK_FILE_NAME: Final = ".horde-replica-sync.lock"
+
+# The layout contract, written out here rather than imported from the product: the v2 file of
+# every category, and the legacy file of the categories that have a legacy layer.
+V2_FILES: Final[dict[str, str]] = {
+    "blip": "blip.json",
+    "clip": "clip.json",
+    "codeformer": "codeformer.json",
+    "controlnet": "controlnet.json",
+    "controlnet_annotator": "controlnet_annotator.json",
+    "esrgan": "esrgan.json",
+    "gfpgan": "gfpgan.json",
+    "safety_checker": "safety_checker.json",
+    "image_generation": "stable_diffusion.json",
+    "text_generation": "text_generation.json",
+    "video_generation": "video_generation.json",
+    "audio_generation": "audio_generation.json",
+    "miscellaneous": "miscellaneous.json",
+    "lora": "lora.json",
+    "ti": "ti.json",
+}
+NO_LEGACY: Final = frozenset(
+    {"controlnet_annotator", "video_generation", "audio_generation", "lora", "ti"}
+)
+LEGACY_FILES: Final[dict[str, str]] = {
+    category: {"image_generation": "stable_diffusion.json", "text_generation": "db.json"}.get(
+        category, f"{category}.json"
+    )
+    for category in V2_FILES
+    if category not in NO_LEGACY
+}
+
+
+def shared_dir() -> Path:
+    """`$HRS_SHARED_DIR` (the Makefile exports it), else `shared/` beside the repository."""
+    configured = os.environ.get("HRS_SHARED_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parents[3] / "shared"
+
+
+def peer_python() -> Path:
+    """The peer venv's interpreter (`$PEER_VENV`, default as in start_primary.sh)."""
+    configured = os.environ.get("PEER_VENV")
+    if configured:
+        venv = Path(configured)
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        venv = Path(cache) / "horde-model-reference-peer" / "venv"
+    return venv / "bin" / "python"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Our environment without settings that would steer the daemon, local traffic unproxied."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HORDE_REPLICA_")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_NO_PROXY_OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(slots=True)
+class Primary:
+    """A running upstream PRIMARY: its API base (with /api), data dir, PID and port."""
+
+    data_dir: Path
+    port: int
+    pid: int
+
+    @property
+    def base_url(self) -> str:
+        """The API base, including `/api`."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def log_path(self) -> Path:
+        """The uvicorn access log (truncated by every start)."""
+        return self.data_dir / "primary.log"
+
+    @property
+    def legacy_dir(self) -> Path:
+        """The legacy files the PRIMARY serves (its source of truth)."""
+        return self.data_dir / "horde_model_reference" / "legacy"
+
+    def request_count(self) -> int:
+        """How many GET requests the PRIMARY has logged since it started."""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return sum(1 for line in text.splitlines() if '"GET ' in line)
+
+    def get_bytes(self, path: str) -> bytes:
+        """The body of `GET <base_url><path>` (must answer 200)."""
+        with _NO_PROXY_OPENER.open(self.base_url + path, timeout=30) as response:
+            assert response.status == 200, f"GET {path}: HTTP {response.status}"
+            body: bytes = response.read()
+            return body
+
+    def get_json(self, path: str) -> Any:
+        """The parsed JSON body of `GET <base_url><path>`."""
+        return json.loads(self.get_bytes(path))
+
+    def v2(self, category: str) -> bytes:
+        """The v2 body of `category`."""
+        return self.get_bytes(f"/model_references/v2/{category}")
+
+    def v1(self, category: str) -> bytes:
+        """The v1 (legacy) body of `category`, by its category name."""
+        return self.get_bytes(f"/model_references/v1/{category}")
+
+    def stop(self) -> None:
+        """Stop the server (by its PID, through stop_primary.sh)."""
+        _stop(self.pid)
+
+    def restart(self) -> None:
+        """Start again on the same data dir, on the same port if it is still free."""
+        self.stop()
+        try:
+            self.pid = _start(self.data_dir, self.port)
+        except _PortBusy:
+            self.port = free_port()
+            self.pid = _start(self.data_dir, self.port)
+
+
+class _PortBusy(Exception):
+    pass
+
+
+def _start(data_dir: Path, port: int) -> int:
+    script = shared_dir() / "peer" / "start_primary.sh"
+    if not script.is_file():
+        pytest.fail(f"cannot start the PRIMARY: {script} not found (set HRS_SHARED_DIR)")
+    try:
+        proc = subprocess.run(
+            [str(script), str(port)],
+            env=clean_env(PEER_DATA_DIR=str(data_dir)),
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"start_primary.sh {port} did not finish in {exc.timeout}s: {exc.stderr!r}")
+    if proc.returncode != 0 and "already in use" in proc.stderr:
+        raise _PortBusy(proc.stderr)
+    pid = proc.stdout.strip()
+    if proc.returncode != 0 or not pid.isdigit():
+        pytest.fail(
+            f"the upstream PRIMARY did not start (start_primary.sh {port} exited "
+            f"{proc.returncode}, stdout {proc.stdout!r}); run `make peer` first.\n"
+            f"stderr:\n{proc.stderr}"
+        )
+    return int(pid)
+
+
+def _stop(pid: int) -> None:
+    script = shared_dir() / "peer" / "stop_primary.sh"
+    subprocess.run([str(script), str(pid)], capture_output=True, timeout=30, check=False)
+
+
+def start_primary(data_dir: Path) -> Primary:
+    """Start a PRIMARY on a free port, retrying if another process wins the port race."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        port = free_port()
+        try:
+            pid = _start(data_dir, port)
+        except _PortBusy:
+            continue
+        return Primary(data_dir=data_dir, port=port, pid=pid)
+    pytest.fail("no free port for the PRIMARY after 3 attempts")
+
+
+@dataclass(frozen=True, slots=True)
+class CliRun:
+    """One finished `horde-replica-sync` process."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines on stderr."""
+        events = []
+        for line in self.stderr.splitlines():
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+        return events
+
+    @property
+    def category_events(self) -> list[dict[str, Any]]:
+        """One `sync.category_done` event per category and layer."""
+        return [e for e in self.events if e.get("event") == "sync.category_done"]
+
+    @property
+    def bytes_downloaded(self) -> int:
+        """Body bytes the run downloaded, as its log reports them."""
+        return sum(int(e.get("bytes_downloaded") or 0) for e in self.category_events)
+
+    def describe(self) -> str:
+        """Everything needed to debug a failed assertion."""
+        return (
+            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.2f}s\n"
+            f"--- stdout\n{self.stdout}\n--- stderr (tail)\n{self.stderr[-4000:]}"
+        )
+
+
+def run_sync(primary_url: str, replica_dir: Path, *extra: str) -> CliRun:
+    """Run `horde-replica-sync sync --once` against `primary_url`, GitHub fallback off."""
+    args = (
+        sys.executable,
+        "-m",
+        "horde_replica_sync",
+        "sync",
+        "--once",
+        "--no-fallback",
+        "--primary-url",
+        primary_url,
+        "--replica-dir",
+        str(replica_dir),
+        *extra,
+    )
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            args,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(args)} did not finish in {exc.timeout}s; stderr: {exc.stderr!r}")
+    return CliRun(args, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
+
+
+FileStamp = tuple[int, int]  # (st_ino, st_mtime_ns)
+
+
+def snapshot(replica_dir: Path) -> dict[str, FileStamp]:
+    """Inode and mtime of every file under the replica, except the lock and our state."""
+    stamps: dict[str, FileStamp] = {}
+    for path in replica_dir.rglob("*"):
+        rel = path.relative_to(replica_dir)
+        if rel.parts[0] in (STATE_DIR_NAME, LOCK_FILE_NAME) or not path.is_file():
+            continue
+        stat = path.stat()
+        stamps[rel.as_posix()] = (stat.st_ino, stat.st_mtime_ns)
+    return stamps
+
+
+def changed_files(before: dict[str, FileStamp], after: dict[str, FileStamp]) -> list[str]:
+    """Files created, rewritten (new inode or mtime) or removed between two snapshots."""
+    return sorted(rel for rel in before.keys() | after.keys() if before.get(rel) != after.get(rel))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedReplica:
+    """A replica made by one cold sync from the session PRIMARY, with that run's numbers."""
+
+    path: Path
+    run: CliRun
+    requests: int
+    files: dict[str, FileStamp]
+
+
+def fresh_replica(primary: Primary, replica: Path) -> dict[str, FileStamp]:
+    """Cold-sync `replica` from `primary` (must succeed); return its snapshot."""
+    run = run_sync(primary.base_url, replica)
+    assert run.returncode == 0, run.describe()
+    return snapshot(replica)
