@@ -142,7 +142,7 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             if status != 304:
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output clean
 
     return Handler
@@ -189,10 +189,14 @@ def v1_path(category: MODEL_REFERENCE_CATEGORY) -> str:
     return f"/api/model_references/v1/{name}"
 
 
-def script_primary(server: FaultServer, *, stamp: int = 1000, count: int = 4, tag: str = "a") -> None:
+def script_primary(
+    server: FaultServer, *, stamp: int = 1000, count: int = 4, tag: str = "a"
+) -> None:
     """Make `server` a healthy PRIMARY: metadata, v2 and v1 for every category."""
     for family in ("v1", "v2"):
-        server.script(f"/api/model_references/{family}/metadata/metadata", Reply(body=metadata(stamp)))
+        server.script(
+            f"/api/model_references/{family}/metadata/metadata", Reply(body=metadata(stamp))
+        )
     for category in MODEL_REFERENCE_CATEGORY:
         server.script(v2_path(category), Reply(body=records(category, count, tag=tag)))
         if spec_for(category).has_legacy:

@@ -88,7 +88,7 @@ class TestGetPassedStatuses:
 
     def test_passed_statuses(self) -> None:
         """PASSED_STATUSES is exactly 200, 304 and 404."""
-        assert PASSED_STATUSES == frozenset({200, 304, 404})
+        assert frozenset({200, 304, 404}) == PASSED_STATUSES
 
     async def test_200(self) -> None:
         """A 200 returns the URL, status, full body and ETag."""

@@ -115,7 +115,9 @@ class TestPrimaryFaults:
     ) -> None:
         """The v2 file keeps its bytes and mtime; the report and the state name the reason."""
         server.script(v2_path(C.esrgan), *replies)
-        report = await sync(categories=ONE, force=True, request_timeout_seconds=0.5, retry_attempts=1)
+        report = await sync(
+            categories=ONE, force=True, request_timeout_seconds=0.5, retry_attempts=1
+        )
         assert outcome(report, C.esrgan) is expected_outcome
         assert reason in error(report, C.esrgan)
         assert v2_path(C.esrgan) in error(report, C.esrgan) or "esrgan" in error(report, C.esrgan)
@@ -126,7 +128,11 @@ class TestPrimaryFaults:
         assert not list(replica.rglob("*.hrs-tmp"))
 
     async def test_fault_clears_on_next_run(
-        self, seeded: dict[str, tuple[bytes, int]], server: FaultServer, sync: SyncFn, state_of: StateOf
+        self,
+        seeded: dict[str, tuple[bytes, int]],
+        server: FaultServer,
+        sync: SyncFn,
+        state_of: StateOf,
     ) -> None:
         """Once the fault is gone, the next run succeeds and clears the recorded error."""
         server.script(v2_path(C.esrgan), Reply(200, b"nope"))
@@ -214,7 +220,9 @@ class TestChangeDetection:
         await sync(categories="esrgan,blip")
         moved = json.loads(metadata(1000))
         moved["esrgan"]["last_updated"] = 2000
-        server.script("/api/model_references/v1/metadata/metadata", Reply(body=json.dumps(moved).encode()))
+        server.script(
+            "/api/model_references/v1/metadata/metadata", Reply(body=json.dumps(moved).encode())
+        )
         server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4, tag="b")))
         before = {p: server.count(p) for p in (v2_path(C.esrgan), v2_path(C.blip))}
         report = await sync(categories="esrgan,blip")
@@ -254,8 +262,12 @@ class TestGithubFallback:
             assert outcome(report, category, Layer.LEGACY) is Outcome.UPDATED
             assert state_of().layer(category, Layer.LEGACY).source == "github"
             assert outcome(report, category) is Outcome.FAILED  # no v2 on GitHub
-        assert (replica / "legacy" / "esrgan.json").read_bytes() == (legacy / "esrgan.json").read_bytes()
-        assert (replica / "legacy" / "models.csv").read_bytes() == (legacy / "models.csv").read_bytes()
+        assert (replica / "legacy" / "esrgan.json").read_bytes() == (
+            legacy / "esrgan.json"
+        ).read_bytes()
+        assert (replica / "legacy" / "models.csv").read_bytes() == (
+            legacy / "models.csv"
+        ).read_bytes()
         assert (replica / "legacy" / "db.json").read_bytes() == (legacy / "db.json").read_bytes()
         assert outcome(report, C.lora) is Outcome.FAILED  # no GitHub source at all
         assert "127.0.0.1" in error(report, C.lora)

@@ -56,8 +56,8 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         """Load every published file that still matches the state; return the warm categories.
 
         A file that differs from what the state recorded (edited while we were down), or
-        whose last refresh failed, is not loaded, so the next run re-verifies it. The cache timestamp is the last verification
-        time, so a restart does not reset the TTL.
+        whose last refresh failed, is not loaded, so the next run re-verifies it. The cache
+        timestamp is the last verification time, so a restart does not reset the TTL.
         """
         warm = []
         for category in self.categories:

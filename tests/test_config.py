@@ -1,0 +1,319 @@
+"""Tests of settings loading and validation in `horde_replica_sync.config`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.config import (
+    DEFAULT_PRIMARY_URL,
+    ENV_PREFIX,
+    FLAGS,
+    Settings,
+    load_settings,
+)
+from horde_replica_sync.errors import ConfigError
+
+C = MODEL_REFERENCE_CATEGORY
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every HORDE_REPLICA_* variable and AIWORKER_CACHE_HOME for hermetic tests."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("AIWORKER_CACHE_HOME", raising=False)
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    """Write `text` to a TOML file in `tmp_path` and return its path."""
+    path = tmp_path / "horde-replica-sync.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(config_file: Path | None = None, **overrides: Any) -> str:
+    """Load settings that must fail and return the ConfigError message."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file, **overrides)
+    return str(info.value)
+
+
+class TestDefaults:
+    """With no file, environment or flags, the documented defaults apply."""
+
+    def test_source_urls(self) -> None:
+        """The PRIMARY is models.aihorde.net/api and GitHub is raw.githubusercontent.com."""
+        settings = load_settings()
+        assert settings.primary_url == DEFAULT_PRIMARY_URL == "https://models.aihorde.net/api"
+        assert settings.github_url == "https://raw.githubusercontent.com"
+        assert settings.use_primary is True
+        assert settings.github_fallback is True
+        assert settings.github_owner == "Haidra-Org"
+        assert settings.github_branch == "main"
+
+    def test_all_categories(self) -> None:
+        """Every category is synced by default, in upstream order."""
+        assert load_settings().categories == tuple(MODEL_REFERENCE_CATEGORY)
+
+    def test_limits(self) -> None:
+        """Numeric knobs have their documented defaults."""
+        settings = load_settings()
+        assert settings.request_timeout_seconds == 10.0
+        assert settings.run_timeout_seconds == 300.0
+        assert settings.max_body_bytes == 64 * 1024 * 1024
+        assert settings.max_concurrency == 4
+        assert settings.retry_attempts == 3
+        assert settings.retry_initial_seconds == 0.5
+        assert settings.retry_max_seconds == 10.0
+        assert settings.max_shrink_fraction == 0.5
+        assert settings.cache_ttl_seconds == 3600
+
+    def test_replica_dir_from_aiworker_cache_home(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """The replica dir defaults to $AIWORKER_CACHE_HOME/horde_model_reference."""
+        monkeypatch.setenv("AIWORKER_CACHE_HOME", str(tmp_path))
+        assert load_settings().replica_dir == tmp_path / "horde_model_reference"
+
+    def test_replica_dir_without_aiworker_cache_home(self) -> None:
+        """Without AIWORKER_CACHE_HOME the replica dir is ./models/horde_model_reference."""
+        assert load_settings().replica_dir == Path("models") / "horde_model_reference"
+
+    def test_replica_dir_with_empty_aiworker_cache_home(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An empty AIWORKER_CACHE_HOME counts as unset."""
+        monkeypatch.setenv("AIWORKER_CACHE_HOME", "")
+        assert load_settings().replica_dir == Path("models") / "horde_model_reference"
+
+    def test_effective_state_dir_default(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Without state_dir, the state lives in a dot-directory inside the replica."""
+        monkeypatch.setenv("AIWORKER_CACHE_HOME", str(tmp_path))
+        settings = load_settings()
+        assert settings.state_dir is None
+        assert settings.effective_state_dir.parent == settings.replica_dir
+        assert settings.effective_state_dir.name.startswith(".")
+
+    def test_effective_state_dir_explicit(self, tmp_path: Path) -> None:
+        """An explicit state_dir is used as is."""
+        settings = load_settings(state_dir=tmp_path / "state")
+        assert settings.effective_state_dir == tmp_path / "state"
+
+    def test_settings_are_frozen(self) -> None:
+        """Loaded settings cannot be changed afterwards."""
+        settings = load_settings()
+        with pytest.raises(ValueError, match="frozen"):
+            settings.max_concurrency = 8
+
+
+class TestPrecedence:
+    """TOML file < environment < overrides (flags)."""
+
+    def test_toml_beats_default(self, tmp_path: Path) -> None:
+        """A TOML value replaces the default."""
+        path = write_toml(tmp_path, 'primary_url = "http://toml.test/api"\nmax_concurrency = 2\n')
+        settings = load_settings(path)
+        assert settings.primary_url == "http://toml.test/api"
+        assert settings.max_concurrency == 2
+
+    def test_env_beats_toml(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """An environment variable beats the TOML file."""
+        path = write_toml(tmp_path, 'primary_url = "http://toml.test/api"\nmax_concurrency = 2\n')
+        monkeypatch.setenv("HORDE_REPLICA_PRIMARY_URL", "http://env.test/api")
+        settings = load_settings(path)
+        assert settings.primary_url == "http://env.test/api"
+        assert settings.max_concurrency == 2
+
+    def test_override_beats_env_and_toml(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """An override (flag) beats both the environment and the TOML file."""
+        path = write_toml(tmp_path, 'primary_url = "http://toml.test/api"\n')
+        monkeypatch.setenv("HORDE_REPLICA_PRIMARY_URL", "http://env.test/api")
+        settings = load_settings(path, primary_url="http://flag.test/api")
+        assert settings.primary_url == "http://flag.test/api"
+
+    def test_env_without_toml(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Environment variables apply with no config file."""
+        monkeypatch.setenv("HORDE_REPLICA_MAX_CONCURRENCY", "7")
+        monkeypatch.setenv("HORDE_REPLICA_GITHUB_FALLBACK", "false")
+        settings = load_settings()
+        assert settings.max_concurrency == 7
+        assert settings.github_fallback is False
+
+    def test_trailing_slash_stripped(self) -> None:
+        """A trailing slash on a source URL is removed."""
+        assert load_settings(primary_url="http://p.test/api/").primary_url == "http://p.test/api"
+
+    def test_toml_paths(self, tmp_path: Path) -> None:
+        """replica_dir and state_dir can be set in the TOML file."""
+        path = write_toml(
+            tmp_path, f'replica_dir = "{tmp_path / "r"}"\nstate_dir = "{tmp_path / "s"}"\n'
+        )
+        settings = load_settings(path)
+        assert settings.replica_dir == tmp_path / "r"
+        assert settings.effective_state_dir == tmp_path / "s"
+
+
+class TestCategories:
+    """Category lists from every source are parsed into upstream order."""
+
+    def test_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """HORDE_REPLICA_CATEGORIES="esrgan, blip" gives (blip, esrgan)."""
+        monkeypatch.setenv("HORDE_REPLICA_CATEGORIES", "esrgan, blip")
+        assert load_settings().categories == (C.blip, C.esrgan)
+
+    def test_from_toml_list(self, tmp_path: Path) -> None:
+        """A TOML array of names is parsed and ordered."""
+        path = write_toml(tmp_path, 'categories = ["ti", "clip", "ti"]\n')
+        assert load_settings(path).categories == (C.clip, C.ti)
+
+    def test_from_override_string(self) -> None:
+        """An override string (the --categories flag) is parsed and ordered."""
+        settings = load_settings(categories="text_generation,image_generation")
+        assert settings.categories == (C.image_generation, C.text_generation)
+
+    def test_is_tuple_of_enum(self) -> None:
+        """Parsed categories are a tuple of enum members."""
+        categories = load_settings(categories="blip").categories
+        assert isinstance(categories, tuple)
+        assert all(isinstance(c, MODEL_REFERENCE_CATEGORY) for c in categories)
+
+
+class TestInvalid:
+    """A broken setting raises ConfigError naming the key, its env var and its flag."""
+
+    @pytest.mark.parametrize(
+        ("overrides", "key"),
+        [
+            pytest.param({"primary_url": "ftp://x"}, "primary_url", id="primary-ftp"),
+            pytest.param({"primary_url": "http://"}, "primary_url", id="primary-no-host"),
+            pytest.param({"github_url": "raw.githubusercontent.com"}, "github_url", id="github"),
+            pytest.param({"categories": "nope"}, "categories", id="categories-unknown"),
+            pytest.param({"categories": ""}, "categories", id="categories-empty"),
+            pytest.param({"max_concurrency": 0}, "max_concurrency", id="concurrency-zero"),
+            pytest.param({"max_concurrency": 65}, "max_concurrency", id="concurrency-high"),
+            pytest.param({"max_shrink_fraction": 1.5}, "max_shrink_fraction", id="shrink"),
+            pytest.param({"max_body_bytes": 10}, "max_body_bytes", id="body-cap"),
+            pytest.param({"retry_attempts": 0}, "retry_attempts", id="attempts"),
+            pytest.param({"request_timeout_seconds": 0}, "request_timeout_seconds", id="timeout"),
+            pytest.param({"github_owner": ""}, "github_owner", id="owner"),
+        ],
+    )
+    def test_override(self, overrides: dict[str, Any], key: str) -> None:
+        """An invalid override names the key, HORDE_REPLICA_<KEY> and the flag if any."""
+        message = config_error(**overrides)
+        assert key in message
+        assert f"HORDE_REPLICA_{key.upper()}" in message
+        if key in FLAGS:
+            assert FLAGS[key] in message
+
+    def test_primary_url_message(self) -> None:
+        """The primary_url error names its flag and the offending value."""
+        message = config_error(primary_url="ftp://x")
+        assert "--primary-url" in message
+        assert "ftp://x" in message
+
+    def test_unknown_category_named(self) -> None:
+        """The categories error names the unknown category and the --categories flag."""
+        message = config_error(categories="blip,nope")
+        assert "'nope'" in message
+        assert "--categories" in message
+
+    def test_invalid_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An invalid environment value is reported like an override."""
+        monkeypatch.setenv("HORDE_REPLICA_MAX_CONCURRENCY", "0")
+        message = config_error()
+        assert "max_concurrency" in message
+        assert "HORDE_REPLICA_MAX_CONCURRENCY" in message
+
+    def test_invalid_env_categories(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An unknown category in the environment names the category and the key."""
+        monkeypatch.setenv("HORDE_REPLICA_CATEGORIES", "esrgan,nope")
+        message = config_error()
+        assert "'nope'" in message
+        assert "HORDE_REPLICA_CATEGORIES" in message
+
+    def test_invalid_toml_value(self, tmp_path: Path) -> None:
+        """An invalid value in the TOML file names the key."""
+        message = config_error(write_toml(tmp_path, "max_concurrency = 0\n"))
+        assert "max_concurrency" in message
+
+    def test_no_source(self) -> None:
+        """Turning off both sources names both keys, their env vars and their flags."""
+        message = config_error(use_primary=False, github_fallback=False)
+        for key in ("use_primary", "github_fallback"):
+            assert key in message
+            assert f"HORDE_REPLICA_{key.upper()}" in message
+            assert FLAGS[key] in message
+
+    def test_one_source_is_enough(self) -> None:
+        """Either source alone is a valid configuration."""
+        assert load_settings(use_primary=False).github_fallback is True
+        assert load_settings(github_fallback=False).use_primary is True
+
+    def test_several_errors_one_line_each(self) -> None:
+        """Each broken setting gets its own line."""
+        message = config_error(max_concurrency=0, retry_attempts=0)
+        lines = message.splitlines()
+        assert len(lines) == 2
+        assert any("max_concurrency" in line for line in lines)
+        assert any("retry_attempts" in line for line in lines)
+
+
+class TestConfigFile:
+    """Problems with the TOML file itself are ConfigErrors naming the file."""
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing config file raises ConfigError naming its path."""
+        path = tmp_path / "absent.toml"
+        assert str(path) in config_error(path)
+
+    def test_directory(self, tmp_path: Path) -> None:
+        """A directory given as the config file raises ConfigError naming its path."""
+        assert str(tmp_path) in config_error(tmp_path)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param("primary_url = \n", id="missing-value"),
+            pytest.param("[unterminated\n", id="bad-table"),
+            pytest.param('primary_url = "a"\nprimary_url = "b"\n', id="duplicate-key"),
+        ],
+    )
+    def test_invalid_toml(self, tmp_path: Path, text: str) -> None:
+        """A file that is not valid TOML raises ConfigError naming its path."""
+        path = write_toml(tmp_path, text)
+        message = config_error(path)
+        assert str(path) in message
+        assert "TOML" in message
+
+    def test_not_utf8(self, tmp_path: Path) -> None:
+        """A TOML file that is not UTF-8 raises ConfigError naming its path."""
+        path = tmp_path / "latin1.toml"
+        path.write_bytes('github_owner = "é"\n'.encode("latin-1"))
+        assert str(path) in config_error(path)
+
+    def test_unknown_key(self, tmp_path: Path) -> None:
+        """An unknown key in the TOML file raises ConfigError naming the key."""
+        path = write_toml(tmp_path, 'primary_url = "http://p.test"\nprimry_url = "x"\n')
+        assert "primry_url" in config_error(path)
+
+    def test_empty_file(self, tmp_path: Path) -> None:
+        """An empty TOML file gives the defaults."""
+        settings = load_settings(write_toml(tmp_path, ""))
+        assert settings.model_dump() == load_settings().model_dump()
+
+    def test_file_does_not_leak(self, tmp_path: Path) -> None:
+        """Loading with a TOML file does not change the settings of a later plain load."""
+        load_settings(write_toml(tmp_path, "max_concurrency = 2\n"))
+        assert load_settings().max_concurrency == 4
+        assert Settings.model_config.get("toml_file") is None

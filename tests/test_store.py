@@ -1,0 +1,133 @@
+"""The replica store: atomic publish, no needless rewrites, temp cleanup, lock, state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.errors import LockHeldError, StoreError
+from horde_replica_sync.state import FileRecord, Layer, ReplicaState
+from horde_replica_sync.store import ReplicaStore, relpath_for
+
+
+@pytest.fixture(name="store")
+def _store(tmp_path: Path) -> ReplicaStore:
+    return ReplicaStore(tmp_path / "replica", tmp_path / "state")
+
+
+class TestLayout:
+    """Files land where upstream readers look for them."""
+
+    @pytest.mark.parametrize(
+        ("category", "layer", "file", "expected"),
+        [
+            (C.image_generation, Layer.V2, None, "stable_diffusion.json"),
+            (C.image_generation, Layer.LEGACY, None, "legacy/stable_diffusion.json"),
+            (C.text_generation, Layer.V2, None, "text_generation.json"),
+            (C.text_generation, Layer.LEGACY, None, "legacy/db.json"),
+            (C.text_generation, Layer.LEGACY, "models.csv", "legacy/models.csv"),
+            (C.esrgan, Layer.LEGACY, None, "legacy/esrgan.json"),
+            (C.lora, Layer.V2, None, "lora.json"),
+        ],
+    )
+    def test_relpath(self, category: C, layer: Layer, file: str | None, expected: str) -> None:
+        """Each category and layer maps to upstream's file name."""
+        assert relpath_for(category, layer, file) == expected
+
+    def test_no_legacy_layer(self) -> None:
+        """Asking for the legacy file of a v2-only category is a programming error."""
+        with pytest.raises(ValueError, match="controlnet_annotator"):
+            relpath_for(C.controlnet_annotator, Layer.LEGACY)
+
+
+class TestPublish:
+    """Publishing is atomic and writes only changed bytes."""
+
+    def test_publish_creates_directories_and_file(self, store: ReplicaStore) -> None:
+        """A first publish creates the tree, with a file readers of any user can read."""
+        assert store.publish("legacy/esrgan.json", b"{}")
+        path = store.path("legacy/esrgan.json")
+        assert path.read_bytes() == b"{}"
+        assert path.stat().st_mode & 0o777 == 0o644
+
+    def test_same_bytes_are_not_rewritten(self, store: ReplicaStore) -> None:
+        """Publishing identical bytes keeps the inode and mtime readers watch."""
+        store.publish("esrgan.json", b'{"a": {"name": "a"}}')
+        before = store.path("esrgan.json").stat()
+        assert not store.publish("esrgan.json", b'{"a": {"name": "a"}}')
+        after = store.path("esrgan.json").stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    def test_new_bytes_replace_the_file(self, store: ReplicaStore) -> None:
+        """New bytes arrive through a rename: a new inode, never an in-place edit."""
+        store.publish("esrgan.json", b"{}")
+        before = store.path("esrgan.json").stat().st_ino
+        assert store.publish("esrgan.json", b'{"b": {"name": "b"}}')
+        assert store.path("esrgan.json").stat().st_ino != before
+        assert not list(store.replica_dir.glob(".*"))
+
+    def test_failure_keeps_the_old_file_and_no_temp(self, store: ReplicaStore) -> None:
+        """When the write cannot happen, the error names the path and nothing is left behind."""
+        store.publish("esrgan.json", b"{}")
+        store.path("legacy").write_text("a file where a directory should be")
+        with pytest.raises(StoreError, match=r"legacy/esrgan\.json"):
+            store.publish("legacy/esrgan.json", b"{}")
+        assert store.path("esrgan.json").read_bytes() == b"{}"
+        assert not list(store.replica_dir.rglob("*.hrs-tmp"))
+
+    def test_stale_temps_are_removed(self, store: ReplicaStore) -> None:
+        """Temp files a killed process left behind are deleted; data files are not."""
+        store.publish("esrgan.json", b"{}")
+        store.publish("legacy/esrgan.json", b"{}")
+        stale = [
+            store.path(".esrgan.json.abc123.hrs-tmp"),
+            store.path("legacy/.esrgan.json.def456.hrs-tmp"),
+        ]
+        for path in stale:
+            path.write_bytes(b"{partial")
+        assert sorted(store.remove_stale_temps()) == sorted(stale)
+        assert store.path("esrgan.json").exists()
+        assert store.path("legacy/esrgan.json").exists()
+
+
+class TestLock:
+    """One writer per replica."""
+
+    def test_second_holder_is_refused_with_the_pid(self, store: ReplicaStore) -> None:
+        """A second lock on the same replica fails, naming the directory and the holder."""
+        with store.locked():
+            other = ReplicaStore(store.replica_dir, store.state_dir)
+            with pytest.raises(LockHeldError, match=f"pid {os.getpid()}"), other.locked():
+                pass
+
+    def test_lock_is_released(self, store: ReplicaStore) -> None:
+        """After the holder leaves, the lock can be taken again."""
+        with store.locked():
+            pass
+        with store.locked():
+            pass
+
+
+class TestState:
+    """The state file round-trips and never blocks a start."""
+
+    def test_round_trip(self, store: ReplicaStore) -> None:
+        """What is saved is what is loaded."""
+        state = ReplicaState()
+        layer = state.layer(C.esrgan, Layer.V2)
+        layer.files["esrgan.json"] = FileRecord(sha256="0" * 64, size=2, etag='"x"')
+        layer.source, layer.records, layer.upstream_last_updated = "primary", 3, 1000
+        store.save_state(state)
+        assert store.load_state() == state
+
+    @pytest.mark.parametrize(
+        "content", [b"", b"{not json", b'{"schema_version": 99}', b'{"categories": {"nope": {}}}']
+    )
+    def test_bad_state_starts_empty(self, store: ReplicaStore, content: bytes) -> None:
+        """A missing, corrupt or foreign state file is replaced by an empty state."""
+        store.state_dir.mkdir(parents=True)
+        store.state_path.write_bytes(content)
+        assert store.load_state() == ReplicaState()
