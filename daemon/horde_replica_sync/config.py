@@ -87,7 +87,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _some_source(self) -> Settings:
         if not self.use_primary and not self.github_fallback:
-            msg = "use_primary and github_fallback are both off: there is nothing to sync from"
+            msg = (
+                "use_primary (env HORDE_REPLICA_USE_PRIMARY, flag --no-primary) and "
+                "github_fallback (env HORDE_REPLICA_GITHUB_FALLBACK, flag --no-fallback) "
+                "are both off: there is nothing to sync from"
+            )
             raise ValueError(msg)
         return self
 
@@ -134,12 +138,17 @@ def describe_settings_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         key = str(error["loc"][0]) if error["loc"] else "settings"
-        where = [f"env {ENV_PREFIX}{key.upper()}"] if key != "settings" else []
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {key} (not one of: {', '.join(Settings.model_fields)})")
+            continue
+        if key == "settings":
+            lines.append(f"invalid settings: {error['msg'].removeprefix('Value error, ')}")
+            continue
+        where = [f"env {ENV_PREFIX}{key.upper()}"]
         if key in FLAGS:
             where.append(f"flag {FLAGS[key]}")
-        suffix = f" ({', '.join(where)})" if where else ""
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"invalid setting {key}{suffix}: {message}")
+        lines.append(f"invalid setting {key} ({', '.join(where)}): {message}")
     return "\n".join(lines)
 
 
@@ -152,6 +161,9 @@ def _with_toml_file(path: Path) -> type[Settings]:
         raise ConfigError(msg) from exc
     except tomllib.TOMLDecodeError as exc:
         msg = f"config file {path} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"config file {path} is not UTF-8 (byte {exc.start})"
         raise ConfigError(msg) from exc
     config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
     return type("Settings", (Settings,), {"model_config": config})

@@ -16,9 +16,16 @@ the others; anything else is a bug and propagates.
 
 from __future__ import annotations
 
+from typing import Literal
+
+SourceName = Literal["primary", "github"]
+
 
 class ReplicaSyncError(Exception):
     """Base class of every error this package raises on purpose."""
+
+    kind: str = "error"  # a bounded label for metrics
+    source: SourceName | None = None  # the source to blame, when there is one
 
 
 class ConfigError(ReplicaSyncError):
@@ -37,11 +44,13 @@ class SourceError(ReplicaSyncError):
         url: str,
         reason: str,
         *,
+        kind: str = "unavailable",
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
         self.url = url
         self.reason = reason
+        self.kind = kind  # timeout, connection, http_5xx, rate_limited, ...
         self.status = status
         self.retry_after = retry_after
         super().__init__(f"{url}: {reason}")
@@ -58,6 +67,8 @@ class SourceRejected(SourceError):
 class InvalidPayload(ReplicaSyncError):
     """Raised by validation when a body must not replace the published copy."""
 
+    kind = "invalid"
+
     def __init__(self, what: str, reason: str) -> None:
         self.what = what
         self.reason = reason
@@ -67,6 +78,10 @@ class InvalidPayload(ReplicaSyncError):
 class ShrinkRefused(InvalidPayload):
     """The body is valid but would drop more records than the shrink guard allows."""
 
+    kind = "shrink"
+
 
 class StoreError(ReplicaSyncError):
     """Raised by the store when a file or the state could not be written."""
+
+    kind = "store"

@@ -8,11 +8,11 @@ next run re-verifies every file against upstream (and rewrites none that already
 from __future__ import annotations
 
 import enum
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.errors import SourceName
 
 SCHEMA_VERSION = 1
 
@@ -22,9 +22,6 @@ class Layer(enum.StrEnum):
 
     V2 = "v2"
     LEGACY = "legacy"
-
-
-SourceName = Literal["primary", "github"]
 
 
 class FileRecord(BaseModel):

@@ -26,11 +26,12 @@ from horde_replica_sync.errors import (
     InvalidPayload,
     ReplicaSyncError,
     SourceError,
+    SourceName,
     SourceUnavailable,
 )
 from horde_replica_sync.sources.github import GithubSource, NotModified
 from horde_replica_sync.sources.primary import Fetched, PrimarySource
-from horde_replica_sync.state import FileRecord, Layer, LayerState, ReplicaState, SourceName
+from horde_replica_sync.state import FileRecord, Layer, LayerState, ReplicaState
 from horde_replica_sync.store import ReplicaStore, relpath_for, sha256_hex
 from horde_replica_sync.validation import (
     Payload,
@@ -71,6 +72,9 @@ class LayerResult:
     files_written: int = 0
     duration_seconds: float = 0.0
     error: str | None = None
+    error_kind: str | None = None  # bounded: timeout, http_5xx, invalid, shrink, ...
+    error_source: SourceName | None = None
+    verified: bool = False  # confirmed current this run (fetched, or metadata unchanged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,15 @@ class SyncEngine:
         self.state = state if state is not None else store.load_state()
         self._clock = clock
         self._dirty = False
+        # When each layer was last confirmed current; a metadata poll that shows no change
+        # confirms cached layers without touching the state file.
+        self.confirmed_at: dict[tuple[MODEL_REFERENCE_CATEGORY, Layer], float] = {
+            (category, layer): layer_state.verified_at
+            for category, category_state in self.state.categories.items()
+            for layer in Layer
+            if (layer_state := category_state.layer(layer)).verified_at is not None
+        }
+        self.upstream_last_updated: dict[MODEL_REFERENCE_CATEGORY, int] = {}
         self._semaphore = asyncio.Semaphore(options.max_concurrency)
 
     async def run(self, *, force: bool = False) -> SyncReport:
@@ -177,6 +190,7 @@ class SyncEngine:
             return
         try:
             run.stamps = await self.primary.fetch_last_updated()
+            self.upstream_last_updated = dict(run.stamps)
         except SourceUnavailable as exc:
             run.primary_down = exc
             return
@@ -206,15 +220,21 @@ class SyncEngine:
             if layer is Layer.V2 or spec_for(category).has_legacy
         ]
         tasks = [asyncio.create_task(self._sync_target(c, lr, run)) for c, lr in targets]
-        done, pending = await asyncio.wait(tasks, timeout=self.options.run_timeout_seconds)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=self.options.run_timeout_seconds)
+        finally:
+            # On timeout or when the run itself is cancelled (shutdown): stop what is still
+            # fetching. A publish is synchronous, so it is never interrupted half-way.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._save_state()
         results = tuple(
             task.result() if task in done else self._timed_out(c, lr)
             for task, (c, lr) in zip(tasks, targets, strict=True)
         )
-        self._save_state()
+        now = self._clock()
+        self.confirmed_at.update({(r.category, r.layer): now for r in results if r.verified})
         return SyncReport(
             results=results,
             forced=run.force,
@@ -226,22 +246,32 @@ class SyncEngine:
     def _timed_out(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerResult:
         error = f"run timed out after {self.options.run_timeout_seconds:g} s"
         self._record_error(category, layer, Outcome.FAILED, error)
-        return LayerResult(category, layer, Outcome.FAILED, error=error)
+        return LayerResult(category, layer, Outcome.FAILED, error=error, error_kind="run_timeout")
 
     async def _sync_target(
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: _Run
     ) -> LayerResult:
         started = time.perf_counter()
         if not run.force and self.backend.cached(category, layer):
-            return LayerResult(category, layer, Outcome.UNCHANGED, cache_hit=True)
+            confirmed = bool(run.stamps)  # the PRIMARY just said nothing moved
+            return LayerResult(
+                category, layer, Outcome.UNCHANGED, cache_hit=True, verified=confirmed
+            )
         async with self._semaphore:
             try:
                 result = await self._fetch_and_publish(category, layer, run)
             except ReplicaSyncError as exc:
-                outcome = Outcome.REFUSED if isinstance(exc, InvalidPayload) else Outcome.FAILED
-                self._record_error(category, layer, outcome, str(exc))
-                result = LayerResult(category, layer, outcome, error=str(exc))
-        return _with_duration(result, time.perf_counter() - started)
+                result = self._failure(category, layer, exc)
+        return dataclasses.replace(result, duration_seconds=time.perf_counter() - started)
+
+    def _failure(
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, exc: ReplicaSyncError
+    ) -> LayerResult:
+        outcome = Outcome.REFUSED if isinstance(exc, InvalidPayload) else Outcome.FAILED
+        self._record_error(category, layer, outcome, str(exc))
+        return LayerResult(
+            category, layer, outcome, error=str(exc), error_kind=exc.kind, error_source=exc.source
+        )
 
     async def _fetch_and_publish(
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: _Run
@@ -257,6 +287,7 @@ class SyncEngine:
             category,
             layer,
             Outcome.UPDATED if changed else Outcome.UNCHANGED,
+            verified=True,
             source=delivery.source,
             bytes_downloaded=sum(f.downloaded for f in delivery.files),
             bytes_written=sum(len(f.payload.content) for f in delivery.files if f in written),
@@ -294,7 +325,9 @@ class SyncEngine:
         if fetched is None:
             return None
         relpath = relpath_for(category, layer)
-        return _Delivery("primary", (self._validated(category, layer, relpath, fetched),))
+        return _Delivery(
+            "primary", (self._validated(category, layer, relpath, fetched, "primary"),)
+        )
 
     def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> bool:
         return (
@@ -314,12 +347,15 @@ class SyncEngine:
             relpath = relpath_for(category, Layer.LEGACY, name)
             etag, published = self._conditional(relpath, state)
             answer = await self.github.fetch(spec.github_repo, name, etag)
-            if isinstance(answer, NotModified):
+            downloaded = None
+            if isinstance(answer, NotModified):  # re-validate what we hold; nothing came
                 assert published is not None
-                answer = Fetched(answer.url, published, answer.etag)
-                files.append(self._validated(category, Layer.LEGACY, relpath, answer, downloaded=0))
-            else:
-                files.append(self._validated(category, Layer.LEGACY, relpath, answer))
+                answer, downloaded = Fetched(answer.url, published, answer.etag), 0
+            files.append(
+                self._validated(
+                    category, Layer.LEGACY, relpath, answer, "github", downloaded=downloaded
+                )
+            )
         # The JSON file readers load is the layer's main file; publish it last.
         main = relpath_for(category, Layer.LEGACY)
         files.sort(key=lambda f: f.relpath == main)
@@ -341,19 +377,47 @@ class SyncEngine:
         layer: Layer,
         relpath: str,
         fetched: Fetched,
+        source: SourceName,
         *,
         downloaded: int | None = None,
     ) -> _File:
         what = f"{category.value} {layer.value} {relpath} from {fetched.url}"
-        if relpath.endswith(".csv"):
-            payload = parse_models_csv(what, fetched.content)
-        else:
-            payload = parse_json_records(what, fetched.content)
-            if not self.options.allow_shrink and relpath == relpath_for(category, layer):
-                previous = self.state.layer(category, layer).records
-                check_shrink(what, previous, payload.records, self.options.max_shrink_fraction)
+        try:
+            payload = self._checked(category, layer, relpath, what, fetched.content)
+        except InvalidPayload as exc:
+            exc.source = source
+            raise
         size = len(fetched.content) if downloaded is None else downloaded
         return _File(relpath, payload, fetched.etag, size)
+
+    def _checked(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        relpath: str,
+        what: str,
+        content: bytes,
+    ) -> Payload:
+        if relpath.endswith(".csv"):
+            return parse_models_csv(what, content)
+        payload = parse_json_records(what, content)
+        if not self.options.allow_shrink and relpath == relpath_for(category, layer):
+            previous = self._previous_records(category, layer, relpath)
+            check_shrink(what, previous, payload.records, self.options.max_shrink_fraction)
+        return payload
+
+    def _previous_records(
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, relpath: str
+    ) -> int | None:
+        """Records in the last good copy: from the state, else counted from the file itself."""
+        known = self.state.layer(category, layer).records
+        if known is not None:
+            return known
+        published = self.store.read(relpath)
+        try:
+            return parse_json_records(relpath, published).records if published else None
+        except InvalidPayload:
+            return None
 
     # -- publishing and bookkeeping -----------------------------------------------------
 
@@ -397,7 +461,7 @@ class SyncEngine:
             state.verified_at = self._clock()
             self._dirty = True
             self.backend.accept(category, layer, None)
-        return LayerResult(category, layer, Outcome.ABSENT, source="primary")
+        return LayerResult(category, layer, Outcome.ABSENT, source="primary", verified=True)
 
     def _record_error(
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, outcome: Outcome, error: str
@@ -413,7 +477,3 @@ class SyncEngine:
         if self._dirty and not self.options.dry_run:
             self.store.save_state(self.state)
             self._dirty = False
-
-
-def _with_duration(result: LayerResult, seconds: float) -> LayerResult:
-    return dataclasses.replace(result, duration_seconds=seconds)

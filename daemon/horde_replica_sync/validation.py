@@ -61,11 +61,12 @@ def parse_json_records(what: str, content: bytes) -> Payload:
 def parse_models_csv(what: str, content: bytes) -> Payload:
     """Validate the text repo's `models.csv`: UTF-8, a header with `name`, named rows."""
     text = _decode(what, content)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        rows = list(reader)
     except csv.Error as exc:
         raise InvalidPayload(what, f"not valid CSV ({exc})") from exc
-    if not rows or "name" not in rows[0]:
+    if "name" not in (reader.fieldnames or ()):
         raise InvalidPayload(what, "no header row with a 'name' column")
     for number, row in enumerate(rows, start=2):
         if not (row.get("name") or "").strip():

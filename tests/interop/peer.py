@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def free_port() -> int:
         return port
 
 
+# uvicorn's access log: `INFO:     127.0.0.1:47312 - "GET /api/... HTTP/1.1" 200 OK`
+_ACCESS_LINE: Final = re.compile(r'"GET \S+ HTTP/[0-9.]+" [0-9]{3}')
 _NO_PROXY_OPENER: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -119,7 +122,7 @@ class Primary:
     def request_count(self) -> int:
         """How many GET requests the PRIMARY has logged since it started."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return sum(1 for line in text.splitlines() if '"GET ' in line)
+        return len(_ACCESS_LINE.findall(text))
 
     def get_bytes(self, path: str) -> bytes:
         """The body of `GET <base_url><path>` (must answer 200)."""

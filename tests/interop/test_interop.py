@@ -44,7 +44,7 @@ METADATA_REQUESTS = 2  # v1 and v2 metadata/metadata
 
 def report(
     record: RecordProperty, label: str, run: CliRun, requests: int, files_written: int
-) -> dict[str, float]:
+) -> None:
     """Print a run's measurements and attach them to the test's report."""
     numbers = {
         "wall_seconds": round(run.seconds, 3),
@@ -58,7 +58,6 @@ def report(
     )
     for key, value in numbers.items():
         record(f"{label}.{key}", value)
-    return numbers
 
 
 def read_upstream(replica: Path, scratch: Path) -> dict[str, Any]:
@@ -120,6 +119,9 @@ class TestColdSync:
         assert len(outcomes) == ALL_LAYERS
         assert set(outcomes.values()) == {"updated"}, outcomes
         assert cold_replica.requests == METADATA_REQUESTS + ALL_LAYERS
+        served = sum(len(primary.v2(c)) for c in V2_FILES)
+        served += sum(len(primary.v1(c)) for c in LEGACY_FILES)
+        assert run.bytes_downloaded == served, "the log reports the bytes the PRIMARY served"
 
 
 class TestUpstreamReader:
@@ -309,3 +311,9 @@ class TestUpstreamChange:
         print(
             f"\n[upstream change] kept {len(kept)} files, rewrote {sorted(set(after) - set(kept))}"
         )
+
+        requests_before = server.request_count()
+        settled = run_sync(server.base_url, replica)
+        assert settled.returncode == 0, settled.describe()
+        assert server.request_count() - requests_before <= METADATA_REQUESTS, "not settled"
+        assert_kept(after, snapshot(replica))

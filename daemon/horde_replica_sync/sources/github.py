@@ -17,7 +17,7 @@ import httpx
 
 from horde_replica_sync.categories import GITHUB_BRANCH, GITHUB_OWNER, GithubRepo
 from horde_replica_sync.errors import SourceRejected, SourceUnavailable
-from horde_replica_sync.sources.http import RetryPolicy, get_with_retry
+from horde_replica_sync.sources.http import RetryPolicy, attributed_to, get_with_retry
 from horde_replica_sync.sources.primary import Fetched
 
 DEFAULT_GITHUB_URL: Final = "https://raw.githubusercontent.com"
@@ -34,7 +34,7 @@ class NotModified:
 class GithubSource:
     """Reads legacy files from `{base_url}/{owner}/{repo}/refs/heads/{branch}/{file}`."""
 
-    name = "github"
+    name: Final = "github"
 
     def __init__(
         self,
@@ -68,10 +68,14 @@ class GithubSource:
 
     async def fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
         """Fetch one file, conditionally on `etag` when we hold one."""
+        with attributed_to(self.name):
+            return await self._fetch(repo, file, etag)
+
+    async def _fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
         url = self.url(repo, file)
         if remaining := self.cooldown_remaining:
             reason = f"GitHub is on cooldown for {remaining:.0f} s after a rate limit"
-            raise SourceUnavailable(url, reason, retry_after=remaining)
+            raise SourceUnavailable(url, reason, kind="rate_limited", retry_after=remaining)
         headers = {"If-None-Match": etag} if etag else None
         try:
             response = await get_with_retry(
@@ -84,5 +88,7 @@ class GithubSource:
         if response.status == 304 and etag:
             return NotModified(url, etag)
         if response.status != 200:
-            raise SourceRejected(url, f"HTTP {response.status}", status=response.status)
+            raise SourceRejected(
+                url, f"HTTP {response.status}", kind="http_4xx", status=response.status
+            )
         return Fetched(url, response.content, response.etag)

@@ -6,9 +6,10 @@ so the rest of the package never sees httpx exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,7 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from horde_replica_sync.errors import SourceError, SourceRejected, SourceUnavailable
+from horde_replica_sync.errors import SourceError, SourceName, SourceRejected, SourceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +68,10 @@ async def get(
             _raise_for_status(url, response)
             content = await _read_capped(url, response, max_bytes)
     except httpx.TimeoutException as exc:
-        raise SourceUnavailable(url, f"timed out ({type(exc).__name__})") from exc
+        raise SourceUnavailable(url, f"timed out ({type(exc).__name__})", kind="timeout") from exc
     except httpx.HTTPError as exc:
-        raise SourceUnavailable(url, f"connection failed ({type(exc).__name__}: {exc})") from exc
+        reason = f"connection failed ({type(exc).__name__}: {exc})"
+        raise SourceUnavailable(url, reason, kind="connection") from exc
     return Response(url, response.status_code, content, response.headers.get("etag"))
 
 
@@ -102,22 +104,37 @@ async def get_with_retry(
     raise AssertionError(msg)  # pragma: no cover
 
 
+@contextlib.contextmanager
+def attributed_to(source: SourceName) -> Iterator[None]:
+    """Mark every `SourceError` raised inside as coming from `source` (for metrics)."""
+    try:
+        yield
+    except SourceError as exc:
+        exc.source = exc.source or source
+        raise
+
+
 def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
     """Seconds to wait from `Retry-After` (delta or HTTP date) or GitHub's `x-ratelimit-reset`."""
     now = time.time() if now is None else now
     value = headers.get("retry-after")
     if value is not None:
         value = value.strip()
-        if value.isdigit():
+        if _is_count(value):
             return float(value)
         try:
             return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
         except (TypeError, ValueError):
             return None
     reset = headers.get("x-ratelimit-reset")
-    if reset is not None and reset.strip().isdigit():
+    if reset is not None and _is_count(reset.strip()):
         return max(0.0, float(reset) - now)
     return None
+
+
+def _is_count(text: str) -> bool:
+    # str.isdigit() accepts non-ASCII digits such as "²" that int() rejects.
+    return text.isascii() and text.isdigit()
 
 
 def _raise_for_status(url: str, response: httpx.Response) -> None:
@@ -127,28 +144,39 @@ def _raise_for_status(url: str, response: httpx.Response) -> None:
     if 300 <= status < 400:
         location = response.headers.get("location", "?")
         raise SourceUnavailable(
-            url, f"unexpected redirect (HTTP {status} to {location})", status=status
+            url,
+            f"unexpected redirect (HTTP {status} to {location})",
+            kind="redirect",
+            status=status,
         )
     retry_after = parse_retry_after(response.headers)
     if status == 429 or status >= 500:
-        raise SourceUnavailable(url, f"HTTP {status}", status=status, retry_after=retry_after)
+        kind = "rate_limited" if status == 429 else "http_5xx"
+        raise SourceUnavailable(
+            url, f"HTTP {status}", kind=kind, status=status, retry_after=retry_after
+        )
     if status == 403 and retry_after is not None:  # GitHub's rate limits answer 403 too
         raise SourceUnavailable(
-            url, "HTTP 403 (rate limited)", status=status, retry_after=retry_after
+            url,
+            "HTTP 403 (rate limited)",
+            kind="rate_limited",
+            status=status,
+            retry_after=retry_after,
         )
-    raise SourceRejected(url, f"unexpected HTTP {status}", status=status)
+    raise SourceRejected(url, f"unexpected HTTP {status}", kind="http_4xx", status=status)
 
 
 async def _read_capped(url: str, response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise SourceRejected(url, f"body of {declared} bytes exceeds the {max_bytes}-byte cap")
+    if declared is not None and _is_count(declared) and int(declared) > max_bytes:
+        reason = f"body of {declared} bytes exceeds the {max_bytes}-byte cap"
+        raise SourceRejected(url, reason, kind="oversize")
     chunks: list[bytes] = []
     received = 0
     async for chunk in response.aiter_bytes():
         received += len(chunk)
         if received > max_bytes:
-            raise SourceRejected(url, f"body exceeds the {max_bytes}-byte cap")
+            raise SourceRejected(url, f"body exceeds the {max_bytes}-byte cap", kind="oversize")
         chunks.append(chunk)
     return b"".join(chunks)
 

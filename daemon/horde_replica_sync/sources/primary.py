@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Final
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
 from horde_replica_sync.errors import SourceRejected
-from horde_replica_sync.sources.http import RetryPolicy, get_with_retry
+from horde_replica_sync.sources.http import RetryPolicy, attributed_to, get_with_retry
 from horde_replica_sync.validation import describe_validation_error
 
 
@@ -37,7 +38,7 @@ class PrimarySource:
     `api_url` includes `/api` (e.g. `https://models.aihorde.net/api`) and is otherwise opaque.
     """
 
-    name = "primary"
+    name: Final = "primary"
 
     def __init__(
         self,
@@ -63,12 +64,16 @@ class PrimarySource:
 
     async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         """The v2 body of `category`; None when the PRIMARY has no data for it (404)."""
-        return await self._fetch(self.v2_url(category), category)
+        with attributed_to(self.name):
+            return await self._fetch(self.v2_url(category), category)
 
     async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         """The v1 (legacy) body of `category`; None when there is none."""
         url = self.legacy_url(category)
-        return None if url is None else await self._fetch(url, category)
+        if url is None:
+            return None
+        with attributed_to(self.name):
+            return await self._fetch(url, category)
 
     async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
         """Each category's newest `last_updated` over the v1 and v2 metadata families.
@@ -89,7 +94,8 @@ class PrimarySource:
                 merged[category] = max(stamp, merged.get(category, stamp))
         errors = [a for a in answers if isinstance(a, BaseException)]
         if len(errors) == len(families):
-            raise errors[-1]
+            with attributed_to(self.name):
+                raise errors[-1]
         return merged
 
     async def _fetch(self, url: str, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
@@ -101,11 +107,11 @@ class PrimarySource:
             if exc.status != 422:
                 raise
             reason = f"the PRIMARY does not know category {category.value!r} (HTTP 422)"
-            raise SourceRejected(url, reason, status=422) from exc
+            raise SourceRejected(url, reason, kind="unknown_category", status=422) from exc
         if response.status == 404:
             return None
         if response.status != 200:
-            raise SourceRejected(url, f"unexpected HTTP {response.status}")
+            raise SourceRejected(url, f"unexpected HTTP {response.status}", kind="http_4xx")
         return Fetched(url, response.content)
 
     async def _fetch_metadata(self, family: str) -> dict[MODEL_REFERENCE_CATEGORY, int]:
@@ -114,12 +120,12 @@ class PrimarySource:
             self._client, url, policy=self._policy, max_bytes=self._max_bytes
         )
         if response.status != 200:
-            raise SourceRejected(url, f"unexpected HTTP {response.status}")
+            raise SourceRejected(url, f"unexpected HTTP {response.status}", kind="http_4xx")
         try:
             entries = _METADATA.validate_json(response.content)
         except ValidationError as exc:
             raise SourceRejected(
-                url, f"malformed metadata: {describe_validation_error(exc)}"
+                url, f"malformed metadata: {describe_validation_error(exc)}", kind="invalid"
             ) from exc
         known = {c.value: c for c in MODEL_REFERENCE_CATEGORY}
         return {
