@@ -1,24 +1,25 @@
-"""Command line: `horde-replica-sync sync --once` (more commands arrive with the daemon).
+"""Command line: `run`, `sync --once`, `status`, `check-config`.
 
-Exit codes (sysexits): 0 every category fine; 75 some category failed or was refused but
-the replica is consistent (or another process holds the replica); 78 configuration error;
-1 anything unexpected.
+Exit codes (sysexits): 0 fine; 75 some category failed or was refused but the replica is
+consistent, or another process holds the replica; 78 configuration error; 1 anything
+unexpected. `status` exits 1 when a layer is missing or stale.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
-from horde_replica_sync import __version__, logs
-from horde_replica_sync.config import Settings, load_settings
-from horde_replica_sync.errors import ConfigError, LockHeldError, ReplicaSyncError
+from horde_replica_sync import __version__, logs, status
+from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
+from horde_replica_sync.errors import ConfigError, ReplicaSyncError
 from horde_replica_sync.runtime import RunFlags, open_engine
 from horde_replica_sync.sync import SyncReport
 
@@ -34,22 +35,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
     logs.configure()
+    overrides = _overrides(args)
     try:
-        settings = load_settings(args.config, **_overrides(args))
+        config_file = find_config_file(args.config)
+        settings = load_settings(config_file, **overrides)
     except ConfigError as exc:
         print(f"horde-replica-sync: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    flags = RunFlags(force=args.force, dry_run=args.dry_run, allow_shrink=args.allow_shrink)
+    command: Callable[..., int] = args.handler
     try:
-        report = asyncio.run(_sync_once(settings, flags))
-    except LockHeldError as exc:
+        return command(args, settings, lambda: load_settings(config_file, **overrides), config_file)
+    except ReplicaSyncError as exc:  # e.g. the replica is locked by another process
         print(f"horde-replica-sync: {exc}", file=sys.stderr)
         return EXIT_TEMPFAIL
-    except ReplicaSyncError as exc:
-        print(f"horde-replica-sync: {exc}", file=sys.stderr)
-        return EXIT_TEMPFAIL
+    except Exception:
+        log.exception("unexpected_error")
+        return EXIT_UNEXPECTED
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _cmd_run(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings], *_: Any
+) -> int:
+    from horde_replica_sync.daemon import Daemon  # the daemon's imports serve `run` only
+
+    return asyncio.run(Daemon(settings, reload_settings=reload).serve())
+
+
+def _cmd_sync(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
+    flags = RunFlags(force=args.force, dry_run=args.dry_run, allow_shrink=args.allow_shrink)
+    report = asyncio.run(_sync_once(settings, flags))
     print(render_report(report))
     return EXIT_OK if report.ok else EXIT_TEMPFAIL
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
+    rows = status.collect(settings)
+    print(status.render_json(rows) if args.json else status.render_table(rows))
+    return EXIT_UNEXPECTED if any(r.problem for r in rows) else EXIT_OK
+
+
+def _cmd_check_config(
+    args: argparse.Namespace, settings: Settings, _: Any, config_file: Path | None
+) -> int:
+    values = settings.model_dump(mode="json")
+    origins = provenance(config_file, _overrides(args))
+    if args.json:
+        print(
+            json.dumps({k: {"value": v, "from": origins[k]} for k, v in values.items()}, indent=2)
+        )
+    else:
+        print(f"# config file: {config_file or 'none found'}")
+        for key, value in values.items():
+            print(f"{key} = {json.dumps(value)}  # {origins[key]}")
+    return EXIT_OK
 
 
 async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
@@ -80,15 +121,20 @@ def render_report(report: SyncReport) -> str:
     return "\n".join(lines)
 
 
+# -- arguments -----------------------------------------------------------------------------
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for key in ("primary_url", "github_url", "replica_dir", "state_dir", "categories"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    if args.no_primary:
+    keys = ("primary_url", "github_url", "replica_dir", "state_dir", "categories")
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if getattr(args, "no_primary", False):
         overrides["use_primary"] = False
-    if args.no_fallback:
+    if getattr(args, "no_fallback", False):
         overrides["github_fallback"] = False
+    if getattr(args, "interval", None) is not None:
+        overrides["interval_seconds"] = args.interval
+    if getattr(args, "metrics_addr", None) is not None:
+        overrides["metrics_addr"] = args.metrics_addr
     return overrides
 
 
@@ -99,9 +145,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon (scheduler, signals, metrics)")
+    _add_settings_flags(run)
+    run.add_argument("--interval", type=float, metavar="SECONDS", help="sync period (60)")
+    run.add_argument("--metrics-addr", metavar="HOST:PORT", help="metrics/health (127.0.0.1:9464)")
+    run.set_defaults(handler=_cmd_run)
+
     sync = commands.add_parser("sync", help="sync the replica once and exit with the result")
     sync.add_argument("--once", action="store_true", required=True, help="run one sync and exit")
-    _add_source_flags(sync)
+    _add_settings_flags(sync)
     sync.add_argument("--force", action="store_true", help="re-download and re-verify everything")
     sync.add_argument("--dry-run", action="store_true", help="fetch and validate; write nothing")
     sync.add_argument(
@@ -109,10 +162,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish payloads that drop most records (overrides the shrink guard)",
     )
+    sync.set_defaults(handler=_cmd_sync)
+
+    stat = commands.add_parser("status", help="show the replica's state (no daemon needed)")
+    _add_settings_flags(stat)
+    stat.add_argument("--json", action="store_true", help="machine-readable output")
+    stat.set_defaults(handler=_cmd_status)
+
+    check = commands.add_parser("check-config", help="print the effective config and its origins")
+    _add_settings_flags(check)
+    check.add_argument("--interval", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    check.add_argument("--metrics-addr", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(handler=_cmd_check_config)
     return parser
 
 
-def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument("--primary-url", help="PRIMARY API base, including /api")
     parser.add_argument("--github-url", help="raw GitHub base URL (a proxy or mirror works)")

@@ -6,6 +6,7 @@ names the key, its environment variable and the rule, and the CLI exits 78 befor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from pathlib import Path
@@ -65,6 +66,13 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(10.0, ge=0)
     max_shrink_fraction: float = Field(0.5, ge=0, le=1)
     cache_ttl_seconds: int = Field(3600, ge=1)
+    interval_seconds: float = Field(60.0, ge=1)
+    init_interval_seconds: float = Field(10.0, ge=1)
+    interval_jitter_seconds: float = Field(6.0, ge=0)
+    misfire_grace_seconds: float = Field(30.0, ge=1)
+    max_staleness_seconds: float = Field(7200.0, ge=1)
+    shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    metrics_addr: str = "127.0.0.1:9464"
 
     @field_validator("primary_url", "github_url")
     @classmethod
@@ -74,6 +82,21 @@ class Settings(BaseSettings):
             msg = f"must be an http(s) URL with a host, got {value!r}"
             raise ValueError(msg)
         return value.rstrip("/")
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+            msg = f"must be HOST:PORT with a port from 0 to 65535, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int]:
+        """`metrics_addr` split into host and port (IPv6 brackets removed)."""
+        host, _, port = self.metrics_addr.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("categories", mode="before")
     @classmethod
@@ -121,7 +144,50 @@ FLAGS: Final = {
     "replica_dir": "--replica-dir",
     "state_dir": "--state-dir",
     "categories": "--categories",
+    "interval_seconds": "--interval",
+    "metrics_addr": "--metrics-addr",
 }
+
+
+def config_search_path(environ: dict[str, str] | None = None) -> list[Path]:
+    """Where a config file is looked for when `--config` is not given, first match wins."""
+    env = dict(os.environ) if environ is None else environ
+    paths = []
+    if env.get("HORDE_REPLICA_CONFIG"):
+        paths.append(Path(env["HORDE_REPLICA_CONFIG"]))
+    config_home = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    paths.append(Path(config_home) / "horde-replica-sync" / "config.toml")
+    paths.append(Path("/etc/horde-replica-sync/config.toml"))
+    return paths
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists."""
+    if explicit is not None:
+        return explicit
+    candidates = config_search_path()
+    if os.environ.get("HORDE_REPLICA_CONFIG"):
+        return candidates[0]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str, str]:
+    """Where each setting's value came from: flag, env, the config file, or default."""
+    from_file: dict[str, Any] = {}
+    if config_file is not None:
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            from_file = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    origins = {}
+    for key in Settings.model_fields:
+        if key in overrides:
+            origins[key] = f"flag {FLAGS.get(key, key)}"
+        elif f"{ENV_PREFIX}{key.upper()}" in os.environ:
+            origins[key] = f"env {ENV_PREFIX}{key.upper()}"
+        elif key in from_file:
+            origins[key] = f"file {config_file}"
+        else:
+            origins[key] = "default"
+    return origins
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

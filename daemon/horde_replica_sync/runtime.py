@@ -38,9 +38,17 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
 
 
 def build_engine(
-    settings: Settings, client: httpx.AsyncClient, flags: RunFlags = RunFlags()
+    settings: Settings,
+    client: httpx.AsyncClient,
+    flags: RunFlags = RunFlags(),
+    *,
+    previous: SyncEngine | None = None,
 ) -> SyncEngine:
-    """Wire store, backend, sources and engine from `settings`."""
+    """Wire store, backend, sources and engine from `settings`.
+
+    With `previous` (a config reload), its backend, cache counters and state carry over,
+    so nothing is re-downloaded and no metric resets.
+    """
     store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
     policy = RetryPolicy(
         attempts=settings.retry_attempts,
@@ -62,9 +70,13 @@ def build_engine(
         owner=settings.github_owner,
         branch=settings.github_branch,
     )
-    backend = ReplicaDirectoryBackend(
-        store, categories=settings.categories, cache_ttl_seconds=settings.cache_ttl_seconds
-    )
+    if previous is None:
+        backend = ReplicaDirectoryBackend(
+            store, categories=settings.categories, cache_ttl_seconds=settings.cache_ttl_seconds
+        )
+    else:
+        backend = previous.backend
+        backend.reconfigure(settings.categories, settings.cache_ttl_seconds)
     options = SyncOptions(
         categories=settings.categories,
         github_fallback=settings.github_fallback,
@@ -74,8 +86,15 @@ def build_engine(
         allow_shrink=flags.allow_shrink,
         dry_run=flags.dry_run,
     )
-    engine = SyncEngine(backend, store, primary=primary, github=github, options=options)
-    backend.warm_from_disk(engine.state)
+    state = previous.state if previous is not None else None
+    engine = SyncEngine(
+        backend, store, primary=primary, github=github, options=options, state=state
+    )
+    if previous is None:
+        backend.warm_from_disk(engine.state)
+    else:
+        engine.confirmed_at.update(previous.confirmed_at)
+        engine.upstream_last_updated = previous.upstream_last_updated
     backend.bind_refresher(lambda category, force: engine.refresh((category,), force=force))
     return engine
 

@@ -31,7 +31,7 @@ from horde_replica_sync.errors import (
 )
 from horde_replica_sync.sources.github import GithubSource, NotModified
 from horde_replica_sync.sources.primary import Fetched, PrimarySource
-from horde_replica_sync.state import FileRecord, Layer, LayerState, ReplicaState
+from horde_replica_sync.state import FileRecord, Layer, LayerState, ReplicaState, layers_of
 from horde_replica_sync.store import ReplicaStore, relpath_for, sha256_hex
 from horde_replica_sync.validation import (
     Payload,
@@ -204,8 +204,10 @@ class SyncEngine:
     def _moved(self, category: MODEL_REFERENCE_CATEGORY, stamp: int | None) -> bool:
         if stamp is None:
             return False
-        layers = [Layer.V2, Layer.LEGACY] if spec_for(category).has_legacy else [Layer.V2]
-        return any(self.state.layer(category, lr).upstream_last_updated != stamp for lr in layers)
+        return any(
+            self.state.layer(category, layer).upstream_last_updated != stamp
+            for layer in layers_of(category)
+        )
 
     # -- the run ------------------------------------------------------------------------
 
@@ -213,12 +215,7 @@ class SyncEngine:
         self, categories: tuple[MODEL_REFERENCE_CATEGORY, ...], run: _Run
     ) -> SyncReport:
         started = time.perf_counter()
-        targets = [
-            (category, layer)
-            for category in categories
-            for layer in (Layer.V2, Layer.LEGACY)
-            if layer is Layer.V2 or spec_for(category).has_legacy
-        ]
+        targets = [(category, layer) for category in categories for layer in layers_of(category)]
         tasks = [asyncio.create_task(self._sync_target(c, lr, run)) for c, lr in targets]
         try:
             done, _ = await asyncio.wait(tasks, timeout=self.options.run_timeout_seconds)

@@ -46,6 +46,13 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         self.categories = tuple(categories)
         self._refresher: Refresher | None = None
 
+    def reconfigure(
+        self, categories: Iterable[MODEL_REFERENCE_CATEGORY], cache_ttl_seconds: int | None
+    ) -> None:
+        """Apply reloaded settings without dropping the cache or its counters."""
+        self.categories = tuple(categories)
+        self._set_cache_ttl_seconds(cache_ttl_seconds)
+
     def bind_refresher(self, refresher: Refresher) -> None:
         """Route fetches through `refresher(category, force)` (the sync engine)."""
         self._refresher = refresher

@@ -1,0 +1,272 @@
+"""The long-running daemon: startup -> one sync at a time until told to stop -> shutdown.
+
+    Ticker (jittered interval) --due--\\
+    SIGUSR1 -------------------force---> Requests -> loop: reload? run? stop?
+    SIGHUP --------------------reload-/                   |
+    SIGTERM/SIGINT ------------stop--/                     v
+                                         engine.run() -> metrics, logs, STATUS, READY
+
+Runs never overlap: the loop owns them. A stop cancels the run in flight between files (a
+publish is synchronous, so no file is ever left half-written) and exits within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import structlog
+import prometheus_client
+from prometheus_client import CollectorRegistry
+
+from horde_replica_sync import __version__, logs, signals
+from horde_replica_sync.config import Settings
+from horde_replica_sync.errors import ConfigError
+from horde_replica_sync.health import HealthServer, Verdict
+from horde_replica_sync.metrics import Metrics, ReplicaView
+from horde_replica_sync.notify import Notifier
+from horde_replica_sync.runtime import build_engine, make_client
+from horde_replica_sync.scheduler import Ticker
+from horde_replica_sync.state import Layer, layers_of
+from horde_replica_sync.store import ReplicaStore
+from horde_replica_sync.sync import SyncReport
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_SECONDS = 1.0
+ALIVE_WITHIN_SECONDS = 10.0
+# Settings a reload cannot change while the daemon holds their resources.
+RESTART_ONLY = ("replica_dir", "state_dir", "metrics_addr")
+
+
+class Daemon:
+    """Keeps one replica fresh until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reload_settings: Callable[[], Settings],
+        notifier: Notifier | None = None,
+        registry: CollectorRegistry | None = None,
+        handle_signals: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.requests = signals.Requests()
+        self._reload_settings = reload_settings
+        self._notifier = notifier or Notifier()
+        self._registry = registry or CollectorRegistry()
+        self._handle_signals = handle_signals
+        self._clock = clock
+        self._heartbeat = time.monotonic()
+        self._run_started: float | None = None
+        self._view = ReplicaView()
+        self._succeeded = self._ready_sent = False
+
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (or `stop()`); return the exit code."""
+        log.info(
+            "daemon.starting", version=__version__, config=self.settings.model_dump(mode="json")
+        )
+        store = ReplicaStore(self.settings.replica_dir, self.settings.effective_state_dir)
+        with store.locked():
+            for stale in store.remove_stale_temps():
+                log.info("store.stale_temp_removed", path=str(stale))
+            async with make_client(self.settings) as client:
+                self._client: httpx.AsyncClient = client
+                self.engine = build_engine(self.settings, client)
+                await self._serve_with_engine()
+        log.info("daemon.stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Ask the daemon to finish (what SIGTERM does)."""
+        self.requests.request_stop()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def _serve_with_engine(self) -> None:
+        prometheus_client.disable_created_metrics()  # `_created` series only add noise here
+        metrics = Metrics(
+            self._registry, view=lambda: self._view, counters=self.engine.backend.cache_counters
+        )
+        self._metrics = metrics
+        self._publish_view()
+        host, port = self.settings.metrics_host_port
+        health = HealthServer(
+            host, port, registry=self._registry, alive=self._alive, ready=self.ready
+        )
+        health.start()
+        log.info("daemon.listening", address=health.address)
+        self._ticker = Ticker(
+            lambda: self.requests.request(due=True),
+            interval=self.settings.init_interval_seconds,
+            jitter=self.settings.interval_jitter_seconds,
+            misfire_grace=self.settings.misfire_grace_seconds,
+        )
+        self._announce_if_ready("replica valid from disk")
+        helpers = [asyncio.create_task(self._beat()), asyncio.create_task(self._watchdog())]
+        loop = asyncio.get_running_loop()
+        if self._handle_signals:
+            signals.install(loop, self.requests)
+        self._ticker.start()
+        try:
+            await self._loop()
+        finally:
+            self._notifier.stopping()
+            log.info("daemon.stopping")
+            self._ticker.shutdown()
+            if self._handle_signals:
+                signals.uninstall(loop)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            health.stop()
+
+    async def _loop(self) -> None:
+        while True:
+            await self.requests.wake.wait()
+            self.requests.wake.clear()
+            if self.requests.stop:
+                return
+            if self.requests.take_reload():
+                await self._reload()
+            wanted, forced = self.requests.take_run()
+            if wanted and not await self._run(forced):
+                return
+
+    async def _run(self, forced: bool) -> bool:
+        """One sync; False when a stop interrupted it."""
+        self._run_started = time.monotonic()
+        run = asyncio.create_task(self.engine.run(force=forced))
+        stopper = asyncio.create_task(self.requests.stopped.wait())
+        try:
+            done, _ = await asyncio.wait({run, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            self._run_started = None
+        if run not in done:
+            await self._abandon(run)
+            return False
+        self._after_run(run.result())
+        return True
+
+    async def _abandon(self, run: asyncio.Task[SyncReport]) -> None:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(run, timeout=self.settings.shutdown_timeout_seconds)
+        log.info("daemon.run_abandoned", reason="stop requested")
+
+    def _after_run(self, report: SyncReport) -> None:
+        logs.log_report(report)
+        self._metrics.observe(report)
+        self._publish_view()
+        self._notifier.status(_summary(report))
+        if report.ok and not self._succeeded:
+            self._succeeded = True
+            self._ticker.set_interval(self.settings.interval_seconds)
+        self._announce_if_ready("replica synced")
+
+    async def _reload(self) -> None:
+        try:
+            new = self._reload_settings()
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc), kept="the running config")
+            return
+        fixed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(self.settings, k)]
+        if fixed:
+            log.error("config.reload_refused", needs_restart=fixed, kept="the running config")
+            return
+        changed = _changed(self.settings, new)
+        old_client, self._client = self._client, make_client(new)
+        self.engine = build_engine(new, self._client, previous=self.engine)
+        await old_client.aclose()
+        self.settings = new
+        if self._succeeded:
+            self._ticker.set_interval(new.interval_seconds)
+        self._publish_view()
+        log.info("config.reloaded", changed=changed)
+
+    # -- probes and snapshots -----------------------------------------------------------
+
+    def _publish_view(self) -> None:
+        engine = self.engine
+        layers = tuple((c, layer) for c in self.settings.categories for layer in layers_of(c))
+        self._view = ReplicaView(
+            categories=self.settings.categories,
+            confirmed_at=dict(engine.confirmed_at),
+            upstream_last_updated=dict(engine.upstream_last_updated),
+            replica_last_updated={
+                c: stamp
+                for c in self.settings.categories
+                if (stamp := engine.state.layer(c, Layer.V2).upstream_last_updated) is not None
+            },
+            layers=layers,
+        )
+
+    def ready(self) -> Verdict:
+        """Every configured layer confirmed current within `max_staleness_seconds`."""
+        view, now = self._view, self._clock()
+        bound = self.settings.max_staleness_seconds
+        never = [
+            f"{c.value}/{layer.value}"
+            for c, layer in view.layers
+            if (c, layer) not in view.confirmed_at
+        ]
+        stale = [
+            f"{c.value}/{layer.value}"
+            for (c, layer), at in view.confirmed_at.items()
+            if (c, layer) in view.layers and now - at > bound
+        ]
+        detail: dict[str, Any] = {"max_staleness_seconds": bound}
+        if never:
+            detail["never_synced"] = never
+        if stale:
+            detail["stale"] = stale
+        return Verdict(not never and not stale, detail)
+
+    def _alive(self) -> Verdict:
+        silent = time.monotonic() - self._heartbeat
+        return Verdict(silent < ALIVE_WITHIN_SECONDS, {"loop_silent_seconds": round(silent, 3)})
+
+    def _announce_if_ready(self, why: str) -> None:
+        if not self._ready_sent and self.ready().ok:
+            self._ready_sent = True
+            self._notifier.ready(why)
+            log.info("daemon.ready", why=why)
+
+    async def _beat(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _watchdog(self) -> None:
+        """Ping systemd's watchdog while runs finish within their bound; a hung run stops it."""
+        seconds = self._notifier.watchdog_seconds
+        if seconds is None:
+            return
+        bound = self.settings.run_timeout_seconds + self.settings.shutdown_timeout_seconds
+        while True:
+            started = self._run_started
+            if started is None or time.monotonic() - started < bound:
+                self._notifier.watchdog()
+            await asyncio.sleep(seconds / 2)
+
+
+def _summary(report: SyncReport) -> str:
+    counts: dict[str, int] = {}
+    for result in report.results:
+        counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+    parts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return f"last sync {stamp}: {parts}" + (" (forced)" if report.forced else "")
+
+
+def _changed(old: Settings, new: Settings) -> dict[str, Any]:
+    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    return {key: after[key] for key in after if after[key] != before.get(key)}

@@ -1,0 +1,104 @@
+"""`horde-replica-sync status`: what the replica holds, read from the state file alone."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from horde_replica_sync.config import Settings
+from horde_replica_sync.state import layers_of
+from horde_replica_sync.store import ReplicaStore, relpath_for
+
+
+@dataclass(frozen=True, slots=True)
+class LayerStatus:
+    """One row of the status table."""
+
+    category: str
+    layer: str
+    file: str
+    present: bool
+    age_seconds: float | None
+    source: str | None
+    size: int | None
+    sha256: str | None
+    upstream_last_updated: int | None
+    last_outcome: str | None
+    last_error: str | None
+    problem: str | None  # None when the layer is present and fresh
+
+
+def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus]:
+    """The status of every configured category and layer."""
+    now = time.time() if now is None else now
+    store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+    state = store.load_state()
+    rows = []
+    for category in settings.categories:
+        for layer in layers_of(category):
+            relpath = relpath_for(category, layer)
+            layer_state = state.layer(category, layer)
+            record = layer_state.files.get(relpath)
+            verified = layer_state.verified_at
+            age = None if verified is None else max(0.0, now - verified)
+            present = store.path(relpath).is_file()
+            rows.append(
+                LayerStatus(
+                    category=category.value,
+                    layer=layer.value,
+                    file=str(store.path(relpath)),
+                    present=present,
+                    age_seconds=None if age is None else round(age, 1),
+                    source=layer_state.source,
+                    size=record.size if record else None,
+                    sha256=record.sha256 if record else None,
+                    upstream_last_updated=layer_state.upstream_last_updated,
+                    last_outcome=layer_state.last_outcome,
+                    last_error=layer_state.last_error,
+                    problem=_problem(present, age, layer_state.last_outcome, settings),
+                )
+            )
+    return rows
+
+
+def _problem(
+    present: bool, age: float | None, outcome: str | None, settings: Settings
+) -> str | None:
+    if not present and outcome != "absent":
+        return "missing"
+    if age is None:
+        return "never synced"
+    if age > settings.max_staleness_seconds:
+        return f"stale (older than {settings.max_staleness_seconds:g} s)"
+    return None
+
+
+def render_json(rows: list[LayerStatus]) -> str:
+    """The rows as a JSON document for scripts."""
+    return json.dumps(
+        {"layers": [asdict(r) for r in rows], "ok": not any(r.problem for r in rows)}, indent=2
+    )
+
+
+def render_table(rows: list[LayerStatus]) -> str:
+    """The rows as a table for humans."""
+    lines = [
+        f"{'category':<21} {'layer':<6} {'age':>8} {'source':<7} {'size':>8} "
+        f"{'sha256':<12} {'upstream':>10}  problem / last error"
+    ]
+    for r in rows:
+        age = "-" if r.age_seconds is None else _age(r.age_seconds)
+        note = "; ".join(x for x in (r.problem, r.last_error) if x)
+        lines.append(
+            f"{r.category:<21} {r.layer:<6} {age:>8} {r.source or '-':<7} {r.size or 0:>8} "
+            f"{(r.sha256 or '-')[:12]:<12} {r.upstream_last_updated or '-':>10}  {note}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
