@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import structlog
 import prometheus_client
+import structlog
 from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
@@ -91,7 +91,7 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def _serve_with_engine(self) -> None:
-        prometheus_client.disable_created_metrics()  # `_created` series only add noise here
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # noise
         metrics = Metrics(
             self._registry, view=lambda: self._view, counters=self.engine.backend.cache_counters
         )

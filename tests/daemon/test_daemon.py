@@ -1,0 +1,221 @@
+"""The daemon as operators run it: a real process, real signals, real sockets."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from tests.daemon.conftest import DaemonProcess
+from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
+
+Start = Callable[..., DaemonProcess]
+
+
+class TestMetrics:
+    """Scraped over HTTP, the metrics move the way the replica does."""
+
+    def test_hits_misses_and_staleness(self, start_daemon: Start, server: FaultServer) -> None:
+        """A cold run counts misses; the next run counts hits; staleness resets on change."""
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        labels = {"category": "esrgan", "layer": "v2"}
+        assert daemon.sample("horde_replica_cache_misses_total", **labels) == 1
+        assert daemon.sample("horde_replica_cache_hits_total", **labels) == 0
+        daemon.signal(signal.SIGHUP)  # a no-op reload must not disturb anything
+        daemon.wait_for("config.reloaded")
+        server.script("/api/model_references/v2/metadata/metadata", Reply(body=metadata(1000)))
+        time.sleep(1.2)
+        first = daemon.sample("horde_replica_staleness_seconds", **labels)
+        assert first is not None and first >= 1.0
+        # Metadata moves for esrgan only: esrgan misses again, blip is a hit.
+        moved = json.loads(metadata(1000))
+        moved["esrgan"]["last_updated"] = 2000
+        server.script(
+            "/api/model_references/v1/metadata/metadata", Reply(body=json.dumps(moved).encode())
+        )
+        daemon.signal(signal.SIGUSR1)  # forced: everything re-verified, no cache read
+        daemon.wait_for("sync.run_done", count=2)
+        assert (daemon.sample("horde_replica_staleness_seconds", **labels) or 99) < first
+        assert daemon.sample("horde_replica_sync_runs_total", result="ok") == 2
+        assert (
+            daemon.sample(
+                "horde_replica_upstream_last_updated_timestamp_seconds", category="esrgan"
+            )
+            == 2000
+        )
+        assert (
+            daemon.sample(
+                "horde_replica_build_info", version=_version(daemon), python=_python(daemon)
+            )
+            == 1
+        )
+        assert daemon.stop() == 0
+
+    def test_metadata_change_counts_a_miss_not_a_hit(
+        self, start_daemon: Start, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """A scheduled run after a metadata move misses for that category and hits for others."""
+        daemon = start_daemon(HORDE_REPLICA_INTERVAL_SECONDS="1")
+        daemon.wait_for("sync.run_done", ok=True)
+        daemon.wait_for("sync.run_done", count=2)
+        blip = {"category": "blip", "layer": "v2"}
+        assert (daemon.sample("horde_replica_cache_hits_total", **blip) or 0) >= 1
+        moved = json.loads(metadata(1000))
+        moved["esrgan"]["last_updated"] = 3000
+        server.script(
+            "/api/model_references/v2/metadata/metadata", Reply(body=json.dumps(moved).encode())
+        )
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4, tag="changed")))
+        daemon.wait_for(
+            "sync.category_done", category="esrgan", layer="v2", outcome="updated", count=2
+        )
+        assert daemon.sample("horde_replica_cache_misses_total", category="esrgan", layer="v2") == 2
+        assert b"changed" in (tmp_path / "replica" / "esrgan.json").read_bytes()
+        assert daemon.stop() == 0
+
+
+class TestSignals:
+    """Signals set flags; the loop acts on them promptly and exactly once."""
+
+    def test_sigusr1_starts_a_forced_run_within_a_second(self, start_daemon: Start) -> None:
+        """SIGUSR1 makes a forced run start (and here finish) in under 1 s."""
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        sent = time.monotonic()
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for("sync.run_done", forced=True, timeout=5)
+        assert time.monotonic() - sent < 1.0
+        assert daemon.stop() == 0
+
+    def test_signal_storm_coalesces(self, start_daemon: Start, server: FaultServer) -> None:
+        """200 SIGUSR1 in a burst give at most 2 extra runs and no crash."""
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        for _ in range(200):
+            daemon.signal(signal.SIGUSR1)
+        daemon.wait_for("sync.run_done", forced=True)
+        time.sleep(1.5)
+        forced = daemon.matching("sync.run_done", forced=True)
+        assert 1 <= len(forced) <= 2
+        assert daemon.proc.poll() is None
+        assert daemon.get("/healthz")[0] == 200
+        assert daemon.stop() == 0
+
+    def test_sighup_with_broken_config_keeps_running(
+        self, start_daemon: Start, daemon_env: dict[str, str]
+    ) -> None:
+        """A reload that fails validation is logged and the running config stays."""
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        Path(daemon_env["HORDE_REPLICA_CONFIG"]).write_text("max_concurrency = 0\n")
+        daemon.signal(signal.SIGHUP)
+        (failed,) = daemon.wait_for("config.reload_failed")
+        assert "max_concurrency" in failed["error"]
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for("sync.run_done", forced=True, ok=True)
+        Path(daemon_env["HORDE_REPLICA_CONFIG"]).write_text("max_concurrency = 2\n")
+        daemon.signal(signal.SIGHUP)
+        (reloaded,) = daemon.wait_for("config.reloaded")
+        assert reloaded["changed"] == {"max_concurrency": 2}
+        assert daemon.stop() == 0
+
+    def test_sigterm_mid_sync_exits_0_without_temp_files(
+        self, start_daemon: Start, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """A stop during a slow sync exits 0 promptly and leaves only whole files."""
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4), delay=4.0))
+        daemon = start_daemon()
+        daemon.wait_for("sync.category_done", category="blip", layer="v2")
+        sent = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - sent < 3.0
+        replica = tmp_path / "replica"
+        assert not list(replica.rglob("*.hrs-tmp"))
+        for path in replica.rglob("*.json"):
+            json.loads(path.read_bytes())  # every published file is whole
+        assert daemon.matching("daemon.stopped")
+
+
+class TestSystemdNotify:
+    """The notify protocol over a real datagram socket."""
+
+    @pytest.fixture(name="notify_socket")
+    def _notify_socket(self, tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+        path = str(tmp_path / "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(10)
+        yield sock, path
+        sock.close()
+
+    def test_ready_status_watchdog_stopping(
+        self, start_daemon: Start, notify_socket: tuple[socket.socket, str]
+    ) -> None:
+        """READY once synced, STATUS after runs, WATCHDOG pings, STOPPING on shutdown."""
+        sock, path = notify_socket
+        daemon = start_daemon(NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+        messages: list[str] = []
+
+        def receive_until(needle: str) -> None:
+            while not any(needle in m for m in messages):
+                messages.append(sock.recv(4096).decode())
+
+        receive_until("READY=1")
+        receive_until("STATUS=last sync")
+        receive_until("WATCHDOG=1")
+        daemon.signal(signal.SIGTERM)
+        receive_until("STOPPING=1")
+        assert daemon.proc.wait(timeout=10) == 0
+        assert sum("WATCHDOG=1" in m for m in messages) >= 1
+
+
+class TestReadiness:
+    """/readyz follows the data: 503 before the first sync, 200 when fresh, 503 when stale."""
+
+    def test_readyz_cycle(self, start_daemon: Start, server: FaultServer) -> None:
+        """Ready only while every layer was confirmed within the staleness bound."""
+        for family in ("v1", "v2"):
+            server.script(f"/api/model_references/{family}/metadata/metadata", Reply(500))
+        server.script(v2_path(C.esrgan), Reply(500))
+        daemon = start_daemon(
+            HORDE_REPLICA_MAX_STALENESS_SECONDS="2", HORDE_REPLICA_INTERVAL_SECONDS="1"
+        )
+        daemon.wait_for("sync.run_done", ok=False)
+        status, body = daemon.get("/readyz")
+        assert status == 503
+        assert "esrgan/v2" in json.loads(body)["never_synced"]
+        for family in ("v1", "v2"):
+            server.script(
+                f"/api/model_references/{family}/metadata/metadata", Reply(body=metadata(1000))
+            )
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4)))
+        daemon.wait_for("daemon.ready", timeout=10)
+        assert daemon.get("/readyz")[0] == 200
+        for family in ("v1", "v2"):  # the PRIMARY stops answering: data ages past 2 s
+            server.script(f"/api/model_references/{family}/metadata/metadata", Reply(500))
+        deadline = time.monotonic() + 10
+        while daemon.get("/readyz")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status, body = daemon.get("/readyz")
+        assert status == 503
+        assert json.loads(body)["stale"]
+        assert daemon.get("/healthz")[0] == 200
+        assert daemon.stop() == 0
+
+
+def _version(daemon: DaemonProcess) -> str:
+    (started,) = daemon.matching("daemon.starting")
+    return str(started["version"])
+
+
+def _python(daemon: DaemonProcess) -> str:
+    import platform
+
+    return platform.python_version()
