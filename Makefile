@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/horde-replica-sync sync --once $(ARGS)
+	$(BIN)/horde-replica-sync run $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check daemon tests
