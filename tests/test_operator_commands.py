@@ -1,0 +1,120 @@
+"""`status` and `check-config`: what operators read without a running daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faultserver import FaultServer, running, script_primary
+
+
+@pytest.fixture(name="server")
+def _server() -> Iterator[FaultServer]:
+    with running() as server:
+        script_primary(server)
+        yield server
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a fresh interpreter with a clean settings environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HORDE_REPLICA_")}
+    base["XDG_CONFIG_HOME"] = "/nonexistent"  # never pick up a developer's own config
+    return subprocess.run(
+        [sys.executable, "-m", "horde_replica_sync", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+        check=False,
+    )
+
+
+class TestStatus:
+    """`status` reports every layer and fails when one is missing or stale."""
+
+    def test_missing_replica_exits_1(self, tmp_path: Path) -> None:
+        """Before any sync every layer is missing, and the exit code says so."""
+        result = cli("status", "--replica-dir", str(tmp_path / "r"), "--categories", "esrgan")
+        assert result.returncode == 1
+        assert "missing" in result.stdout
+
+    def test_after_sync_everything_is_fresh(self, server: FaultServer, tmp_path: Path) -> None:
+        """After a sync, --json lists each layer with source, size and digest, and exits 0."""
+        replica = str(tmp_path / "r")
+        common = ["--replica-dir", replica, "--categories", "esrgan,lora"]
+        synced = cli("sync", "--once", "--primary-url", f"{server.url}/api", *common)
+        assert synced.returncode == 0, synced.stderr
+        result = cli("status", "--json", *common)
+        assert result.returncode == 0, result.stdout
+        document = json.loads(result.stdout)
+        assert document["ok"] is True
+        rows = {(r["category"], r["layer"]): r for r in document["layers"]}
+        assert set(rows) == {("esrgan", "v2"), ("esrgan", "legacy"), ("lora", "v2")}
+        esrgan = rows[("esrgan", "v2")]
+        assert esrgan["source"] == "primary"
+        assert esrgan["size"] == (tmp_path / "r" / "esrgan.json").stat().st_size
+        assert len(esrgan["sha256"]) == 64
+        assert esrgan["upstream_last_updated"] == 1000
+        table = cli("status", *common)
+        assert table.returncode == 0
+        assert "esrgan" in table.stdout
+
+    def test_stale_layer_exits_1(self, server: FaultServer, tmp_path: Path) -> None:
+        """A layer last verified longer ago than max_staleness_seconds is reported stale."""
+        replica = str(tmp_path / "r")
+        common = ["--replica-dir", replica, "--categories", "esrgan"]
+        assert cli("sync", "--once", "--primary-url", f"{server.url}/api", *common).returncode == 0
+        state_path = tmp_path / "r" / ".horde-replica-sync" / "state.json"
+        state = json.loads(state_path.read_text())
+        state["categories"]["esrgan"]["v2"]["verified_at"] -= 120  # verified two minutes ago
+        state_path.write_text(json.dumps(state))
+        result = cli("status", *common, env={"HORDE_REPLICA_MAX_STALENESS_SECONDS": "60"})
+        assert result.returncode == 1
+        assert "stale (older than 60 s)" in result.stdout
+
+
+class TestCheckConfig:
+    """`check-config` shows the effective value of every setting and where it came from."""
+
+    def test_provenance(self, tmp_path: Path) -> None:
+        """Defaults, file, environment and flags are each named as the origin."""
+        config = tmp_path / "config.toml"
+        config.write_text('interval_seconds = 30\nprimary_url = "http://file.example/api"\n')
+        result = cli(
+            "check-config",
+            "--json",
+            "--config",
+            str(config),
+            "--replica-dir",
+            str(tmp_path / "r"),
+            env={"HORDE_REPLICA_PRIMARY_URL": "http://env.example/api"},
+        )
+        assert result.returncode == 0, result.stderr
+        values = json.loads(result.stdout)
+        assert values["interval_seconds"] == {"value": 30.0, "from": f"file {config}"}
+        assert values["primary_url"] == {
+            "value": "http://env.example/api",
+            "from": "env HORDE_REPLICA_PRIMARY_URL",
+        }
+        assert values["replica_dir"]["from"] == "flag --replica-dir"
+        assert values["max_concurrency"] == {"value": 4, "from": "default"}
+
+    def test_invalid_config_file_exits_78(self, tmp_path: Path) -> None:
+        """A bad value in the file is named with its env var, before anything else happens."""
+        config = tmp_path / "config.toml"
+        config.write_text("max_concurrency = 0\n")
+        result = cli("check-config", "--config", str(config))
+        assert result.returncode == 78
+        assert "max_concurrency (env HORDE_REPLICA_MAX_CONCURRENCY)" in result.stderr
+
+    def test_config_env_var_must_exist(self, tmp_path: Path) -> None:
+        """HORDE_REPLICA_CONFIG pointing nowhere is an error, not silently ignored."""
+        result = cli("check-config", env={"HORDE_REPLICA_CONFIG": str(tmp_path / "nope.toml")})
+        assert result.returncode == 78
+        assert "nope.toml" in result.stderr
