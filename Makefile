@@ -8,12 +8,14 @@ PEER_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/horde-model-reference-peer/v
 export HRS_SHARED_DIR := $(SHARED)
 export PEER_VENV
 
-.PHONY: help venv run lint format test peer clean
+.PHONY: help venv run lint format test tools peer chaos bench clean
 
 help:
 	@echo "make run    set up and run horde-replica-sync with the documented defaults"
 	@echo "make test   set up and run the whole test suite (starts the real upstream PRIMARY)"
 	@echo "make lint   ruff + mypy --strict"
+	@echo "make chaos  crash-consistency harness: SIGKILL syncs at random moments (KILLS=200)"
+	@echo "make bench  measure against the real upstream PRIMARY and upstream's own client"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required"; exit 1; }
@@ -44,8 +46,26 @@ peer:
 		"$(SHARED)/peer/stop_primary.sh" "$$pid"; \
 	fi
 
-test: $(STAMP) peer
+# Debian tools the tests drive for real: promtool/prometheus, systemd-analyze.
+tools:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) peer tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+KILLS ?= 200
+chaos: $(STAMP)
+	$(BIN)/python scripts/chaos.py --kills $(KILLS)
+
+bench: $(STAMP) peer
+	$(BIN)/python scripts/bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

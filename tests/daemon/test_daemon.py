@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,6 +80,23 @@ class TestMetrics:
         )
         assert daemon.sample("horde_replica_cache_misses_total", category="esrgan", layer="v2") == 2
         assert b"changed" in (tmp_path / "replica" / "esrgan.json").read_bytes()
+        assert daemon.stop() == 0
+
+
+    def test_promtool_accepts_the_exposition(self, start_daemon: Start) -> None:
+        """`promtool check metrics` finds nothing to complain about in a live scrape."""
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            pytest.fail("promtool is missing: `make tools` installs Debian's prometheus package")
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        _, text = daemon.get("/metrics")
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.strip() == ""
+        assert "horde_replica_staleness_seconds" in text
         assert daemon.stop() == 0
 
 
