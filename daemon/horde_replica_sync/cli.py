@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[..., int] = args.handler
     try:
         return command(args, settings, lambda: load_settings(config_file, **overrides), config_file)
+    except ConfigError as exc:  # e.g. the metrics address is taken
+        print(f"horde-replica-sync: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ReplicaSyncError as exc:  # e.g. the replica is locked by another process
         print(f"horde-replica-sync: {exc}", file=sys.stderr)
         return EXIT_TEMPFAIL

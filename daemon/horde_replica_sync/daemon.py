@@ -97,10 +97,7 @@ class Daemon:
         )
         self._metrics = metrics
         self._publish_view()
-        host, port = self.settings.metrics_host_port
-        health = HealthServer(
-            host, port, registry=self._registry, alive=self._alive, ready=self.ready
-        )
+        health = self._health_server()
         health.start()
         log.info("daemon.listening", address=health.address)
         self._ticker = Ticker(
@@ -127,6 +124,19 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             health.stop()
+
+    def _health_server(self) -> HealthServer:
+        host, port = self.settings.metrics_host_port
+        try:
+            return HealthServer(
+                host, port, registry=self._registry, alive=self._alive, ready=self.ready
+            )
+        except OSError as exc:
+            msg = (
+                f"cannot listen on {self.settings.metrics_addr} (metrics_addr, env "
+                f"HORDE_REPLICA_METRICS_ADDR, flag --metrics-addr): {exc.strerror}"
+            )
+            raise ConfigError(msg) from exc
 
     async def _loop(self) -> None:
         while True:

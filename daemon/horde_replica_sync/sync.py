@@ -275,7 +275,7 @@ class SyncEngine:
     ) -> LayerResult:
         delivery = await self._deliver(category, layer, run)
         if delivery is None:
-            return self._absent(category, layer)
+            return self._absent(category, layer, "primary" if self.primary else None)
         written = [] if self.options.dry_run else self._publish(delivery)
         if not self.options.dry_run:
             self._record_success(category, layer, delivery, run)
@@ -451,14 +451,16 @@ class SyncEngine:
         text = main.payload.content.decode("utf-8") if main.payload.data is not None else None
         self.backend.accept(category, layer, main.payload.data, text)
 
-    def _absent(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerResult:
+    def _absent(
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, source: SourceName | None
+    ) -> LayerResult:
         if not self.options.dry_run:
             state = self.state.layer(category, layer)
             state.last_outcome, state.last_error = Outcome.ABSENT.value, None
             state.verified_at = self._clock()
             self._dirty = True
             self.backend.accept(category, layer, None)
-        return LayerResult(category, layer, Outcome.ABSENT, source="primary", verified=True)
+        return LayerResult(category, layer, Outcome.ABSENT, source=source, verified=True)
 
     def _record_error(
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, outcome: Outcome, error: str

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,7 +82,6 @@ class TestMetrics:
         assert daemon.sample("horde_replica_cache_misses_total", category="esrgan", layer="v2") == 2
         assert b"changed" in (tmp_path / "replica" / "esrgan.json").read_bytes()
         assert daemon.stop() == 0
-
 
     def test_promtool_accepts_the_exposition(self, start_daemon: Start) -> None:
         """`promtool check metrics` finds nothing to complain about in a live scrape."""
@@ -238,3 +238,34 @@ def _python(daemon: DaemonProcess) -> str:
     import platform
 
     return platform.python_version()
+
+
+class TestStartup:
+    """Start-up problems are named and end with the right exit code."""
+
+    def test_taken_metrics_port_exits_78(self, daemon_env: dict[str, str]) -> None:
+        """A metrics address already in use is a configuration error naming the setting."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [sys.executable, "-m", "horde_replica_sync", "run"],
+                env={**daemon_env, "HORDE_REPLICA_METRICS_ADDR": f"127.0.0.1:{port}"},
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        assert result.returncode == 78
+        assert "HORDE_REPLICA_METRICS_ADDR" in result.stderr
+
+    def test_second_daemon_on_the_same_replica_exits_75(self, start_daemon: Start) -> None:
+        """Two daemons on one replica: the second refuses to race the first."""
+        first = start_daemon()
+        first.wait_for("sync.run_done", ok=True)
+        second = start_daemon()
+        assert second.proc.wait(timeout=30) == 75
+        second.close()
+        assert any("already being synced" in line for line in second.raw)
+        assert first.stop() == 0
