@@ -16,12 +16,13 @@ import dataclasses
 import enum
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.delivery import DeliveredFile, Deliverer, Delivery, RunContext
 from horde_replica_sync.errors import (
     InvalidPayload,
     ReplicaSyncError,
@@ -29,16 +30,10 @@ from horde_replica_sync.errors import (
     SourceName,
     SourceUnavailable,
 )
-from horde_replica_sync.sources.github import GithubSource, NotModified
-from horde_replica_sync.sources.primary import Fetched, PrimarySource
-from horde_replica_sync.state import FileRecord, Layer, LayerState, ReplicaState, layers_of
-from horde_replica_sync.store import ReplicaStore, relpath_for, sha256_hex
-from horde_replica_sync.validation import (
-    Payload,
-    check_shrink,
-    parse_json_records,
-    parse_models_csv,
-)
+from horde_replica_sync.sources.github import GithubSource
+from horde_replica_sync.sources.primary import PrimarySource
+from horde_replica_sync.state import FileRecord, Layer, ReplicaState, layers_of
+from horde_replica_sync.store import ReplicaStore, sha256_hex
 
 log = structlog.get_logger(__name__)
 
@@ -111,33 +106,6 @@ class SyncOptions:
     dry_run: bool = False
 
 
-@dataclass(slots=True)
-class _Run:
-    """Per-run facts shared by the category tasks."""
-
-    force: bool
-    stamps: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
-    primary_down: SourceError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _File:
-    """One validated file of a delivery."""
-
-    relpath: str
-    payload: Payload
-    etag: str | None
-    downloaded: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    """A layer's validated files from one source; the main file comes last."""
-
-    source: SourceName
-    files: tuple[_File, ...]
-
-
 class SyncEngine:
     """Runs syncs of one replica from its sources."""
 
@@ -155,7 +123,6 @@ class SyncEngine:
         self.backend = backend
         self.store = store
         self.primary = primary
-        self.github = github
         self.options = options
         self.state = state if state is not None else store.load_state()
         self._clock = clock
@@ -170,10 +137,18 @@ class SyncEngine:
         }
         self.upstream_last_updated: dict[MODEL_REFERENCE_CATEGORY, int] = {}
         self._semaphore = asyncio.Semaphore(options.max_concurrency)
+        self._deliverer = Deliverer(
+            store,
+            self.state,
+            primary=primary,
+            github=github,
+            github_fallback=options.github_fallback,
+            max_shrink_fraction=None if options.allow_shrink else options.max_shrink_fraction,
+        )
 
     async def run(self, *, force: bool = False) -> SyncReport:
         """One full run over the configured categories."""
-        run = _Run(force=force)
+        run = RunContext(force=force)
         await self._detect_changes(run)
         return await self._sync(self.options.categories, run)
 
@@ -181,11 +156,11 @@ class SyncEngine:
         self, categories: Iterable[MODEL_REFERENCE_CATEGORY], *, force: bool = False
     ) -> SyncReport:
         """Sync `categories` now, trusting the cache where it is valid (no metadata poll)."""
-        return await self._sync(tuple(categories), _Run(force=force))
+        return await self._sync(tuple(categories), RunContext(force=force))
 
     # -- change detection ---------------------------------------------------------------
 
-    async def _detect_changes(self, run: _Run) -> None:
+    async def _detect_changes(self, run: RunContext) -> None:
         if self.primary is None:
             return
         try:
@@ -212,7 +187,7 @@ class SyncEngine:
     # -- the run ------------------------------------------------------------------------
 
     async def _sync(
-        self, categories: tuple[MODEL_REFERENCE_CATEGORY, ...], run: _Run
+        self, categories: tuple[MODEL_REFERENCE_CATEGORY, ...], run: RunContext
     ) -> SyncReport:
         started = time.perf_counter()
         targets = [(category, layer) for category in categories for layer in layers_of(category)]
@@ -246,7 +221,7 @@ class SyncEngine:
         return LayerResult(category, layer, Outcome.FAILED, error=error, error_kind="run_timeout")
 
     async def _sync_target(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: _Run
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: RunContext
     ) -> LayerResult:
         started = time.perf_counter()
         if not run.force and self.backend.cached(category, layer):
@@ -271,9 +246,9 @@ class SyncEngine:
         )
 
     async def _fetch_and_publish(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: _Run
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: RunContext
     ) -> LayerResult:
-        delivery = await self._deliver(category, layer, run)
+        delivery = await self._deliverer.deliver(category, layer, run)
         if delivery is None:
             return self._absent(category, layer, "primary" if self.primary else None)
         written = [] if self.options.dry_run else self._publish(delivery)
@@ -291,149 +266,24 @@ class SyncEngine:
             files_written=len(written),
         )
 
-    # -- fetching -----------------------------------------------------------------------
-
-    async def _deliver(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: _Run
-    ) -> _Delivery | None:
-        """Fetch and validate a layer: the PRIMARY first, GitHub only when it is unavailable."""
-        try:
-            return await self._from_primary(category, layer, run)
-        except SourceUnavailable as exc:
-            run.primary_down = run.primary_down or exc
-            if not self._can_fall_back(category, layer):
-                raise
-        return await self._from_github(category)
-
-    async def _from_primary(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: _Run
-    ) -> _Delivery | None:
-        if self.primary is None:
-            if layer is Layer.V2:  # GitHub serves no v2 layer: nothing to publish
-                return None
-            url, reason = "(none)", "no PRIMARY is configured"
-            raise SourceUnavailable(url, reason)
-        if run.primary_down is not None:  # seen down this run: don't wait on it again
-            url = self.primary.v2_url(category)
-            reason = f"skipped: the PRIMARY is unavailable this run ({run.primary_down})"
-            raise SourceUnavailable(url, reason)
-        fetch = self.primary.fetch_v2 if layer is Layer.V2 else self.primary.fetch_legacy
-        fetched = await fetch(category)
-        if fetched is None:
-            return None
-        relpath = relpath_for(category, layer)
-        return _Delivery(
-            "primary", (self._validated(category, layer, relpath, fetched, "primary"),)
-        )
-
-    def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> bool:
-        return (
-            layer is Layer.LEGACY
-            and self.github is not None
-            and self.options.github_fallback
-            and spec_for(category).github_repo is not None
-        )
-
-    async def _from_github(self, category: MODEL_REFERENCE_CATEGORY) -> _Delivery:
-        assert self.github is not None
-        spec = spec_for(category)
-        assert spec.github_repo is not None
-        state = self.state.layer(category, Layer.LEGACY)
-        files = []
-        for name in spec.github_files:
-            relpath = relpath_for(category, Layer.LEGACY, name)
-            etag, published = self._conditional(relpath, state)
-            answer = await self.github.fetch(spec.github_repo, name, etag)
-            downloaded = None
-            if isinstance(answer, NotModified):  # re-validate what we hold; nothing came
-                assert published is not None
-                answer, downloaded = Fetched(answer.url, published, answer.etag), 0
-            files.append(
-                self._validated(
-                    category, Layer.LEGACY, relpath, answer, "github", downloaded=downloaded
-                )
-            )
-        # The JSON file readers load is the layer's main file; publish it last.
-        main = relpath_for(category, Layer.LEGACY)
-        files.sort(key=lambda f: f.relpath == main)
-        return _Delivery("github", tuple(files))
-
-    def _conditional(self, relpath: str, state: LayerState) -> tuple[str | None, bytes | None]:
-        """The ETag to send, only when the published file is exactly what it describes."""
-        record = state.files.get(relpath)
-        if record is None or record.etag is None:
-            return None, None
-        published = self.store.read(relpath)
-        if published is None or sha256_hex(published) != record.sha256:
-            return None, None
-        return record.etag, published
-
-    def _validated(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        relpath: str,
-        fetched: Fetched,
-        source: SourceName,
-        *,
-        downloaded: int | None = None,
-    ) -> _File:
-        what = f"{category.value} {layer.value} {relpath} from {fetched.url}"
-        try:
-            payload = self._checked(category, layer, relpath, what, fetched.content)
-        except InvalidPayload as exc:
-            exc.source = source
-            raise
-        size = len(fetched.content) if downloaded is None else downloaded
-        return _File(relpath, payload, fetched.etag, size)
-
-    def _checked(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        relpath: str,
-        what: str,
-        content: bytes,
-    ) -> Payload:
-        if relpath.endswith(".csv"):
-            return parse_models_csv(what, content)
-        payload = parse_json_records(what, content)
-        if not self.options.allow_shrink and relpath == relpath_for(category, layer):
-            previous = self._previous_records(category, layer, relpath)
-            check_shrink(what, previous, payload.records, self.options.max_shrink_fraction)
-        return payload
-
-    def _previous_records(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, relpath: str
-    ) -> int | None:
-        """Records in the last good copy: from the state, else counted from the file itself."""
-        known = self.state.layer(category, layer).records
-        if known is not None:
-            return known
-        published = self.store.read(relpath)
-        try:
-            return parse_json_records(relpath, published).records if published else None
-        except InvalidPayload:
-            return None
-
     # -- publishing and bookkeeping -----------------------------------------------------
 
-    def _publish(self, delivery: _Delivery) -> list[_File]:
+    def _publish(self, delivery: Delivery) -> list[DeliveredFile]:
         return [f for f in delivery.files if self.store.publish(f.relpath, f.payload.content)]
 
-    def _would_change(self, delivery: _Delivery) -> list[_File]:
+    def _would_change(self, delivery: Delivery) -> list[DeliveredFile]:
         return [f for f in delivery.files if self.store.read(f.relpath) != f.payload.content]
 
     def _record_success(
         self,
         category: MODEL_REFERENCE_CATEGORY,
         layer: Layer,
-        delivery: _Delivery,
-        run: _Run,
+        delivery: Delivery,
+        run: RunContext,
     ) -> None:
         now = self._clock()
         state = self.state.layer(category, layer)
-        main = delivery.files[-1]
+        main = delivery.main
         state.source = delivery.source
         state.files = {
             f.relpath: FileRecord(
