@@ -81,7 +81,7 @@ class Daemon:
                 self._client: httpx.AsyncClient = client
                 self.engine = build_engine(self.settings, client)
                 await self._serve_with_engine()
-        log.info("daemon.stopped")
+        log.info("daemon.stopped", config=self.settings.model_dump(mode="json"))
         return 0
 
     def stop(self) -> None:
