@@ -1,16 +1,19 @@
 """Fetch and validate one layer of one category through the source chain.
 
 The PRIMARY first; GitHub only when the PRIMARY is *unavailable* (never when it answered 404,
-which means "no data there"). Once the PRIMARY is seen down in a run, the rest of the run
-skips it instead of waiting on it again. Nothing here writes: a `Delivery` is validated
-bytes, ready for the store.
+which means "no data there"). GitHub has legacy files only: the v2 layer is converted from
+them (convert.py), and the legacy and v2 targets of one run share each download. Once the
+PRIMARY is seen down in a run, the rest of the run skips it instead of waiting on it again.
+Nothing here writes: a `Delivery` is validated bytes, ready for the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.convert import convert_legacy, convertible
 from horde_replica_sync.errors import InvalidPayload, SourceError, SourceName, SourceUnavailable
 from horde_replica_sync.sources.github import GithubSource, NotModified
 from horde_replica_sync.sources.primary import Fetched, PrimarySource
@@ -31,6 +34,8 @@ class RunContext:
     force: bool
     stamps: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
     primary_down: SourceError | None = None
+    # One GitHub download per file per run, shared by a category's legacy and v2 targets.
+    github_downloads: dict[str, asyncio.Future[Fetched]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,27 +85,38 @@ class Deliverer:
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: RunContext
     ) -> Delivery | None:
         """Validated files for the layer, or None when no source has data for it."""
+        if self._primary is not None:
+            try:
+                return await self._from_primary(self._primary, category, layer, run)
+            except SourceUnavailable as exc:
+                run.primary_down = run.primary_down or exc
+                if not self._can_fall_back(category, layer):
+                    raise
+        elif not self._can_fall_back(category, layer):
+            return None  # GitHub-only, and GitHub has nothing for this layer
         try:
-            return await self._from_primary(category, layer, run)
-        except SourceUnavailable as exc:
-            run.primary_down = run.primary_down or exc
-            if not self._can_fall_back(category, layer):
+            if layer is Layer.LEGACY:
+                return await self._legacy_from_github(category, run)
+            return await self._v2_from_github(category, run)
+        except SourceError as exc:
+            if run.primary_down is None:
                 raise
-        return await self._from_github(category)
+            raise _fallback_failed(exc, run.primary_down) from exc
 
     async def _from_primary(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: RunContext
+        self,
+        primary: PrimarySource,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        run: RunContext,
     ) -> Delivery | None:
-        if self._primary is None:
-            if layer is Layer.V2:  # GitHub serves no v2 layer: nothing to publish
-                return None
-            url, reason = "(none)", "no PRIMARY is configured"
-            raise SourceUnavailable(url, reason)
         if run.primary_down is not None:  # seen down this run: don't wait on it again
-            url = self._primary.v2_url(category)
+            url = primary.v2_url(category)
             reason = f"skipped: the PRIMARY is unavailable this run ({run.primary_down})"
-            raise SourceUnavailable(url, reason)
-        fetch = self._primary.fetch_v2 if layer is Layer.V2 else self._primary.fetch_legacy
+            skipped = SourceUnavailable(url, reason, kind=run.primary_down.kind)
+            skipped.source = "primary"
+            raise skipped
+        fetch = primary.fetch_v2 if layer is Layer.V2 else primary.fetch_legacy
         fetched = await fetch(category)
         if fetched is None:
             return None
@@ -108,35 +124,95 @@ class Deliverer:
         return Delivery("primary", (self._validated(category, layer, relpath, fetched, "primary"),))
 
     def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> bool:
-        return (
-            layer is Layer.LEGACY
-            and self._github is not None
-            and self._github_fallback
-            and spec_for(category).github_repo is not None
-        )
+        if self._github is None or not self._github_fallback:
+            return False
+        if layer is Layer.V2:
+            return convertible(category)
+        return spec_for(category).github_repo is not None
 
-    async def _from_github(self, category: MODEL_REFERENCE_CATEGORY) -> Delivery:
-        github, spec = self._github, spec_for(category)
-        assert github is not None and spec.github_repo is not None  # by _can_fall_back
-        state = self._state.layer(category, Layer.LEGACY)
+    async def _legacy_from_github(
+        self, category: MODEL_REFERENCE_CATEGORY, run: RunContext
+    ) -> Delivery:
         files = []
-        for name in spec.github_files:
-            relpath = relpath_for(category, Layer.LEGACY, name)
-            etag, published = self._conditional(relpath, state)
-            answer = await github.fetch(spec.github_repo, name, etag)
-            downloaded = None
-            if isinstance(answer, NotModified):  # re-validate what we hold; nothing came
-                assert published is not None
-                answer, downloaded = Fetched(answer.url, published, answer.etag), 0
+        for relpath, (fetched, downloaded) in (await self._github_files(category, run)).items():
             files.append(
                 self._validated(
-                    category, Layer.LEGACY, relpath, answer, "github", downloaded=downloaded
+                    category, Layer.LEGACY, relpath, fetched, "github", downloaded=downloaded
                 )
             )
         # The JSON file readers load is the layer's main file; publish it last.
         main = relpath_for(category, Layer.LEGACY)
         files.sort(key=lambda f: f.relpath == main)
         return Delivery("github", tuple(files))
+
+    async def _v2_from_github(
+        self, category: MODEL_REFERENCE_CATEGORY, run: RunContext
+    ) -> Delivery:
+        legacy = await self._github_files(category, run)
+        by_name = {
+            relpath.rsplit("/", 1)[-1]: fetched.content for relpath, (fetched, _) in legacy.items()
+        }
+        try:
+            # No `now`: deterministic bytes, so an unchanged legacy file never rewrites v2.
+            converted = convert_legacy(category, by_name)
+        except InvalidPayload as exc:
+            exc.source = "github"
+            raise
+        urls = ", ".join(fetched.url for fetched, _ in legacy.values())
+        source = Fetched(f"converted from {urls}", converted)
+        relpath = relpath_for(category, Layer.V2)
+        downloaded = sum(size for _, size in legacy.values())
+        return Delivery(
+            "github",
+            (
+                self._validated(
+                    category, Layer.V2, relpath, source, "github", downloaded=downloaded
+                ),
+            ),
+        )
+
+    async def _github_files(
+        self, category: MODEL_REFERENCE_CATEGORY, run: RunContext
+    ) -> dict[str, tuple[Fetched, int]]:
+        """The category's legacy files from GitHub: relpath -> (body, bytes downloaded by us).
+
+        A 304 yields the published copy (0 bytes downloaded). A download another target of
+        this run started is awaited, not repeated, and counted only once.
+        """
+        spec = spec_for(category)
+        files: dict[str, tuple[Fetched, int]] = {}
+        for name in spec.github_files:
+            relpath = relpath_for(category, Layer.LEGACY, name)
+            shared = run.github_downloads.get(relpath)
+            if shared is not None:
+                files[relpath] = (await shared, 0)
+                continue
+            future: asyncio.Future[Fetched] = asyncio.get_running_loop().create_future()
+            run.github_downloads[relpath] = future
+            try:
+                fetched, downloaded = await self._github_file(category, name, relpath)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # mark it retrieved: waiters re-raise it themselves
+                raise
+            future.set_result(fetched)
+            files[relpath] = (fetched, downloaded)
+        return files
+
+    async def _github_file(
+        self, category: MODEL_REFERENCE_CATEGORY, name: str, relpath: str
+    ) -> tuple[Fetched, int]:
+        github, repo = self._github, spec_for(category).github_repo
+        assert github is not None and repo is not None  # by _can_fall_back
+        etag, published = self._conditional(relpath, self._state.layer(category, Layer.LEGACY))
+        answer = await github.fetch(repo, name, etag)
+        if isinstance(answer, NotModified):  # re-validate what we hold; nothing came
+            assert published is not None
+            return Fetched(answer.url, published, answer.etag), 0
+        return answer, len(answer.content)
 
     def _conditional(self, relpath: str, state: LayerState) -> tuple[str | None, bytes | None]:
         """The ETag to send, only when the published file is exactly what it describes."""
@@ -196,3 +272,13 @@ class Deliverer:
             return parse_json_records(relpath, published).records if published else None
         except InvalidPayload:
             return None
+
+
+def _fallback_failed(github: SourceError, primary: SourceError) -> SourceError:
+    """GitHub's error, with the PRIMARY's that sent us there, so both reasons are logged."""
+    reason = f"{github.reason} (GitHub fallback, after the PRIMARY was unavailable: {primary})"
+    error = type(github)(
+        github.url, reason, kind=github.kind, status=github.status, retry_after=github.retry_after
+    )
+    error.source = github.source
+    return error

@@ -108,6 +108,8 @@ class Metrics:
         """Account for one finished run."""
         self.runs.labels("ok" if report.ok else "failed").inc()
         self.duration.observe(report.duration_seconds)
+        if report.primary_error_kind is not None:  # once per run, even when GitHub saved it
+            self.fetch_errors.labels("primary", report.primary_error_kind).inc()
         for result in report.results:
             labels = (result.category.value, result.layer.value, result.outcome.value)
             self.layer_syncs.labels(*labels).inc()

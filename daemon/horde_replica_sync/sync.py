@@ -81,6 +81,7 @@ class SyncReport:
     dry_run: bool
     duration_seconds: float
     primary_error: str | None = None
+    primary_error_kind: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -213,6 +214,7 @@ class SyncEngine:
             dry_run=self.options.dry_run,
             duration_seconds=time.perf_counter() - started,
             primary_error=str(run.primary_down) if run.primary_down else None,
+            primary_error_kind=run.primary_down.kind if run.primary_down else None,
         )
 
     def _timed_out(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerResult:

@@ -259,9 +259,11 @@ class TestGithubFallback:
         report = await sync(primary_url=dead, categories="esrgan,text_generation,lora")
         assert report.primary_error is not None
         for category in (C.esrgan, C.text_generation):
-            assert outcome(report, category, Layer.LEGACY) is Outcome.UPDATED
-            assert state_of().layer(category, Layer.LEGACY).source == "github"
-            assert outcome(report, category) is Outcome.FAILED  # no v2 on GitHub
+            for layer in Layer:  # v2 converted from the legacy files
+                assert outcome(report, category, layer) is Outcome.UPDATED
+                assert state_of().layer(category, layer).source == "github"
+        # Each legacy file was downloaded once although two layers needed it.
+        assert server.count(github_path(C.text_generation, "models.csv")) == 1
         assert (replica / "legacy" / "esrgan.json").read_bytes() == (
             legacy / "esrgan.json"
         ).read_bytes()

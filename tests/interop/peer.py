@@ -311,3 +311,33 @@ def fresh_replica(primary: Primary, replica: Path) -> dict[str, FileStamp]:
     run = run_sync(primary.base_url, replica)
     assert run.returncode == 0, run.describe()
     return snapshot(replica)
+
+
+TIMESTAMPS = ("created_at", "updated_at")
+
+
+def without_timestamps(records: dict[str, Any]) -> dict[str, Any]:
+    """The records with metadata timestamps removed (and a metadata block left empty, too)."""
+    result: dict[str, Any] = {}
+    for key, record in records.items():
+        copy = dict(record)
+        metadata = {k: v for k, v in copy.pop("metadata", {}).items() if k not in TIMESTAMPS}
+        if metadata:
+            copy["metadata"] = metadata
+        result[key] = copy
+    return result
+
+
+def describe_differences(ours: dict[str, Any], primary: dict[str, Any]) -> list[str]:
+    """One line per record that is missing, extra or different (naming the differing fields)."""
+    lines = [f"missing {key!r}" for key in primary if key not in ours]
+    lines += [f"extra {key!r}" for key in ours if key not in primary]
+    for key in primary.keys() & ours.keys():
+        if ours[key] != primary[key]:
+            fields = sorted(
+                name
+                for name in ours[key].keys() | primary[key].keys()
+                if ours[key].get(name) != primary[key].get(name)
+            )
+            lines.append(f"{key!r} differs in {fields}")
+    return lines
