@@ -46,11 +46,12 @@ peer:
 		"$(SHARED)/peer/stop_primary.sh" "$$pid"; \
 	fi
 
-# Debian tools the tests drive for real: promtool/prometheus, systemd-analyze.
+# Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill.
 tools:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	[ -x /bin/kill ] || missing="$$missing procps"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -q >/dev/null && \

@@ -119,6 +119,8 @@ def render_report(report: SyncReport) -> str:
             f"{r.bytes_written:>9}  {r.error or ''}".rstrip()
         )
     verdict = "ok" if report.ok else f"{len(report.failed)} failed"
+    if report.primary_error:
+        verdict += f"; the PRIMARY was unavailable ({report.primary_error})"
     mode = " (dry run: nothing written)" if report.dry_run else ""
     lines.append(f"sync {verdict} in {report.duration_seconds:.2f} s{mode}")
     return "\n".join(lines)

@@ -20,6 +20,23 @@ from typing import Literal
 
 SourceName = Literal["primary", "github"]
 
+# Every `kind` an error can carry: a bounded label set for metrics (pre-created at 0).
+ERROR_KINDS = (
+    "timeout",
+    "connection",
+    "http_5xx",
+    "rate_limited",
+    "http_4xx",
+    "redirect",
+    "oversize",
+    "unknown_category",
+    "unavailable",
+    "invalid",
+    "shrink",
+    "store",
+    "run_timeout",
+)
+
 
 class ReplicaSyncError(Exception):
     """Base class of every error this package raises on purpose."""

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from horde_replica_sync import __version__
 from horde_replica_sync.backends.replica_base import CacheCounters
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.errors import ERROR_KINDS
 from horde_replica_sync.state import Layer
 from horde_replica_sync.sync import SyncReport
 
@@ -99,8 +100,15 @@ class Metrics:
             f"{PREFIX}_build_info", "Build information.", ["version", "python"], registry=registry
         )
         build.labels(__version__, platform.python_version()).set(1)
+        # Every bounded label combination exists from the start, at 0, so that rate() and
+        # increase() see the first failure instead of a series appearing out of nowhere.
         for source in SOURCES:
             self.active_source.labels(source).set(0)
+            self.downloaded.labels(source)
+            for kind in ERROR_KINDS:
+                self.fetch_errors.labels(source, kind)
+        for result in ("ok", "failed"):
+            self.runs.labels(result)
         self._clock = clock
         registry.register(_ViewCollector(view, counters, clock))
 

@@ -85,8 +85,14 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        """Whether every layer ended fresh or verifiably absent."""
-        return all(r.outcome.ok for r in self.results)
+        """Whether every layer ended fresh or verifiably absent.
+
+        A run that could not reach the PRIMARY is not ok unless every layer was verified
+        another way: what it served from cache, it could not confirm.
+        """
+        if not all(r.outcome.ok for r in self.results):
+            return False
+        return self.primary_error is None or all(r.verified for r in self.results)
 
     @property
     def failed(self) -> tuple[LayerResult, ...]:

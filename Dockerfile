@@ -1,0 +1,65 @@
+# horde-replica-sync in a container: the daemon is PID 1 and handles SIGTERM/SIGHUP/SIGUSR1.
+#
+#   docker build -t horde-replica-sync .
+#   docker run -d --name horde-replica-sync -p 127.0.0.1:9464:9464 --stop-timeout 30 \
+#     -v horde-model-reference:/data/horde_model_reference horde-replica-sync
+#   docker kill -s USR1 horde-replica-sync        # forced sync now
+#   docker exec horde-replica-sync horde-replica-sync status
+#
+# Workers mount the same volume at $AIWORKER_CACHE_HOME/horde_model_reference (read-only is
+# enough). Settings: HORDE_REPLICA_* variables (config/env.example works as an --env-file), or
+# a TOML file mounted at /etc/horde-replica-sync/config.toml.
+# The base image is pinned by tag; pin it by digest (python:3.11-slim-bookworm@sha256:...) in
+# your registry mirror for byte-for-byte rebuilds.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# -- builder: a wheel, and a venv holding exactly the pinned runtime dependencies ----------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY config/requirements.lock config/build-requirements.lock ./config/
+# Dependencies first (their layer survives code changes). The runtime venv has no pip at all.
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --requirement config/build-requirements.lock \
+    && python -m venv --without-pip /opt/horde-replica-sync \
+    && /opt/build/bin/pip --python /opt/horde-replica-sync/bin/python install --no-cache-dir \
+        --requirement config/requirements.lock
+COPY pyproject.toml README.md ./
+COPY daemon ./daemon
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels . \
+    && /opt/build/bin/pip --python /opt/horde-replica-sync/bin/python install --no-cache-dir \
+        --no-deps /wheels/horde_replica_sync-*.whl \
+    && /opt/build/bin/pip --python /opt/horde-replica-sync/bin/python check
+
+# -- runtime: the venv only; no compiler, no build backend, no pip in the venv ---------------
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="horde-replica-sync" \
+      org.opencontainers.image.description="Mirrors the AI Horde model reference into a local replica" \
+      org.opencontainers.image.licenses="AGPL-3.0-or-later"
+# A fixed numeric non-root user (runAsNonRoot-friendly). The replica directory exists and is
+# owned by it before VOLUME, so a fresh named volume starts writable.
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin horde-replica-sync \
+    && mkdir -p /data/horde_model_reference \
+    && chown -R 10001:10001 /data
+COPY --from=build /opt/horde-replica-sync /opt/horde-replica-sync
+ENV PATH=/opt/horde-replica-sync/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    AIWORKER_CACHE_HOME=/data \
+    HORDE_REPLICA_METRICS_ADDR=0.0.0.0:9464
+USER 10001:10001
+WORKDIR /data
+# The replica (and, by default, its state in .horde-replica-sync/) lives here.
+VOLUME ["/data/horde_model_reference"]
+EXPOSE 9464
+# /healthz: the process and its loop are alive (not /readyz: a stale replica is an alert, not
+# a reason to restart). Python, because slim images have no curl; proxies are bypassed.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; port = os.environ.get('HORDE_REPLICA_METRICS_ADDR', ':9464').rpartition(':')[2]; u.build_opener(u.ProxyHandler({})).open(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["horde-replica-sync"]
+CMD ["run"]

@@ -1,0 +1,1 @@
+"""Deployment artefacts: systemd units, the Dockerfile, example config, Prometheus rules."""
