@@ -941,3 +941,15 @@ class TestRealLegacyFiles:
         assert len(data) == count
         assert all(record["licensing"] == NO_LICENCE for record in data.values())
         assert all(record["metadata"]["created_at"] == 1 for record in data.values())
+
+
+class TestConvertibleMatchesGithub:
+    """The source chain falls back for v2 exactly where GitHub has legacy files."""
+
+    def test_convertible_is_having_a_github_source(self) -> None:
+        """`convertible` and `CategorySpec.github_repo` agree for every category."""
+        from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+        from horde_replica_sync.convert import convertible
+
+        for category in MODEL_REFERENCE_CATEGORY:
+            assert convertible(category) == (spec_for(category).github_repo is not None)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -173,6 +175,7 @@ class Daemon:
         log.info("daemon.run_abandoned", reason="stop requested")
 
     def _after_run(self, report: SyncReport) -> None:
+        _return_freed_memory()
         logs.log_report(report)
         self._metrics.observe(report)
         self._publish_view()
@@ -266,6 +269,17 @@ class Daemon:
             if started is None or time.monotonic() - started < bound:
                 self._notifier.watchdog()
             await asyncio.sleep(seconds / 2)
+
+
+def _return_freed_memory() -> None:
+    """Give the heap a run freed back to the OS: glibc otherwise keeps it, and RSS creeps."""
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only; musl has none
+    if trim is not None:
+        trim(0)
+
+
+_LIBC = ctypes.CDLL(None)
 
 
 def _summary(report: SyncReport) -> str:

@@ -13,7 +13,6 @@ import asyncio
 from dataclasses import dataclass, field
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
-from horde_replica_sync.convert import convert_legacy, convertible
 from horde_replica_sync.errors import InvalidPayload, SourceError, SourceName, SourceUnavailable
 from horde_replica_sync.sources.github import GithubSource, NotModified
 from horde_replica_sync.sources.primary import Fetched, PrimarySource
@@ -124,11 +123,13 @@ class Deliverer:
         return Delivery("primary", (self._validated(category, layer, relpath, fetched, "primary"),))
 
     def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> bool:
-        if self._github is None or not self._github_fallback:
-            return False
-        if layer is Layer.V2:
-            return convertible(category)
-        return spec_for(category).github_repo is not None
+        # Every category GitHub holds converts to v2 (convert.convertible), so one test fits
+        # both layers.
+        return (
+            self._github is not None
+            and self._github_fallback
+            and spec_for(category).github_repo is not None
+        )
 
     async def _legacy_from_github(
         self, category: MODEL_REFERENCE_CATEGORY, run: RunContext
@@ -148,6 +149,10 @@ class Deliverer:
     async def _v2_from_github(
         self, category: MODEL_REFERENCE_CATEGORY, run: RunContext
     ) -> Delivery:
+        # Imported here: the converter is only needed while the PRIMARY is away, and it costs
+        # a few MiB of resident memory the daemon otherwise never needs.
+        from horde_replica_sync.convert import convert_legacy
+
         legacy = await self._github_files(category, run)
         by_name = {
             relpath.rsplit("/", 1)[-1]: fetched.content for relpath, (fetched, _) in legacy.items()

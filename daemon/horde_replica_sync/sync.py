@@ -29,6 +29,7 @@ from horde_replica_sync.errors import (
     SourceError,
     SourceName,
     SourceUnavailable,
+    StoreError,
 )
 from horde_replica_sync.sources.github import GithubSource
 from horde_replica_sync.sources.primary import PrimarySource
@@ -331,6 +332,13 @@ class SyncEngine:
         self.backend.invalidate(category, layer)  # retry next run, even if metadata is still
 
     def _save_state(self) -> None:
-        if self._dirty and not self.options.dry_run:
+        if not self._dirty or self.options.dry_run:
+            return
+        try:
             self.store.save_state(self.state)
-            self._dirty = False
+        except StoreError as exc:
+            # The data went out first, so the replica is fine; a lost state costs only a
+            # re-verification at the next start. Try again after the next run.
+            log.error("state.save_failed", error=str(exc))
+            return
+        self._dirty = False

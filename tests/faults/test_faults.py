@@ -311,3 +311,18 @@ class TestGithubFallback:
         assert "HTTP 429" in error(report, C.text_generation, Layer.LEGACY)
         assert server.count() == 1
         assert not (replica / "legacy").exists()
+
+
+class TestStateFile:
+    """The state file is bookkeeping: failing to write it never fails the sync."""
+
+    async def test_unwritable_state_is_logged_not_fatal(
+        self, server: FaultServer, sync: SyncFn, replica: Path, tmp_path: Path
+    ) -> None:
+        """With the state directory unusable, the data is still published and the run ends."""
+        script_primary(server)
+        blocked = tmp_path / "not-a-dir"
+        blocked.write_text("a file where the state directory should be")
+        report = await sync(categories=ONE, state_dir=blocked / "state")
+        assert report.ok
+        assert (replica / "esrgan.json").exists()

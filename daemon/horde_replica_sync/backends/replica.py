@@ -87,7 +87,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         loaded = self._load_verified(relpath_for(category, Layer.LEGACY), layer)
         if loaded is None or layer.verified_at is None:
             return
-        self._store_legacy_in_cache(category, *loaded)
+        self._store_legacy_in_cache(category, None, loaded[1])
         with self._lock:
             self._legacy_cache_timestamps[category] = layer.verified_at
 
@@ -107,7 +107,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         """Whether valid data of `layer` is held (counted as a cache hit or miss)."""
         if layer is Layer.V2:
             return self._get_from_cache(category) is not None
-        return self._get_legacy_from_cache(category)[0] is not None
+        return self._get_legacy_from_cache(category) != (None, None)
 
     def accept(
         self,
@@ -116,11 +116,15 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         data: dict[str, Any] | None,
         text: str | None = None,
     ) -> None:
-        """Cache what was just published (or None: looked, nothing there, retry later)."""
+        """Cache what was just published (or None: looked, nothing there, retry later).
+
+        The legacy layer is cached as its text only: the daemon never reads its records, and
+        the parsed form of db.json alone costs megabytes. `get_legacy_json` parses on demand.
+        """
         if layer is Layer.V2:
             self._store_in_cache(category, data)
         else:
-            self._store_legacy_in_cache(category, data, text)
+            self._store_legacy_in_cache(category, None, text)
 
     def invalidate(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> None:
         """Make the next run re-fetch `layer` (after a failed attempt); data stays served."""
@@ -220,28 +224,26 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
     ) -> tuple[dict[str, Any] | None, str | None]:
         if not spec_for(category).has_legacy:
             return None, None
-        if not redownload:
-            cached = self._get_legacy_from_cache(category)
-            if cached[0] is not None:
-                return cached
-        refresher = self._refresher
-        if refresher is not None:
-            _run_blocking(lambda: _awaited(refresher(category, redownload)))
-        else:
-            self._store_legacy_in_cache(category, *self._read_published_legacy(category))
-        with self._lock:
-            return (
-                self._legacy_json_cache.get(category),
-                self._legacy_json_string_cache.get(category),
-            )
+        cached = (None, None) if redownload else self._get_legacy_from_cache(category)
+        if cached == (None, None):
+            refresher = self._refresher
+            if refresher is not None:
+                _run_blocking(lambda: _awaited(refresher(category, redownload)))
+            else:
+                self._store_legacy_in_cache(category, None, self._read_published_text(category))
+            with self._lock:
+                cached = (
+                    self._legacy_json_cache.get(category),
+                    self._legacy_json_string_cache.get(category),
+                )
+        data, text = cached
+        return (data if data is not None else _parse_object_text(text)), text
 
     def _read_published(self, category: MODEL_REFERENCE_CATEGORY) -> dict[str, Any] | None:
         return _parse_object(self._store.read(relpath_for(category, Layer.V2)))[0]
 
-    def _read_published_legacy(
-        self, category: MODEL_REFERENCE_CATEGORY
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        return _parse_object(self._store.read(relpath_for(category, Layer.LEGACY)))
+    def _read_published_text(self, category: MODEL_REFERENCE_CATEGORY) -> str | None:
+        return _parse_object(self._store.read(relpath_for(category, Layer.LEGACY)))[1]
 
 
 def _parse_object(content: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -253,6 +255,10 @@ def _parse_object(content: bytes | None) -> tuple[dict[str, Any] | None, str | N
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None, None
     return (data, text) if isinstance(data, dict) else (None, None)
+
+
+def _parse_object_text(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else _parse_object(text.encode("utf-8"))[0]
 
 
 def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
