@@ -121,6 +121,8 @@ def render_report(report: SyncReport) -> str:
     verdict = "ok" if report.ok else f"{len(report.failed)} failed"
     if report.primary_error:
         verdict += f"; the PRIMARY was unavailable ({report.primary_error})"
+    if report.state_error:
+        verdict += f"; the state file could not be saved ({report.state_error})"
     mode = " (dry run: nothing written)" if report.dry_run else ""
     lines.append(f"sync {verdict} in {report.duration_seconds:.2f} s{mode}")
     return "\n".join(lines)

@@ -62,4 +62,5 @@ def log_report(report: SyncReport) -> None:
         failed=len(report.failed),
         duration_seconds=round(report.duration_seconds, 4),
         primary_error=report.primary_error,
+        state_error=report.state_error,
     )

@@ -118,6 +118,8 @@ class Metrics:
         self.duration.observe(report.duration_seconds)
         if report.primary_error_kind is not None:  # once per run, even when GitHub saved it
             self.fetch_errors.labels("primary", report.primary_error_kind).inc()
+        if report.state_error is not None:
+            self.fetch_errors.labels("none", "store").inc()
         for result in report.results:
             labels = (result.category.value, result.layer.value, result.outcome.value)
             self.layer_syncs.labels(*labels).inc()

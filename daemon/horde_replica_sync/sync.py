@@ -83,6 +83,7 @@ class SyncReport:
     duration_seconds: float
     primary_error: str | None = None
     primary_error_kind: str | None = None
+    state_error: str | None = None  # the state file could not be written (data is fine)
 
     @property
     def ok(self) -> bool:
@@ -91,7 +92,7 @@ class SyncReport:
         A run that could not reach the PRIMARY is not ok unless every layer was verified
         another way: what it served from cache, it could not confirm.
         """
-        if not all(r.outcome.ok for r in self.results):
+        if self.state_error is not None or not all(r.outcome.ok for r in self.results):
             return False
         return self.primary_error is None or all(r.verified for r in self.results)
 
@@ -202,17 +203,16 @@ class SyncEngine:
         tasks = [asyncio.create_task(self._sync_target(c, lr, run)) for c, lr in targets]
         try:
             done, _ = await asyncio.wait(tasks, timeout=self.options.run_timeout_seconds)
-        finally:
-            # On timeout or when the run itself is cancelled (shutdown): stop what is still
-            # fetching. A publish is synchronous, so it is never interrupted half-way.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:  # the run itself was cancelled (shutdown): keep what is done
+            await _cancel(tasks)
             self._save_state()
+            raise
+        await _cancel(tasks)  # what the run timeout cut short
         results = tuple(
             task.result() if task in done else self._timed_out(c, lr)
             for task, (c, lr) in zip(tasks, targets, strict=True)
         )
+        state_error = self._save_state()
         now = self._clock()
         self.confirmed_at.update({(r.category, r.layer): now for r in results if r.verified})
         return SyncReport(
@@ -222,6 +222,7 @@ class SyncEngine:
             duration_seconds=time.perf_counter() - started,
             primary_error=str(run.primary_down) if run.primary_down else None,
             primary_error_kind=run.primary_down.kind if run.primary_down else None,
+            state_error=state_error,
         )
 
     def _timed_out(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerResult:
@@ -331,14 +332,23 @@ class SyncEngine:
         self._dirty = True
         self.backend.invalidate(category, layer)  # retry next run, even if metadata is still
 
-    def _save_state(self) -> None:
+    def _save_state(self) -> str | None:
+        """Write the state if it changed; the error, if it could not be written."""
         if not self._dirty or self.options.dry_run:
-            return
+            return None
         try:
             self.store.save_state(self.state)
         except StoreError as exc:
             # The data went out first, so the replica is fine; a lost state costs only a
-            # re-verification at the next start. Try again after the next run.
+            # re-verification at the next start. Tried again after the next run.
             log.error("state.save_failed", error=str(exc))
-            return
+            return str(exc)
         self._dirty = False
+        return None
+
+
+async def _cancel(tasks: list[asyncio.Task[LayerResult]]) -> None:
+    """Stop what is still fetching. A publish is synchronous: never interrupted half-way."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -324,5 +324,7 @@ class TestStateFile:
         blocked = tmp_path / "not-a-dir"
         blocked.write_text("a file where the state directory should be")
         report = await sync(categories=ONE, state_dir=blocked / "state")
-        assert report.ok
+        assert all(r.outcome.ok for r in report.results)
         assert (replica / "esrgan.json").exists()
+        assert report.state_error is not None and "not-a-dir" in report.state_error
+        assert not report.ok  # reported, so exit code and metrics show it

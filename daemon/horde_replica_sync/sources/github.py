@@ -16,8 +16,8 @@ from typing import Final
 import httpx
 
 from horde_replica_sync.categories import GITHUB_BRANCH, GITHUB_OWNER, GithubRepo
-from horde_replica_sync.errors import SourceRejected, SourceUnavailable
-from horde_replica_sync.sources.http import RetryPolicy, attributed_to, get_with_retry
+from horde_replica_sync.errors import SourceRejected
+from horde_replica_sync.sources.http import Cooldown, RetryPolicy, attributed_to, get_with_retry
 from horde_replica_sync.sources.primary import Fetched
 
 DEFAULT_GITHUB_URL: Final = "https://raw.githubusercontent.com"
@@ -54,17 +54,11 @@ class GithubSource:
         self._max_bytes = max_bytes
         self._owner = owner
         self._branch = branch
-        self._clock = clock
-        self._cooldown_until = 0.0
+        self.cooldown = Cooldown("GitHub", clock=clock)
 
     def url(self, repo: GithubRepo, file: str) -> str:
         """The raw URL of `file` in `repo`."""
         return f"{self.base_url}/{self._owner}/{repo.value}/refs/heads/{self._branch}/{file}"
-
-    @property
-    def cooldown_remaining(self) -> float:
-        """Seconds until GitHub may be asked again (0 when not rate limited)."""
-        return max(0.0, self._cooldown_until - self._clock())
 
     async def fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
         """Fetch one file, conditionally on `etag` when we hold one."""
@@ -73,18 +67,11 @@ class GithubSource:
 
     async def _fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
         url = self.url(repo, file)
-        if remaining := self.cooldown_remaining:
-            reason = f"GitHub is on cooldown for {remaining:.0f} s after a rate limit"
-            raise SourceUnavailable(url, reason, kind="rate_limited", retry_after=remaining)
         headers = {"If-None-Match": etag} if etag else None
-        try:
+        with self.cooldown.guard(url):
             response = await get_with_retry(
                 self._client, url, policy=self._policy, max_bytes=self._max_bytes, headers=headers
             )
-        except SourceUnavailable as exc:
-            if exc.retry_after:
-                self._cooldown_until = self._clock() + exc.retry_after
-            raise
         if response.status == 304 and etag:
             return NotModified(url, etag)
         if response.status != 200:

@@ -104,6 +104,47 @@ async def get_with_retry(
     raise AssertionError(msg)  # pragma: no cover
 
 
+class Cooldown:
+    """Remembers a server's "come back later" across runs, so it is not asked again early.
+
+    Retry-After values up to `waited_in_run` are waited out inside a run by the retry
+    policy; a longer one starts a cooldown during which the source fails at once. A cooldown
+    never exceeds `longest`, so a wild Retry-After cannot silence a source for days.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        waited_in_run: float = 0.0,
+        longest: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._name = name
+        self._waited_in_run = waited_in_run
+        self._longest = longest
+        self._clock = clock
+        self._until = 0.0
+
+    @property
+    def remaining(self) -> float:
+        """Seconds until the source may be asked again (0 when it may)."""
+        return max(0.0, self._until - self._clock())
+
+    @contextlib.contextmanager
+    def guard(self, url: str) -> Iterator[None]:
+        """Refuse while cooling down; start a cooldown on a long Retry-After."""
+        if remaining := self.remaining:
+            reason = f"{self._name} asked us to back off; {remaining:.0f} s of cooldown left"
+            raise SourceUnavailable(url, reason, kind="rate_limited", retry_after=remaining)
+        try:
+            yield
+        except SourceUnavailable as exc:
+            if exc.retry_after and exc.retry_after > self._waited_in_run:
+                self._until = self._clock() + min(exc.retry_after, self._longest)
+            raise
+
+
 @contextlib.contextmanager
 def attributed_to(source: SourceName) -> Iterator[None]:
     """Mark every `SourceError` raised inside as coming from `source` (for metrics)."""

@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
 from horde_replica_sync.errors import SourceRejected
-from horde_replica_sync.sources.http import RetryPolicy, attributed_to, get_with_retry
+from horde_replica_sync.sources.http import (
+    Cooldown,
+    Response,
+    RetryPolicy,
+    attributed_to,
+    get_with_retry,
+)
 from horde_replica_sync.validation import describe_validation_error
 
 
@@ -52,6 +58,7 @@ class PrimarySource:
         self.api_url = api_url.rstrip("/")
         self._policy = policy
         self._max_bytes = max_bytes
+        self.cooldown = Cooldown("the PRIMARY", waited_in_run=policy.max_retry_after_seconds)
 
     def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
         """The v2 endpoint of `category`."""
@@ -100,9 +107,7 @@ class PrimarySource:
 
     async def _fetch(self, url: str, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         try:
-            response = await get_with_retry(
-                self._client, url, policy=self._policy, max_bytes=self._max_bytes
-            )
+            response = await self._get(url)
         except SourceRejected as exc:
             if exc.status != 422:
                 raise
@@ -114,11 +119,15 @@ class PrimarySource:
             raise SourceRejected(url, f"unexpected HTTP {response.status}", kind="http_4xx")
         return Fetched(url, response.content)
 
+    async def _get(self, url: str) -> Response:
+        with self.cooldown.guard(url):
+            return await get_with_retry(
+                self._client, url, policy=self._policy, max_bytes=self._max_bytes
+            )
+
     async def _fetch_metadata(self, family: str) -> dict[MODEL_REFERENCE_CATEGORY, int]:
         url = f"{self.api_url}/model_references/{family}/metadata/metadata"
-        response = await get_with_retry(
-            self._client, url, policy=self._policy, max_bytes=self._max_bytes
-        )
+        response = await self._get(url)
         if response.status != 200:
             raise SourceRejected(url, f"unexpected HTTP {response.status}", kind="http_4xx")
         try:
