@@ -50,7 +50,11 @@ from pydantic import (
 
 from horde_replica_sync.categories import LEGACY_DIR, MODEL_REFERENCE_CATEGORY, spec_for
 from horde_replica_sync.errors import InvalidPayload
-from horde_replica_sync.validation import describe_validation_error
+from horde_replica_sync.validation import (
+    decode_utf8,
+    describe_validation_error,
+    load_json_object,
+)
 
 _C = MODEL_REFERENCE_CATEGORY
 
@@ -133,7 +137,7 @@ def convert_legacy(
         raise InvalidPayload(what, "the legacy file is missing")
     if not content.strip():
         raise InvalidPayload(what, "the legacy file is empty")
-    text = _decode(what, content)
+    text = decode_utf8(what, content)
     if category is _C.text_generation:
         records = convert_text_csv(what, text)
     else:
@@ -149,25 +153,6 @@ def _source_file(category: MODEL_REFERENCE_CATEGORY) -> str:
     if category is _C.text_generation:
         return TEXT_CSV_FILE
     return spec_for(category).github_files[0]
-
-
-def _decode(what: str, content: bytes) -> str:
-    try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidPayload(what, f"not UTF-8 (byte {exc.start})") from exc
-
-
-def _load_json_object(what: str, text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidPayload(what, f"not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise InvalidPayload(what, "JSON nested too deeply") from exc
-    if not isinstance(data, dict):
-        raise InvalidPayload(what, f"top level is a JSON {type(data).__name__}, not an object")
-    return data
 
 
 def dump_v2(what: str, records: Mapping[str, Any]) -> bytes:
@@ -552,7 +537,7 @@ def convert_legacy_json(
     what: str, category: MODEL_REFERENCE_CATEGORY, text: str
 ) -> dict[str, dict[str, Any]]:
     """Convert a legacy JSON file's records (keys kept, in file order)."""
-    raw_records = _load_json_object(what, text)
+    raw_records = load_json_object(what, text)
     if category is _C.image_generation:
         return _convert_each(what, raw_records, LegacyImageRecord.model_validate, image_record)
     model = LegacyClipRecord if category is _C.clip else LegacyRecord

@@ -42,15 +42,7 @@ class Payload:
 
 def parse_json_records(what: str, content: bytes) -> Payload:
     """Validate a JSON reference file (`{name: record}`); `what` names it in errors."""
-    text = _decode(what, content)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidPayload(what, f"not valid JSON ({exc})") from exc
-    except RecursionError as exc:
-        raise InvalidPayload(what, "JSON nested too deeply") from exc
-    if not isinstance(data, dict):
-        raise InvalidPayload(what, f"top level is a JSON {type(data).__name__}, not an object")
+    data = load_json_object(what, decode_utf8(what, content))
     try:
         _RECORDS.validate_python(data)
     except ValidationError as exc:
@@ -60,7 +52,7 @@ def parse_json_records(what: str, content: bytes) -> Payload:
 
 def parse_models_csv(what: str, content: bytes) -> Payload:
     """Validate the text repo's `models.csv`: UTF-8, a header with `name`, named rows."""
-    text = _decode(what, content)
+    text = decode_utf8(what, content)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         rows = list(reader)
@@ -72,6 +64,19 @@ def parse_models_csv(what: str, content: bytes) -> Payload:
         if not (row.get("name") or "").strip():
             raise InvalidPayload(what, f"row {number} has no name")
     return Payload(content, None, len(rows))
+
+
+def load_json_object(what: str, text: str) -> dict[str, Any]:
+    """Parse `text` as a JSON object, or raise `InvalidPayload` saying why not."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(what, f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise InvalidPayload(what, "JSON nested too deeply") from exc
+    if not isinstance(data, dict):
+        raise InvalidPayload(what, f"top level is a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def check_shrink(what: str, previous: int | None, current: int, max_fraction: float) -> None:
@@ -89,7 +94,8 @@ def check_shrink(what: str, previous: int | None, current: int, max_fraction: fl
         raise ShrinkRefused(what, reason)
 
 
-def _decode(what: str, content: bytes) -> str:
+def decode_utf8(what: str, content: bytes) -> str:
+    """`content` as text, or `InvalidPayload` naming the first bad byte."""
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -10,7 +10,6 @@ sync engine), so in-process callers and the scheduler share one code path.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
@@ -21,8 +20,10 @@ import httpx
 from horde_replica_sync.backends.base import ReplicateMode
 from horde_replica_sync.backends.replica_base import ReplicaBackendBase
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.errors import InvalidPayload
 from horde_replica_sync.state import Layer, LayerState, ReplicaState
 from horde_replica_sync.store import ReplicaStore, relpath_for, sha256_hex
+from horde_replica_sync.validation import decode_utf8, load_json_object
 
 T = TypeVar("T")
 Refresher = Callable[[MODEL_REFERENCE_CATEGORY, bool], Awaitable[object]]
@@ -247,18 +248,24 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
 
 
 def _parse_object(content: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """A published file as (object, text); (None, None) when missing or unreadable."""
     if content is None:
         return None, None
     try:
-        text = content.decode("utf-8")
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        text = decode_utf8("published file", content)
+    except InvalidPayload:
         return None, None
-    return (data, text) if isinstance(data, dict) else (None, None)
+    data = _parse_object_text(text)
+    return (data, text) if data is not None else (None, None)
 
 
 def _parse_object_text(text: str | None) -> dict[str, Any] | None:
-    return None if text is None else _parse_object(text.encode("utf-8"))[0]
+    if text is None:
+        return None
+    try:
+        return load_json_object("published file", text)
+    except InvalidPayload:
+        return None
 
 
 def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -1,0 +1,148 @@
+"""The REPLICA backend over a replica directory: warm start, disk reads, in-process fetches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from horde_replica_sync.backends import ReplicaBackendBase, ReplicateMode
+from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.state import FileRecord, Layer, ReplicaState
+from horde_replica_sync.store import ReplicaStore, sha256_hex
+
+ESRGAN = b'{"a": {"name": "a"}}'
+LEGACY = b'{"a": {"name": "a", "type": "x"}}'
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(name="store")
+def _store(tmp_path: Path) -> ReplicaStore:
+    store = ReplicaStore(tmp_path / "replica", tmp_path / "state")
+    store.publish("esrgan.json", ESRGAN)
+    store.publish("legacy/esrgan.json", LEGACY)
+    return store
+
+
+def verified_state(verified_at: float) -> ReplicaState:
+    """A state that describes the published esrgan files exactly."""
+    state = ReplicaState()
+    for layer, relpath, content in (
+        (Layer.V2, "esrgan.json", ESRGAN),
+        (Layer.LEGACY, "legacy/esrgan.json", LEGACY),
+    ):
+        record = state.layer(C.esrgan, layer)
+        record.files[relpath] = FileRecord(sha256=sha256_hex(content), size=len(content))
+        record.verified_at = verified_at
+    return state
+
+
+class TestIdentity:
+    """It is a REPLICA-mode ReplicaBackendBase pointing at the published files."""
+
+    def test_mode_and_paths(self, store: ReplicaStore) -> None:
+        """v2 paths are the published files, with upstream's names."""
+        backend = ReplicaDirectoryBackend(store)
+        assert isinstance(backend, ReplicaBackendBase)
+        assert backend.get_replicate_mode() is ReplicateMode.REPLICA
+        paths = backend.get_all_category_file_paths()
+        assert paths[C.image_generation] == store.path("stable_diffusion.json")
+        assert len(paths) == 15
+        assert not backend.supports_writes()
+
+
+class TestWarmStart:
+    """A restart serves what is on disk and still fresh, without fetching it again."""
+
+    def test_matching_files_are_warm_with_their_verification_time(
+        self, store: ReplicaStore
+    ) -> None:
+        """Files matching the state are cached; the TTL counts from their last verification."""
+        clock = FakeClock()
+        backend = ReplicaDirectoryBackend(store, cache_ttl_seconds=100, clock=clock)
+        assert backend.warm_from_disk(verified_state(clock.now - 60)) == [C.esrgan]
+        assert backend.cached(C.esrgan, Layer.V2)
+        assert backend.cached(C.esrgan, Layer.LEGACY)
+        clock.now += 41  # 101 s after verification: past the TTL
+        assert backend.should_fetch_data(C.esrgan)
+
+    def test_edited_file_is_not_warm(self, store: ReplicaStore) -> None:
+        """A file changed while the daemon was down is re-verified, not trusted."""
+        store.publish("esrgan.json", b"{}")
+        backend = ReplicaDirectoryBackend(store, clock=FakeClock())
+        assert backend.warm_from_disk(verified_state(FakeClock().now)) == []
+        assert not backend.cached(C.esrgan, Layer.V2)
+
+    def test_layer_whose_last_refresh_failed_is_not_warm(self, store: ReplicaStore) -> None:
+        """A layer with a recorded error is retried at the next run."""
+        state = verified_state(FakeClock().now)
+        state.layer(C.esrgan, Layer.V2).last_error = "boom"
+        backend = ReplicaDirectoryBackend(store, clock=FakeClock())
+        assert backend.warm_from_disk(state) == []
+        assert backend.cached(C.esrgan, Layer.LEGACY)
+
+
+class TestReadsWithoutARefresher:
+    """Without a sync engine bound, it is a local reader of the published files."""
+
+    def test_fetch_reads_the_published_file(self, store: ReplicaStore) -> None:
+        """fetch_category returns the file's records and caches them (a second read is a hit)."""
+        backend = ReplicaDirectoryBackend(store)
+        assert backend.fetch_category(C.esrgan) == json.loads(ESRGAN)
+        assert backend.fetch_category(C.esrgan) == json.loads(ESRGAN)
+        counters = backend.cache_counters()
+        assert (counters.misses[C.esrgan], counters.hits[C.esrgan]) == (1, 1)
+        assert backend.fetch_category(C.blip) is None  # never published
+
+    def test_legacy_text_and_parsed_form(self, store: ReplicaStore) -> None:
+        """The legacy layer is served as published text, parsed on demand."""
+        backend = ReplicaDirectoryBackend(store)
+        assert backend.get_legacy_json_string(C.esrgan) == LEGACY.decode()
+        assert backend.get_legacy_json(C.esrgan) == json.loads(LEGACY)
+        assert backend.get_legacy_json(C.lora) is None  # no legacy format at all
+
+    def test_unreadable_file_is_none(self, store: ReplicaStore) -> None:
+        """A corrupt published file reads as None rather than raising."""
+        store.path("clip.json").write_bytes(b"{broken")
+        assert ReplicaDirectoryBackend(store).fetch_category(C.clip) is None
+
+
+class TestRefresher:
+    """With a refresher bound, fetches go through it (the sync engine in the daemon)."""
+
+    def test_fetch_goes_through_the_refresher(self, store: ReplicaStore) -> None:
+        """The refresher is asked for the category and whatever it cached is returned."""
+        backend = ReplicaDirectoryBackend(store)
+        asked: list[tuple[C, bool]] = []
+
+        async def refresher(category: C, force: bool) -> None:
+            asked.append((category, force))
+            backend.accept(category, Layer.V2, {"b": {"name": "b"}})
+
+        backend.bind_refresher(refresher)
+        assert backend.fetch_category(C.esrgan, force_refresh=True) == {"b": {"name": "b"}}
+        assert asked == [(C.esrgan, True)]
+
+    async def test_blocking_call_inside_a_loop_is_refused(self, store: ReplicaStore) -> None:
+        """The blocking variant says to use the async one instead of deadlocking."""
+        backend = ReplicaDirectoryBackend(store)
+
+        async def refresher(category: C, force: bool) -> None:
+            await asyncio.sleep(0)
+
+        backend.bind_refresher(refresher)
+        with pytest.raises(RuntimeError, match="_async"):
+            backend.fetch_category(C.esrgan)
+        assert await backend.fetch_category_async(C.esrgan) is None
