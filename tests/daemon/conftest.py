@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.faultserver import FaultServer, running, script_primary
-
-Event = dict[str, Any]
+from tests.processes import LoggedProcess
 
 
 def free_port() -> int:
@@ -31,65 +25,13 @@ def free_port() -> int:
         return port
 
 
-class DaemonProcess:
-    """`horde-replica-sync run` as a child process, with its JSON log lines collected."""
+class DaemonProcess(LoggedProcess):
+    """`horde-replica-sync run` as a child process, on a free metrics port."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "horde_replica_sync",
-                "run",
-                *args,
-                "--metrics-addr",
-                f"127.0.0.1:{self.port}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.events: list[Event] = []
-        self.raw: list[str] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._lock:
-                self.raw.append(line)
-                if line.startswith("{"):
-                    self.events.append(json.loads(line))
-
-    def matching(self, event: str, **fields: Any) -> list[Event]:
-        """Logged events named `event` whose fields match."""
-        with self._lock:
-            return [
-                e
-                for e in self.events
-                if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
-            ]
-
-    def wait_for(
-        self, event: str, *, count: int = 1, timeout: float = 15.0, **fields: Any
-    ) -> list[Event]:
-        """Wait until `count` matching events were logged; fail with the log tail otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.matching(event, **fields)
-            if len(found) >= count:
-                return found
-            if self.proc.poll() is not None and len(found) < count:
-                break
-            time.sleep(0.02)
-        with self._lock:
-            tail = "".join(self.raw[-20:])
-        pytest.fail(f"no {count}x {event} {fields} within {timeout} s; log tail:\n{tail}")
+        argv = [sys.executable, "-m", "horde_replica_sync", "run", *args]
+        super().__init__([*argv, "--metrics-addr", f"127.0.0.1:{self.port}"], env)
 
     def get(self, path: str) -> tuple[int, str]:
         """GET a path of the metrics/health server."""
@@ -124,15 +66,6 @@ class DaemonProcess:
         code = self.proc.wait(timeout=timeout)
         self.close()
         return code
-
-    def close(self) -> None:
-        """Reap the process and release its pipe."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @pytest.fixture(name="server")

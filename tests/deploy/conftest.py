@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pytest
 
 from tests.faultserver import FaultServer, running, script_primary
+from tests.processes import LoggedProcess
+
+__all__ = ["LoggedProcess"]  # re-exported for the deploy tests
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR: Final = ROOT / "systemd"
@@ -57,67 +56,6 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 # -- processes -----------------------------------------------------------------------------
-
-
-class LoggedProcess:
-    """A child process whose JSON log lines (stderr) are collected; stopped by its PID."""
-
-    def __init__(
-        self, argv: list[str], env: dict[str, str], *, cwd: Path | None = None, umask: int = -1
-    ) -> None:
-        self.argv = argv
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=cwd,
-            umask=umask,
-        )
-        self.events: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._lock:
-                self.raw.append(line)
-                if line.startswith("{"):
-                    self.events.append(json.loads(line))
-
-    def tail(self, lines: int = 20) -> str:
-        """The last log lines, for failure messages."""
-        with self._lock:
-            return "".join(self.raw[-lines:])
-
-    def wait_for(self, event: str, *, timeout: float = 15.0, **fields: Any) -> dict[str, Any]:
-        """The first logged `event` whose fields match; fail with the log tail otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                for logged in self.events:
-                    if logged.get("event") == event and all(
-                        logged.get(k) == v for k, v in fields.items()
-                    ):
-                        return logged
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        pytest.fail(f"no {event} {fields} within {timeout} s; log tail:\n{self.tail()}")
-
-    def close(self) -> None:
-        """Kill (by PID) if still running, reap, and release the pipe."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:

@@ -28,8 +28,9 @@ import pytest
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.state import Layer
 from horde_replica_sync.store import ReplicaStore, sha256_hex
-from tests.daemon.conftest import DaemonProcess, Event
+from tests.daemon.conftest import DaemonProcess
 from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path
+from tests.processes import Event
 
 ESRGAN_V2 = v2_path(C.esrgan)
 METADATA = tuple(f"/api/model_references/{f}/metadata/metadata" for f in ("v1", "v2"))
