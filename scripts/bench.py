@@ -39,26 +39,25 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 ROOT: Final = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python scripts/bench.py` puts scripts/ first, not the root
+    sys.path.insert(0, str(ROOT))
+
+from tests.environment import free_port, shared_dir  # noqa: E402
+from tests.interop.peer import peer_python  # noqa: E402
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for  # noqa: E402
+from horde_replica_sync.store import LOCK_FILE  # noqa: E402
+
 DOC: Final = ROOT / "docs" / "bench.md"
 UPSTREAM_CLIENT: Final = ROOT / "scripts" / "bench_upstream_client.py"
-LEGACY_CATEGORIES: Final = (
-    "blip",
-    "clip",
-    "codeformer",
-    "controlnet",
-    "esrgan",
-    "gfpgan",
-    "safety_checker",
-    "image_generation",
-    "text_generation",
-    "miscellaneous",
+LEGACY_CATEGORIES: Final = tuple(
+    c.value for c in MODEL_REFERENCE_CATEGORY if spec_for(c).has_legacy
 )
 NO_CHANGE_REPEATS: Final = 3
 PROPAGATION_TRIALS: Final = 3
 RSS_RUNS: Final = 100
 SCHEDULE_SECONDS: Final = 5
 STATE_DIR: Final = ".horde-replica-sync"
-LOCK_FILE: Final = ".horde-replica-sync.lock"
 ACCESS_LINE: Final = re.compile(r'"GET \S+ HTTP/[0-9.]+" [0-9]{3}')
 KIB: Final = 1024
 MIB: Final = 1024 * 1024
@@ -68,29 +67,6 @@ def log(message: str) -> None:
     """Progress on stderr (the table goes to stdout)."""
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
     sys.stderr.flush()
-
-
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def shared_dir() -> Path:
-    """`$HRS_SHARED_DIR` (the Makefile exports it), else `shared/` beside the repository."""
-    configured = os.environ.get("HRS_SHARED_DIR")
-    return Path(configured) if configured else ROOT.parent / "shared"
-
-
-def peer_python() -> Path:
-    """The peer venv's interpreter (`$PEER_VENV`, default as in start_primary.sh)."""
-    configured = os.environ.get("PEER_VENV")
-    if configured:
-        return Path(configured) / "bin" / "python"
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "horde-model-reference-peer" / "venv" / "bin" / "python"
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +36,7 @@ from horde_replica_sync.convert import (
     v2_metadata,
 )
 from horde_replica_sync.errors import InvalidPayload
+from tests.environment import shared_dir
 
 SHA = "a" * 64
 CSV_HEADER = (
@@ -53,12 +52,6 @@ NO_LICENCE = {
     "notes": "No reviewed licensing conclusion is currently available.",
     "files": {},
 }
-
-
-def shared_dir() -> Path:
-    """The shared directory: `$HRS_SHARED_DIR`, else `../shared` next to the repository."""
-    env = os.environ.get("HRS_SHARED_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
 
 
 LEGACY_DIR = shared_dir() / "reference-data" / "legacy"

@@ -7,6 +7,8 @@ import os
 import socket
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from horde_replica_sync.notify import Notifier
 from horde_replica_sync.signals import Requests
 
@@ -46,7 +48,9 @@ class TestNotifier:
 
     def test_gone_manager_is_not_fatal(self, tmp_path: Path) -> None:
         """A socket path with no listener is logged, not raised."""
-        Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}).status("x")
+        with capture_logs() as logged:
+            Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}).status("x")
+        assert [e["event"] for e in logged] == ["notify.failed"]
 
     def test_watchdog_interval(self) -> None:
         """WATCHDOG_USEC is honoured only for this process (WATCHDOG_PID) and when positive."""

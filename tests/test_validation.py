@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from horde_replica_sync.errors import InvalidPayload, ShrinkRefused
 from horde_replica_sync.validation import check_shrink, parse_json_records, parse_models_csv
+from tests.environment import shared_dir
 
 WHAT = "legacy/test-file.json"
-
-
-def shared_dir() -> Path:
-    """The shared directory: `$HRS_SHARED_DIR`, else `../shared` next to the repository."""
-    env = os.environ.get("HRS_SHARED_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared"
 
 
 LEGACY_DIR = shared_dir() / "reference-data" / "legacy"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -13,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.environment import free_port
 from tests.faultserver import FaultServer, running, script_primary
 from tests.processes import LoggedProcess
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class DaemonProcess(LoggedProcess):

@@ -21,7 +21,6 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from horde_replica_sync.config import ENV_PREFIX, Settings, load_settings
-from tests.daemon.conftest import free_port
 from tests.deploy.conftest import (
     CONFIG_DIR,
     ROOT,
@@ -31,6 +30,7 @@ from tests.deploy.conftest import (
     http_get,
     require_tool,
 )
+from tests.environment import free_port
 from tests.faultserver import FaultServer
 
 DOCKERFILE: Final = ROOT / "Dockerfile"

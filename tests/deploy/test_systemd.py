@@ -16,7 +16,6 @@ import pytest
 
 from horde_replica_sync.cli import EXIT_CONFIG, EXIT_TEMPFAIL
 from horde_replica_sync.config import ENV_PREFIX, Settings, load_settings
-from tests.daemon.conftest import free_port
 from tests.deploy.conftest import (
     CONSOLE_SCRIPT,
     SYSTEMD_DIR,
@@ -24,6 +23,7 @@ from tests.deploy.conftest import (
     clean_env,
     require_tool,
 )
+from tests.environment import free_port
 from tests.faultserver import FaultServer
 
 DAEMON: Final = SYSTEMD_DIR / "horde-replica-sync.service"

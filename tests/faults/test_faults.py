@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.state import Layer, ReplicaState
 from horde_replica_sync.sync import Outcome, SyncReport
+from tests.environment import free_port
 from tests.faults.conftest import SyncFn
 from tests.faultserver import (
     FaultServer,
@@ -49,14 +49,6 @@ def snapshot(replica: Path) -> dict[str, tuple[bytes, int]]:
         for p in sorted(replica.rglob("*.json")) + sorted(replica.rglob("*.csv"))
         if ".horde-replica-sync" not in p.parts
     }
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(name="seeded")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+
+from tests.environment import free_port, shared_dir
 
 START_TIMEOUT_SECONDS: Final = 90.0
 CLI_TIMEOUT_SECONDS: Final = 60.0
@@ -58,12 +59,6 @@ LEGACY_FILES: Final[dict[str, str]] = {
 }
 
 
-def shared_dir() -> Path:
-    """`$HRS_SHARED_DIR` (the Makefile exports it), else `shared/` beside the repository."""
-    configured = os.environ.get("HRS_SHARED_DIR")
-    return Path(configured) if configured else Path(__file__).resolve().parents[3] / "shared"
-
-
 def peer_python() -> Path:
     """The peer venv's interpreter (`$PEER_VENV`, default as in start_primary.sh)."""
     configured = os.environ.get("PEER_VENV")
@@ -81,14 +76,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # uvicorn's access log: `INFO:     127.0.0.1:47312 - "GET /api/... HTTP/1.1" 200 OK`

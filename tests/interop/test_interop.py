@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.environment import shared_dir
 from tests.interop.peer import (
     LEGACY_FILES,
     NO_LEGACY,
@@ -28,7 +29,6 @@ from tests.interop.peer import (
     fresh_replica,
     peer_python,
     run_sync,
-    shared_dir,
     snapshot,
 )
 
