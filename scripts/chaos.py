@@ -43,13 +43,12 @@ if str(ROOT) not in sys.path:  # `python scripts/chaos.py` puts scripts/ first, 
 
 from tests.faultserver import FaultServer, Reply, Seen  # noqa: E402
 
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for  # noqa: E402
-from horde_replica_sync.state import SCHEMA_VERSION, Layer, ReplicaState, layers_of  # noqa: E402
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for  # noqa: E402
+from horde_replica_sync.state import SCHEMA_VERSION, ReplicaState  # noqa: E402
 from horde_replica_sync.store import (  # noqa: E402
     STATE_FILE,
     TEMP_SUFFIX,
     ReplicaStore,
-    relpath_for,
     sha256_hex,
 )
 
@@ -137,7 +136,9 @@ class ChangingPrimary(FaultServer):
             name = spec_for(category).primary_legacy_name
             if name is not None:
                 self.routes[f"/api/model_references/v1/{name}"] = (category, Layer.LEGACY)
-        self.relpaths = tuple(sorted(relpath_for(c, layer) for c, layer in self.routes.values()))
+        self.relpaths = tuple(
+            sorted(spec_for(c).relpath(layer) for c, layer in self.routes.values())
+        )
         self.served: dict[str, dict[str, int]] = {rel: {} for rel in self.relpaths}
         self.bodies_served = 0
         self._version = 0
@@ -176,7 +177,7 @@ class ChangingPrimary(FaultServer):
         version = self._next_version()
         body = self.body(category, layer, version)
         with self._guard:  # remembered before a single byte leaves
-            self.served[relpath_for(category, layer)][sha256_hex(body)] = version
+            self.served[spec_for(category).relpath(layer)][sha256_hex(body)] = version
             self.bodies_served += 1
         return Reply(body=body)
 
@@ -187,7 +188,7 @@ class ChangingPrimary(FaultServer):
             self._frozen = self._version
             version = self._frozen
         return {
-            relpath_for(category, layer): sha256_hex(self.body(category, layer, version))
+            spec_for(category).relpath(layer): sha256_hex(self.body(category, layer, version))
             for category, layer in self.routes.values()
         }
 
@@ -468,7 +469,7 @@ class _Session:
         if loaded != state:
             self.violation(f"{when}: ReplicaStore.load_state() did not load the state file")
         for category, category_state in state.categories.items():
-            for layer in layers_of(category):
+            for layer in spec_for(category).layers:
                 for rel, record in category_state.layer(layer).files.items():
                     if self.server.version_of(rel, record.sha256) is None:
                         self.violation(
@@ -605,7 +606,7 @@ class _Session:
             records = [
                 state.layer(c, layer).files.get(rel)
                 for c in self.config.categories
-                for layer in layers_of(c)
+                for layer in spec_for(c).layers
             ]
             record = next((r for r in records if r is not None), None)
             if record is None or record.sha256 != digest:
@@ -613,7 +614,7 @@ class _Session:
         errors = [
             f"{c.value}/{layer.value}: {state.layer(c, layer).last_error}"
             for c in self.config.categories
-            for layer in layers_of(c)
+            for layer in spec_for(c).layers
             if state.layer(c, layer).last_error is not None
         ]
         if errors:

@@ -11,6 +11,7 @@ from horde_replica_sync.categories import (
     MODEL_REFERENCE_CATEGORY,
     SPECS,
     GithubRepo,
+    Layer,
     parse_categories,
     spec_for,
 )
@@ -189,3 +190,51 @@ class TestParseCategories:
         """An empty list raises ValueError."""
         with pytest.raises(ValueError, match="empty"):
             parse_categories(text)
+
+
+class TestLayout:
+    """Files land where upstream readers look for them."""
+
+    @pytest.mark.parametrize(
+        ("category", "layer", "file", "expected"),
+        [
+            (C.image_generation, Layer.V2, None, "stable_diffusion.json"),
+            (C.image_generation, Layer.LEGACY, None, "legacy/stable_diffusion.json"),
+            (C.text_generation, Layer.V2, None, "text_generation.json"),
+            (C.text_generation, Layer.LEGACY, None, "legacy/db.json"),
+            (C.text_generation, Layer.LEGACY, "models.csv", "legacy/models.csv"),
+            (C.esrgan, Layer.LEGACY, None, "legacy/esrgan.json"),
+            (C.lora, Layer.V2, None, "lora.json"),
+        ],
+    )
+    def test_relpath(self, category: C, layer: Layer, file: str | None, expected: str) -> None:
+        """Each category and layer maps to upstream's file name."""
+        assert spec_for(category).relpath(layer, file) == expected
+
+    def test_no_legacy_layer(self) -> None:
+        """Asking for the legacy file of a v2-only category is a programming error."""
+        with pytest.raises(ValueError, match="controlnet_annotator"):
+            spec_for(C.controlnet_annotator).relpath(Layer.LEGACY)
+
+
+class TestConversionFacts:
+    """What each category's v2 file is converted from, and how its records are classified."""
+
+    def test_github_categories_convert(self) -> None:
+        """Every category GitHub holds converts to v2, and only those."""
+        for spec in SPECS.values():
+            assert spec.convertible == (spec.github_repo is not None), spec.category
+
+    def test_text_converts_from_the_csv(self) -> None:
+        """Upstream builds text v2 from models.csv, never from db.json."""
+        assert spec_for(C.text_generation).convert_from == "models.csv"
+        assert spec_for(C.text_generation).classification == ("text", "generation")
+
+    def test_github_relpaths_put_the_main_file_last(self) -> None:
+        """The file readers load is published after its siblings."""
+        assert spec_for(C.text_generation).github_relpaths == (
+            "legacy/models.csv",
+            "legacy/db.json",
+        )
+        assert spec_for(C.esrgan).github_relpaths == ("legacy/esrgan.json",)
+        assert spec_for(C.lora).github_relpaths == ()

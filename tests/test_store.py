@@ -8,39 +8,15 @@ from pathlib import Path
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import LockHeldError, StoreError
-from horde_replica_sync.state import FileRecord, Layer, ReplicaState
-from horde_replica_sync.store import ReplicaStore, relpath_for
+from horde_replica_sync.state import FileRecord, ReplicaState
+from horde_replica_sync.store import ReplicaStore
 
 
 @pytest.fixture(name="store")
 def _store(tmp_path: Path) -> ReplicaStore:
     return ReplicaStore(tmp_path / "replica", tmp_path / "state")
-
-
-class TestLayout:
-    """Files land where upstream readers look for them."""
-
-    @pytest.mark.parametrize(
-        ("category", "layer", "file", "expected"),
-        [
-            (C.image_generation, Layer.V2, None, "stable_diffusion.json"),
-            (C.image_generation, Layer.LEGACY, None, "legacy/stable_diffusion.json"),
-            (C.text_generation, Layer.V2, None, "text_generation.json"),
-            (C.text_generation, Layer.LEGACY, None, "legacy/db.json"),
-            (C.text_generation, Layer.LEGACY, "models.csv", "legacy/models.csv"),
-            (C.esrgan, Layer.LEGACY, None, "legacy/esrgan.json"),
-            (C.lora, Layer.V2, None, "lora.json"),
-        ],
-    )
-    def test_relpath(self, category: C, layer: Layer, file: str | None, expected: str) -> None:
-        """Each category and layer maps to upstream's file name."""
-        assert relpath_for(category, layer, file) == expected
-
-    def test_no_legacy_layer(self) -> None:
-        """Asking for the legacy file of a v2-only category is a programming error."""
-        with pytest.raises(ValueError, match="controlnet_annotator"):
-            relpath_for(C.controlnet_annotator, Layer.LEGACY)
 
 
 class TestPublish:

@@ -4,6 +4,9 @@ Names, order and file names follow upstream `horde-model-reference` (see
 docs/upstream-protocol.md §1). Two quirks matter: `image_generation` is stored as
 `stable_diffusion.json` in both layers, and `text_generation`'s legacy source on GitHub is
 `models.csv` (plus the generated `db.json`), while the PRIMARY serves it as `db.json`.
+
+`CategorySpec` is the one owner of these facts: which layers a category has, where each of
+its files is published, where GitHub keeps it, and what its v2 file is converted from.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ class MODEL_REFERENCE_CATEGORY(enum.StrEnum):  # upstream's public name
     ti = "ti"
 
 
+class Layer(enum.StrEnum):
+    """The two layers of a category: v2 records and the legacy (v1/GitHub) format."""
+
+    V2 = "v2"
+    LEGACY = "legacy"
+
+
 class GithubRepo(enum.Enum):
     """The two legacy GitHub repositories (owner `Haidra-Org`, branch `main`)."""
 
@@ -57,6 +67,10 @@ class CategorySpec:
         github_repo: the legacy GitHub repository, or None when GitHub has no copy.
         github_files: the legacy files fetched from `github_repo`, each published under
             `legacy/` with the same name.
+        classification: the (domain, purpose) upstream gives converted records, or None
+            when the category has nothing to convert.
+        convert_from: the GitHub file its v2 file is converted from (`models.csv` for
+            text: upstream builds v2 from the CSV, not from `db.json`).
     """
 
     category: MODEL_REFERENCE_CATEGORY
@@ -65,6 +79,8 @@ class CategorySpec:
     primary_legacy_file: str | None
     github_repo: GithubRepo | None
     github_files: tuple[str, ...]
+    classification: tuple[str, str] | None = None
+    convert_from: str | None = None
 
     @property
     def has_legacy(self) -> bool:
@@ -72,14 +88,54 @@ class CategorySpec:
         return self.primary_legacy_file is not None
 
     @property
+    def layers(self) -> tuple[Layer, ...]:
+        """The layers the category has: v2 always, legacy when it has a legacy format."""
+        return (Layer.V2, Layer.LEGACY) if self.has_legacy else (Layer.V2,)
+
+    @property
     def legacy_json_file(self) -> str | None:
         """The legacy file that holds JSON (`db.json` for text, never `models.csv`)."""
         return self.primary_legacy_file
 
+    @property
+    def convertible(self) -> bool:
+        """Whether a v2 file can be built from the GitHub legacy files."""
+        return self.convert_from is not None
 
-def _image(category: MODEL_REFERENCE_CATEGORY, file: str | None = None) -> CategorySpec:
+    def relpath(self, layer: Layer, file: str | None = None) -> str:
+        """Where a file of `layer` is published, relative to the replica directory.
+
+        `file` picks one of a legacy layer's files (text has `models.csv` and `db.json`);
+        it defaults to the layer's main file, the one readers load.
+        """
+        if layer is Layer.V2:
+            return self.v2_file
+        name = file or self.legacy_json_file
+        if name is None:
+            msg = f"category {self.category.value!r} has no legacy layer"
+            raise ValueError(msg)
+        return f"{LEGACY_DIR}/{name}"
+
+    @property
+    def github_relpaths(self) -> tuple[str, ...]:
+        """Where each GitHub file is published; the layer's main file comes last."""
+        main = self.relpath(Layer.LEGACY) if self.has_legacy else None
+        paths = [self.relpath(Layer.LEGACY, name) for name in self.github_files]
+        return tuple(sorted(paths, key=lambda path: path == main))
+
+
+def is_csv(relpath: str) -> bool:
+    """Whether a published file is CSV (text's `models.csv`) rather than JSON."""
+    return relpath.endswith(".csv")
+
+
+def _image(
+    category: MODEL_REFERENCE_CATEGORY, purpose: str, file: str | None = None
+) -> CategorySpec:
     name = file or f"{category.value}.json"
-    return CategorySpec(category, name, name, name, GithubRepo.IMAGE, (name,))
+    return CategorySpec(
+        category, name, name, name, GithubRepo.IMAGE, (name,), ("image", purpose), name
+    )
 
 
 def _v2_only(category: MODEL_REFERENCE_CATEGORY) -> CategorySpec:
@@ -88,15 +144,15 @@ def _v2_only(category: MODEL_REFERENCE_CATEGORY) -> CategorySpec:
 
 _C = MODEL_REFERENCE_CATEGORY
 _SPECS = (
-    _image(_C.blip),
-    _image(_C.clip),
-    _image(_C.codeformer),
-    _image(_C.controlnet),
+    _image(_C.blip, "feature_extractor"),
+    _image(_C.clip, "feature_extractor"),
+    _image(_C.codeformer, "post_processing"),
+    _image(_C.controlnet, "auxiliary_or_patch"),
     _v2_only(_C.controlnet_annotator),
-    _image(_C.esrgan),
-    _image(_C.gfpgan),
-    _image(_C.safety_checker),
-    _image(_C.image_generation, "stable_diffusion.json"),
+    _image(_C.esrgan, "post_processing"),
+    _image(_C.gfpgan, "post_processing"),
+    _image(_C.safety_checker, "safety_checker"),
+    _image(_C.image_generation, "generation", "stable_diffusion.json"),
     CategorySpec(
         _C.text_generation,
         "text_generation.json",
@@ -104,10 +160,12 @@ _SPECS = (
         "db.json",
         GithubRepo.TEXT,
         ("models.csv", "db.json"),
+        ("text", "generation"),
+        "models.csv",
     ),
     _v2_only(_C.video_generation),
     _v2_only(_C.audio_generation),
-    _image(_C.miscellaneous),
+    _image(_C.miscellaneous, "miscellaneous"),
     _v2_only(_C.lora),
     _v2_only(_C.ti),
 )
@@ -153,6 +211,8 @@ __all__ = [
     "SPECS",
     "CategorySpec",
     "GithubRepo",
+    "Layer",
+    "is_csv",
     "parse_categories",
     "spec_for",
 ]

@@ -64,24 +64,6 @@ LEGACY_METADATA_SCHEMA_VERSION: Final = "1.0.0"
 """What upstream assumes when a legacy record's own metadata block names no schema version."""
 MISSING_SHA256: Final = "FIXME"
 """Upstream's placeholder checksum for a file the legacy data gives none for."""
-TEXT_CSV_FILE: Final = "models.csv"
-
-# (domain, purpose) of every convertible category.
-CLASSIFICATION: Final[Mapping[MODEL_REFERENCE_CATEGORY, tuple[str, str]]] = MappingProxyType(
-    {
-        _C.blip: ("image", "feature_extractor"),
-        _C.clip: ("image", "feature_extractor"),
-        _C.codeformer: ("image", "post_processing"),
-        _C.controlnet: ("image", "auxiliary_or_patch"),
-        _C.esrgan: ("image", "post_processing"),
-        _C.gfpgan: ("image", "post_processing"),
-        _C.safety_checker: ("image", "safety_checker"),
-        _C.image_generation: ("image", "generation"),
-        _C.text_generation: ("text", "generation"),
-        _C.miscellaneous: ("image", "miscellaneous"),
-    }
-)
-
 # Old spellings of image baselines; anything else is kept as written.
 BASELINE_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -112,7 +94,7 @@ _METADATA_KEYS: Final = ("schema_version", "created_at", "updated_at", "created_
 
 def convertible(category: MODEL_REFERENCE_CATEGORY) -> bool:
     """Whether `category` has legacy files to convert (the 9 image ones and text_generation)."""
-    return category in CLASSIFICATION
+    return spec_for(category).convertible
 
 
 def convert_legacy(
@@ -128,9 +110,9 @@ def convert_legacy(
     Raises:
         InvalidPayload: the input is missing or cannot be converted; nothing should be published.
     """
-    if not convertible(category):
+    source = spec_for(category).convert_from
+    if source is None:
         raise InvalidPayload(category.value, "has no legacy format to convert")
-    source = _source_file(category)
     what = f"{category.value} ({LEGACY_DIR}/{source})"
     content = files.get(source)
     if content is None:
@@ -149,10 +131,10 @@ def convert_legacy(
 # --------------------------------------------------------------------------- input decoding
 
 
-def _source_file(category: MODEL_REFERENCE_CATEGORY) -> str:
-    if category is _C.text_generation:
-        return TEXT_CSV_FILE
-    return spec_for(category).github_files[0]
+def _classification(category: MODEL_REFERENCE_CATEGORY) -> tuple[str, str]:
+    classification = spec_for(category).classification
+    assert classification is not None  # by convertible()
+    return classification
 
 
 def dump_v2(what: str, records: Mapping[str, Any]) -> bytes:
@@ -572,7 +554,7 @@ def _utility_extras(category: MODEL_REFERENCE_CATEGORY, legacy: LegacyRecord) ->
 
 def utility_record(category: MODEL_REFERENCE_CATEGORY, legacy: LegacyRecord) -> dict[str, Any]:
     """The v2 record of a utility category (everything but image and text generation)."""
-    domain, purpose = CLASSIFICATION[category]
+    domain, purpose = _classification(category)
     config = v2_config(legacy.config, drop_defaults=False)
     check_licence_files(legacy.licensing, config["download"])
     extras = _utility_extras(category, legacy)
@@ -805,7 +787,7 @@ def _revalidated(adapter: TypeAdapter[Any], value: Any) -> Any:
 
 def text_record(row: TextRow, group: str) -> dict[str, Any]:
     """The v2 record of one models.csv row (`group` is its text_model_group)."""
-    domain, purpose = CLASSIFICATION[_C.text_generation]
+    domain, purpose = _classification(_C.text_generation)
     return _drop_none(
         (
             ("record_type", _C.text_generation.value),

@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
+from horde_replica_sync.categories import Layer, spec_for
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.health import HealthServer, Verdict
@@ -33,7 +34,6 @@ from horde_replica_sync.metrics import Metrics, ReplicaView
 from horde_replica_sync.notify import Notifier
 from horde_replica_sync.runtime import build_engine, make_client
 from horde_replica_sync.scheduler import Ticker
-from horde_replica_sync.state import Layer, layers_of
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncReport
 
@@ -209,7 +209,7 @@ class Daemon:
 
     def _publish_view(self) -> None:
         engine = self.engine
-        layers = tuple((c, layer) for c in self.settings.categories for layer in layers_of(c))
+        layers = tuple((c, layer) for c in self.settings.categories for layer in spec_for(c).layers)
         self._view = ReplicaView(
             categories=self.settings.categories,
             confirmed_at=dict(engine.confirmed_at),

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
 from horde_replica_sync.errors import InvalidPayload, SourceError, SourceName, SourceUnavailable
 from horde_replica_sync.sources.github import GithubSource, NotModified
 from horde_replica_sync.sources.primary import Fetched, PrimarySource
-from horde_replica_sync.state import Layer, LayerState, ReplicaState
-from horde_replica_sync.store import ReplicaStore, relpath_for, sha256_hex
+from horde_replica_sync.state import LayerState, ReplicaState
+from horde_replica_sync.store import ReplicaStore, sha256_hex
 from horde_replica_sync.validation import (
     Payload,
     check_shrink,
@@ -119,7 +119,7 @@ class Deliverer:
         fetched = await fetch(category)
         if fetched is None:
             return None
-        relpath = relpath_for(category, layer)
+        relpath = spec_for(category).relpath(layer)
         return Delivery("primary", (self._validated(category, layer, relpath, fetched, "primary"),))
 
     def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> bool:
@@ -142,7 +142,7 @@ class Deliverer:
                 )
             )
         # The JSON file readers load is the layer's main file; publish it last.
-        main = relpath_for(category, Layer.LEGACY)
+        main = spec_for(category).relpath(Layer.LEGACY)
         files.sort(key=lambda f: f.relpath == main)
         return Delivery("github", tuple(files))
 
@@ -165,7 +165,7 @@ class Deliverer:
             raise
         urls = ", ".join(fetched.url for fetched, _ in legacy.values())
         source = Fetched(f"converted from {urls}", converted)
-        relpath = relpath_for(category, Layer.V2)
+        relpath = spec_for(category).relpath(Layer.V2)
         downloaded = sum(size for _, size in legacy.values())
         return Delivery(
             "github",
@@ -187,7 +187,7 @@ class Deliverer:
         spec = spec_for(category)
         files: dict[str, tuple[Fetched, int]] = {}
         for name in spec.github_files:
-            relpath = relpath_for(category, Layer.LEGACY, name)
+            relpath = spec_for(category).relpath(Layer.LEGACY, name)
             shared = run.github_downloads.get(relpath)
             if shared is not None:
                 files[relpath] = (await shared, 0)
@@ -260,7 +260,7 @@ class Deliverer:
             return parse_models_csv(what, content)
         payload = parse_json_records(what, content)
         guard = self._max_shrink_fraction
-        if guard is not None and relpath == relpath_for(category, layer):
+        if guard is not None and relpath == spec_for(category).relpath(layer):
             previous = self._previous_records(category, layer, relpath)
             check_shrink(what, previous, payload.records, guard)
         return payload

@@ -21,9 +21,8 @@ from prometheus_client.registry import Collector
 
 from horde_replica_sync import __version__
 from horde_replica_sync.backends.replica_base import CacheCounters
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
 from horde_replica_sync.errors import ERROR_KINDS
-from horde_replica_sync.state import Layer
 from horde_replica_sync.sync import SyncReport
 
 PREFIX: Final = "horde_replica"

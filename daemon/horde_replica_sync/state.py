@@ -7,26 +7,12 @@ next run re-verifies every file against upstream (and rewrites none that already
 
 from __future__ import annotations
 
-import enum
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
 from horde_replica_sync.errors import SourceName
 
 SCHEMA_VERSION = 1
-
-
-class Layer(enum.StrEnum):
-    """The two layers of a category: v2 records and the legacy (v1/GitHub) format."""
-
-    V2 = "v2"
-    LEGACY = "legacy"
-
-
-def layers_of(category: MODEL_REFERENCE_CATEGORY) -> tuple[Layer, ...]:
-    """The layers `category` has: v2 always, legacy when it has a legacy format."""
-    return (Layer.V2, Layer.LEGACY) if spec_for(category).has_legacy else (Layer.V2,)
 
 
 class FileRecord(BaseModel):

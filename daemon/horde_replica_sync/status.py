@@ -6,9 +6,9 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
+from horde_replica_sync.categories import spec_for
 from horde_replica_sync.config import Settings
-from horde_replica_sync.state import layers_of
-from horde_replica_sync.store import ReplicaStore, relpath_for
+from horde_replica_sync.store import ReplicaStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +36,8 @@ def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus
     state = store.load_state()
     rows = []
     for category in settings.categories:
-        for layer in layers_of(category):
-            relpath = relpath_for(category, layer)
+        for layer in spec_for(category).layers:
+            relpath = spec_for(category).relpath(layer)
             layer_state = state.layer(category, layer)
             record = layer_state.files.get(relpath)
             verified = layer_state.verified_at

@@ -27,9 +27,9 @@ from typing import Final
 import structlog
 from pydantic import ValidationError
 
-from horde_replica_sync.categories import LEGACY_DIR, MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.categories import LEGACY_DIR
 from horde_replica_sync.errors import LockHeldError, StoreError
-from horde_replica_sync.state import SCHEMA_VERSION, Layer, ReplicaState
+from horde_replica_sync.state import SCHEMA_VERSION, ReplicaState
 
 log = structlog.get_logger(__name__)
 
@@ -42,22 +42,6 @@ FILE_MODE: Final = 0o644  # readers usually run as another user
 def sha256_hex(content: bytes) -> str:
     """The hex sha256 digest of `content`."""
     return hashlib.sha256(content).hexdigest()
-
-
-def relpath_for(category: MODEL_REFERENCE_CATEGORY, layer: Layer, file: str | None = None) -> str:
-    """Where a file of `category` lives, relative to the replica directory.
-
-    `file` picks one of a legacy layer's files (text has `models.csv` and `db.json`); it
-    defaults to the layer's main file.
-    """
-    spec = spec_for(category)
-    if layer is Layer.V2:
-        return spec.v2_file
-    name = file or spec.legacy_json_file
-    if name is None:
-        msg = f"category {category.value!r} has no legacy layer"
-        raise ValueError(msg)
-    return f"{LEGACY_DIR}/{name}"
 
 
 class ReplicaStore:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import structlog
 
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
 from horde_replica_sync.delivery import DeliveredFile, Deliverer, Delivery, RunContext
 from horde_replica_sync.errors import (
     InvalidPayload,
@@ -33,7 +33,7 @@ from horde_replica_sync.errors import (
 )
 from horde_replica_sync.sources.github import GithubSource
 from horde_replica_sync.sources.primary import PrimarySource
-from horde_replica_sync.state import FileRecord, Layer, ReplicaState, layers_of
+from horde_replica_sync.state import FileRecord, ReplicaState
 from horde_replica_sync.store import ReplicaStore, sha256_hex
 
 log = structlog.get_logger(__name__)
@@ -190,7 +190,7 @@ class SyncEngine:
             return False
         return any(
             self.state.layer(category, layer).upstream_last_updated != stamp
-            for layer in layers_of(category)
+            for layer in spec_for(category).layers
         )
 
     # -- the run ------------------------------------------------------------------------
@@ -199,7 +199,9 @@ class SyncEngine:
         self, categories: tuple[MODEL_REFERENCE_CATEGORY, ...], run: RunContext
     ) -> SyncReport:
         started = time.perf_counter()
-        targets = [(category, layer) for category in categories for layer in layers_of(category)]
+        targets = [
+            (category, layer) for category in categories for layer in spec_for(category).layers
+        ]
         tasks = [asyncio.create_task(self._sync_target(c, lr, run)) for c, lr in targets]
         try:
             done, _ = await asyncio.wait(tasks, timeout=self.options.run_timeout_seconds)

@@ -11,7 +11,8 @@ import pytest
 from horde_replica_sync.backends import ReplicaBackendBase, ReplicateMode
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from horde_replica_sync.state import FileRecord, Layer, ReplicaState
+from horde_replica_sync.categories import Layer
+from horde_replica_sync.state import FileRecord, ReplicaState
 from horde_replica_sync.store import ReplicaStore, sha256_hex
 
 ESRGAN = b'{"a": {"name": "a"}}'

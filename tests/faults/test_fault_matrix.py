@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from horde_replica_sync.state import Layer
+from horde_replica_sync.categories import Layer
 from horde_replica_sync.store import ReplicaStore, sha256_hex
 from tests.daemon.conftest import DaemonProcess
 from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from horde_replica_sync.state import Layer, ReplicaState
+from horde_replica_sync.categories import Layer
+from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.sync import Outcome, SyncReport
 from tests.environment import free_port
 from tests.faults.conftest import SyncFn

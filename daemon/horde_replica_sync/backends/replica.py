@@ -19,10 +19,10 @@ import httpx
 
 from horde_replica_sync.backends.base import ReplicateMode
 from horde_replica_sync.backends.replica_base import ReplicaBackendBase
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
 from horde_replica_sync.errors import InvalidPayload
-from horde_replica_sync.state import Layer, LayerState, ReplicaState
-from horde_replica_sync.store import ReplicaStore, relpath_for, sha256_hex
+from horde_replica_sync.state import LayerState, ReplicaState
+from horde_replica_sync.store import ReplicaStore, sha256_hex
 from horde_replica_sync.validation import decode_utf8, load_json_object
 
 T = TypeVar("T")
@@ -76,7 +76,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         return warm
 
     def _warm_v2(self, category: MODEL_REFERENCE_CATEGORY, layer: LayerState) -> bool:
-        loaded = self._load_verified(relpath_for(category, Layer.V2), layer)
+        loaded = self._load_verified(spec_for(category).relpath(Layer.V2), layer)
         if loaded is None or layer.verified_at is None:
             return False
         self._store_in_cache(category, loaded[0])
@@ -85,7 +85,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         return True
 
     def _warm_legacy(self, category: MODEL_REFERENCE_CATEGORY, layer: LayerState) -> None:
-        loaded = self._load_verified(relpath_for(category, Layer.LEGACY), layer)
+        loaded = self._load_verified(spec_for(category).relpath(Layer.LEGACY), layer)
         if loaded is None or layer.verified_at is None:
             return
         self._store_legacy_in_cache(category, None, loaded[1])
@@ -149,11 +149,11 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
     ) -> Path | None:
         if not spec_for(category).has_legacy:
             return None
-        return self._store.path(relpath_for(category, Layer.LEGACY))
+        return self._store.path(spec_for(category).relpath(Layer.LEGACY))
 
     def get_category_file_path(self, category: MODEL_REFERENCE_CATEGORY) -> Path | None:
         """The published v2 file of `category`."""
-        return self._store.path(relpath_for(category, Layer.V2))
+        return self._store.path(spec_for(category).relpath(Layer.V2))
 
     def get_all_category_file_paths(self) -> dict[MODEL_REFERENCE_CATEGORY, Path | None]:
         """The published v2 file of every category."""
@@ -241,10 +241,10 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         return (data if data is not None else _parse_object_text(text)), text
 
     def _read_published(self, category: MODEL_REFERENCE_CATEGORY) -> dict[str, Any] | None:
-        return _parse_object(self._store.read(relpath_for(category, Layer.V2)))[0]
+        return _parse_object(self._store.read(spec_for(category).relpath(Layer.V2)))[0]
 
     def _read_published_text(self, category: MODEL_REFERENCE_CATEGORY) -> str | None:
-        return _parse_object(self._store.read(relpath_for(category, Layer.LEGACY)))[1]
+        return _parse_object(self._store.read(spec_for(category).relpath(Layer.LEGACY)))[1]
 
 
 def _parse_object(content: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
