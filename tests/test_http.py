@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
+from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import SourceError, SourceRejected, SourceUnavailable
 from horde_replica_sync.sources.http import (
     PASSED_STATUSES,
@@ -337,8 +338,14 @@ class TestGetWithRetry:
         assert calls == 2
 
     def test_default_policy(self) -> None:
-        """The default policy is 3 attempts, 0.5 s initial, 10 s cap, 30 s max Retry-After."""
-        assert RetryPolicy() == RetryPolicy(3, 0.5, 10.0, 30.0)
+        """The settings own the retry defaults (3 attempts, 0.5 s, 10 s cap); 30 s Retry-After."""
+        fields = Settings.model_fields
+        policy = RetryPolicy(
+            attempts=fields["retry_attempts"].default,
+            initial_seconds=fields["retry_initial_seconds"].default,
+            max_seconds=fields["retry_max_seconds"].default,
+        )
+        assert policy == RetryPolicy(3, 0.5, 10.0, 30.0)
 
 
 NOW = 1_700_000_000.0

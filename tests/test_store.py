@@ -9,7 +9,7 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
-from horde_replica_sync.errors import LockHeldError, StoreError
+from horde_replica_sync.errors import LockHeldError, SourceName, StoreError
 from horde_replica_sync.state import FileRecord, ReplicaState
 from horde_replica_sync.store import ReplicaStore
 
@@ -95,7 +95,7 @@ class TestState:
         state = ReplicaState()
         layer = state.layer(C.esrgan, Layer.V2)
         layer.files["esrgan.json"] = FileRecord(sha256="0" * 64, size=2, etag='"x"')
-        layer.source, layer.records, layer.upstream_last_updated = "primary", 3, 1000
+        layer.source, layer.records, layer.upstream_last_updated = SourceName.PRIMARY, 3, 1000
         store.save_state(state)
         assert store.load_state() == state
 

@@ -50,6 +50,7 @@ class GithubRepo(enum.Enum):
     TEXT = "AI-Horde-text-model-reference"
 
 
+GITHUB_URL = "https://raw.githubusercontent.com"
 GITHUB_OWNER = "Haidra-Org"
 GITHUB_BRANCH = "main"
 LEGACY_DIR = "legacy"
@@ -206,6 +207,7 @@ def parse_categories(text: str) -> tuple[MODEL_REFERENCE_CATEGORY, ...]:
 __all__ = [
     "GITHUB_BRANCH",
     "GITHUB_OWNER",
+    "GITHUB_URL",
     "LEGACY_DIR",
     "MODEL_REFERENCE_CATEGORY",
     "SPECS",

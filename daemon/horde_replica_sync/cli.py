@@ -20,8 +20,9 @@ import structlog
 from horde_replica_sync import __version__, logs, status
 from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
 from horde_replica_sync.errors import ConfigError, ReplicaSyncError
+from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
-from horde_replica_sync.sync import SyncReport
+from horde_replica_sync.store import ReplicaStore
 
 EXIT_OK: Final = 0
 EXIT_UNEXPECTED: Final = 1
@@ -97,16 +98,21 @@ def _cmd_check_config(
 
 
 async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
-    async with open_engine(settings, flags) as engine:
-        if flags.dry_run:  # writes nothing, so it needs no lock
-            report = await engine.run(force=flags.force)
-        else:
-            with engine.store.locked():
-                for stale in engine.store.remove_stale_temps():
-                    log.info("store.stale_temp_removed", path=str(stale))
-                report = await engine.run(force=flags.force)
+    if flags.dry_run:  # writes nothing, so it needs no lock
+        report = await _run_once(settings, flags)
+    else:
+        store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+        with store.locked():
+            for stale in store.remove_stale_temps():
+                log.info("store.stale_temp_removed", path=str(stale))
+            report = await _run_once(settings, flags)
     logs.log_report(report)
     return report
+
+
+async def _run_once(settings: Settings, flags: RunFlags) -> SyncReport:
+    async with open_engine(settings, flags) as engine:
+        return await engine.run(force=flags.force)
 
 
 def render_report(report: SyncReport) -> str:

@@ -25,11 +25,11 @@ from pydantic_settings import (
 from horde_replica_sync.categories import (
     GITHUB_BRANCH,
     GITHUB_OWNER,
+    GITHUB_URL,
     MODEL_REFERENCE_CATEGORY,
     parse_categories,
 )
 from horde_replica_sync.errors import ConfigError
-from horde_replica_sync.sources.github import DEFAULT_GITHUB_URL
 
 ENV_PREFIX: Final = "HORDE_REPLICA_"
 DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     primary_url: str = DEFAULT_PRIMARY_URL
-    github_url: str = DEFAULT_GITHUB_URL
+    github_url: str = GITHUB_URL
     use_primary: bool = True
     github_fallback: bool = True
     github_owner: str = Field(GITHUB_OWNER, min_length=1)

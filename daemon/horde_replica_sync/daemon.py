@@ -26,16 +26,16 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
-from horde_replica_sync.categories import Layer, spec_for
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
+from horde_replica_sync.freshness import layer_keys, staleness
 from horde_replica_sync.health import HealthServer, Verdict
-from horde_replica_sync.metrics import Metrics, ReplicaView
+from horde_replica_sync.metrics import Metrics
 from horde_replica_sync.notify import Notifier
+from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import build_engine, make_client
 from horde_replica_sync.scheduler import Ticker
 from horde_replica_sync.store import ReplicaStore
-from horde_replica_sync.sync import SyncReport
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,6 @@ class Daemon:
         self._clock = clock
         self._heartbeat = time.monotonic()
         self._run_started: float | None = None
-        self._view = ReplicaView()
         self._succeeded = self._ready_sent = False
 
     async def serve(self) -> int:
@@ -94,11 +93,8 @@ class Daemon:
 
     async def _serve_with_engine(self) -> None:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # noise
-        metrics = Metrics(
-            self._registry, view=lambda: self._view, counters=self.engine.backend.cache_counters
-        )
-        self._metrics = metrics
-        self._publish_view()
+        self._metrics = Metrics(self._registry, clock=self._clock)
+        self._track()
         health = self._health_server()
         health.start()
         log.info("daemon.listening", address=health.address)
@@ -178,7 +174,6 @@ class Daemon:
         _return_freed_memory()
         logs.log_report(report)
         self._metrics.observe(report)
-        self._publish_view()
         self._notifier.status(_summary(report))
         if report.ok and not self._succeeded:
             self._succeeded = True
@@ -202,46 +197,29 @@ class Daemon:
         self.settings = new
         if self._succeeded:
             self._ticker.set_interval(new.interval_seconds)
-        self._publish_view()
+        self._track()
         log.info("config.reloaded", changed=changed)
 
     # -- probes and snapshots -----------------------------------------------------------
 
-    def _publish_view(self) -> None:
-        engine = self.engine
-        layers = tuple((c, layer) for c in self.settings.categories for layer in spec_for(c).layers)
-        self._view = ReplicaView(
-            categories=self.settings.categories,
-            confirmed_at=dict(engine.confirmed_at),
-            upstream_last_updated=dict(engine.upstream_last_updated),
-            replica_last_updated={
-                c: stamp
-                for c in self.settings.categories
-                if (stamp := engine.state.layer(c, Layer.V2).upstream_last_updated) is not None
-            },
-            layers=layers,
-        )
+    def _track(self) -> None:
+        self._metrics.track(layer_keys(self.settings.categories), self.engine.state)
 
     def ready(self) -> Verdict:
         """Every configured layer confirmed current within `max_staleness_seconds`."""
-        view, now = self._view, self._clock()
         bound = self.settings.max_staleness_seconds
-        never = [
-            f"{c.value}/{layer.value}"
-            for c, layer in view.layers
-            if (c, layer) not in view.confirmed_at
-        ]
-        stale = [
-            f"{c.value}/{layer.value}"
-            for (c, layer), at in view.confirmed_at.items()
-            if (c, layer) in view.layers and now - at > bound
-        ]
+        verdict = staleness(
+            self.engine.state,
+            layer_keys(self.settings.categories),
+            now=self._clock(),
+            bound_seconds=bound,
+        )
         detail: dict[str, Any] = {"max_staleness_seconds": bound}
-        if never:
-            detail["never_synced"] = never
-        if stale:
-            detail["stale"] = stale
-        return Verdict(not never and not stale, detail)
+        if verdict.never_confirmed:
+            detail["never_synced"] = list(verdict.never_confirmed)
+        if verdict.stale:
+            detail["stale"] = list(verdict.stale)
+        return Verdict(verdict.fresh, detail)
 
     def _alive(self) -> Verdict:
         silent = time.monotonic() - self._heartbeat

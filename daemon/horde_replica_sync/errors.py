@@ -11,38 +11,45 @@
     └── StoreError             the replica or state directory could not be written
 
 The sync engine catches `ReplicaSyncError` per category, so one bad category never stops
-the others; anything else is a bug and propagates.
+the others; anything else is a bug and propagates. Which source to blame is not a property
+of the error: the source chain, which made the call, records it beside the error.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
 
-SourceName = Literal["primary", "github"]
 
-# Every `kind` an error can carry: a bounded label set for metrics (pre-created at 0).
-ERROR_KINDS = (
-    "timeout",
-    "connection",
-    "http_5xx",
-    "rate_limited",
-    "http_4xx",
-    "redirect",
-    "oversize",
-    "unknown_category",
-    "unavailable",
-    "invalid",
-    "shrink",
-    "store",
-    "run_timeout",
-)
+class SourceName(enum.StrEnum):
+    """Where a body came from (a bounded metrics label)."""
+
+    PRIMARY = "primary"
+    GITHUB = "github"
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a fetch, a layer or a run failed (a bounded metrics label, pre-created at 0)."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    HTTP_5XX = "http_5xx"
+    RATE_LIMITED = "rate_limited"
+    HTTP_4XX = "http_4xx"
+    REDIRECT = "redirect"
+    OVERSIZE = "oversize"
+    UNKNOWN_CATEGORY = "unknown_category"
+    UNAVAILABLE = "unavailable"
+    INVALID = "invalid"
+    SHRINK = "shrink"
+    STORE = "store"
+    RUN_TIMEOUT = "run_timeout"
+    ERROR = "error"
 
 
 class ReplicaSyncError(Exception):
     """Base class of every error this package raises on purpose."""
 
-    kind: str = "error"  # a bounded label for metrics
-    source: SourceName | None = None  # the source to blame, when there is one
+    kind: ErrorKind = ErrorKind.ERROR
 
 
 class ConfigError(ReplicaSyncError):
@@ -61,13 +68,13 @@ class SourceError(ReplicaSyncError):
         url: str,
         reason: str,
         *,
-        kind: str = "unavailable",
+        kind: ErrorKind = ErrorKind.UNAVAILABLE,
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
         self.url = url
         self.reason = reason
-        self.kind = kind  # timeout, connection, http_5xx, rate_limited, ...
+        self.kind = kind
         self.status = status
         self.retry_after = retry_after
         super().__init__(f"{url}: {reason}")
@@ -84,7 +91,7 @@ class SourceRejected(SourceError):
 class InvalidPayload(ReplicaSyncError):
     """Raised by validation when a body must not replace the published copy."""
 
-    kind = "invalid"
+    kind = ErrorKind.INVALID
 
     def __init__(self, what: str, reason: str) -> None:
         self.what = what
@@ -95,10 +102,10 @@ class InvalidPayload(ReplicaSyncError):
 class ShrinkRefused(InvalidPayload):
     """The body is valid but would drop more records than the shrink guard allows."""
 
-    kind = "shrink"
+    kind = ErrorKind.SHRINK
 
 
 class StoreError(ReplicaSyncError):
     """Raised by the store when a file or the state could not be written."""
 
-    kind = "store"
+    kind = ErrorKind.STORE

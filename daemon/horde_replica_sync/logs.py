@@ -12,7 +12,7 @@ from typing import TextIO
 
 import structlog
 
-from horde_replica_sync.sync import SyncReport
+from horde_replica_sync.report import SyncReport
 
 
 def configure(
@@ -49,6 +49,7 @@ def log_report(report: SyncReport) -> None:
             layer=result.layer.value,
             outcome=result.outcome.value,
             source=result.source or ("cache" if result.cache_hit else None),
+            miss=result.miss,
             bytes_downloaded=result.bytes_downloaded,
             bytes_written=result.bytes_written,
             duration_seconds=round(result.duration_seconds, 4),

@@ -1,55 +1,39 @@
-"""Prometheus metrics on an injected registry, fed by sync reports and a scrape-time view.
+"""Prometheus metrics on an injected registry: counters fed by reports, ages read at scrape.
 
-Counters and histograms move when a report is observed. Values that age by themselves
-(staleness) or live elsewhere (the backend's cache hit/miss counters, upstream timestamps)
-are read at scrape time from a `ReplicaView`, so a scrape always tells the current truth.
-Every label is bounded: categories (15), layers (2), outcomes, sources and error kinds.
+Counters and histograms move when a report is observed (`observe`). Values that age by
+themselves (staleness) are computed at scrape time from the state the engine keeps
+(`track`), with the one staleness rule in freshness.py, so a scrape always tells the current
+truth. Every label is bounded: categories (15), layers (2), outcomes, miss reasons, sources
+and error kinds.
 """
 
 from __future__ import annotations
 
-import math
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from horde_replica_sync import __version__
-from horde_replica_sync.backends.replica_base import CacheCounters
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
-from horde_replica_sync.errors import ERROR_KINDS
-from horde_replica_sync.sync import SyncReport
+from horde_replica_sync.categories import Layer
+from horde_replica_sync.errors import ErrorKind, SourceName
+from horde_replica_sync.freshness import age_or_nan
+from horde_replica_sync.report import LayerKey, MissReason, SyncReport
+from horde_replica_sync.state import ReplicaState
 
 PREFIX: Final = "horde_replica"
-SOURCES: Final = ("primary", "github")
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    """What the daemon knows between runs; replaced whole after each run (never mutated)."""
-
-    categories: tuple[MODEL_REFERENCE_CATEGORY, ...] = ()
-    confirmed_at: dict[tuple[MODEL_REFERENCE_CATEGORY, Layer], float] = field(default_factory=dict)
-    upstream_last_updated: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
-    replica_last_updated: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
-    layers: tuple[tuple[MODEL_REFERENCE_CATEGORY, Layer], ...] = ()
+NO_SOURCE: Final = "none"  # the fetch_errors source label of errors no source caused
 
 
 class Metrics:
     """The daemon's metrics. `observe` a report after each run."""
 
     def __init__(
-        self,
-        registry: CollectorRegistry,
-        *,
-        view: Callable[[], ReplicaView],
-        counters: Callable[[], CacheCounters],
-        clock: Callable[[], float] = time.time,
+        self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time
     ) -> None:
         self.runs = Counter(
             f"{PREFIX}_sync_runs",
@@ -95,120 +79,110 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self.cache_hits = Counter(
+            f"{PREFIX}_cache_hits",
+            "Layers the REPLICA backend's valid cache answered for (nothing fetched).",
+            ["category", "layer"],
+            registry=registry,
+        )
+        self.cache_misses = Counter(
+            f"{PREFIX}_cache_misses",
+            "Layers that needed a fetch, by reason (first_load, changed_upstream, expired, "
+            "edited_on_disk, forced, failed_last_time, stale).",
+            ["category", "layer", "reason"],
+            registry=registry,
+        )
+        self.upstream_last_updated = Gauge(
+            f"{PREFIX}_upstream_last_updated_timestamp_seconds",
+            "The PRIMARY's last_updated per category, from its metadata.",
+            ["category"],
+            registry=registry,
+        )
         build = Gauge(
             f"{PREFIX}_build_info", "Build information.", ["version", "python"], registry=registry
         )
         build.labels(__version__, platform.python_version()).set(1)
         # Every bounded label combination exists from the start, at 0, so that rate() and
         # increase() see the first failure instead of a series appearing out of nowhere.
-        for source in SOURCES:
+        for source in SourceName:
             self.active_source.labels(source).set(0)
             self.downloaded.labels(source)
-            for kind in ERROR_KINDS:
+            for kind in ErrorKind:
                 self.fetch_errors.labels(source, kind)
         for result in ("ok", "failed"):
             self.runs.labels(result)
         self._clock = clock
-        registry.register(_ViewCollector(view, counters, clock))
+        self._ages = _AgeCollector(clock)
+        registry.register(self._ages)
+
+    def track(self, keys: tuple[LayerKey, ...], state: ReplicaState) -> None:
+        """Report ages of `keys` from `state` (the engine's record) from now on."""
+        self._ages.keys, self._ages.state = keys, state
+        for category, layer in keys:
+            self.cache_hits.labels(category, layer)
+            for reason in MissReason:
+                self.cache_misses.labels(category, layer, reason)
 
     def observe(self, report: SyncReport) -> None:
         """Account for one finished run."""
         self.runs.labels("ok" if report.ok else "failed").inc()
         self.duration.observe(report.duration_seconds)
         if report.primary_error_kind is not None:  # once per run, even when GitHub saved it
-            self.fetch_errors.labels("primary", report.primary_error_kind).inc()
+            self.fetch_errors.labels(SourceName.PRIMARY, report.primary_error_kind).inc()
         if report.state_error is not None:
-            self.fetch_errors.labels("none", "store").inc()
+            self.fetch_errors.labels(NO_SOURCE, ErrorKind.STORE).inc()
+        for category, stamp in report.upstream_last_updated.items():
+            self.upstream_last_updated.labels(category).set(stamp)
         for result in report.results:
-            labels = (result.category.value, result.layer.value, result.outcome.value)
-            self.layer_syncs.labels(*labels).inc()
+            key = (result.category, result.layer)
+            self.layer_syncs.labels(*key, result.outcome).inc()
+            if result.miss is None:
+                self.cache_hits.labels(*key).inc()
+            else:
+                self.cache_misses.labels(*key, result.miss).inc()
             if result.error_kind is not None:
-                self.fetch_errors.labels(result.error_source or "none", result.error_kind).inc()
+                source = result.error_source or NO_SOURCE
+                self.fetch_errors.labels(source, result.error_kind).inc()
             if result.source is not None and result.bytes_downloaded:
                 self.downloaded.labels(result.source).inc(result.bytes_downloaded)
             self.written.inc(result.bytes_written)
             self.files_written.inc(result.files_written)
         used = {r.source for r in report.results if r.source is not None}
         if used:
-            active = "github" if "github" in used else "primary"
-            for source in SOURCES:
+            active = SourceName.GITHUB if SourceName.GITHUB in used else SourceName.PRIMARY
+            for source in SourceName:
                 self.active_source.labels(source).set(1 if source == active else 0)
         if report.ok:
             self.last_success.set(self._clock())
 
 
-class _ViewCollector(Collector):
-    """Cache counters, staleness and upstream timestamps, computed at scrape time."""
+class _AgeCollector(Collector):
+    """Staleness and the replica's upstream stamps, computed from the state at scrape time."""
 
-    def __init__(
-        self,
-        view: Callable[[], ReplicaView],
-        counters: Callable[[], CacheCounters],
-        clock: Callable[[], float],
-    ) -> None:
-        self._view = view
-        self._counters = counters
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        self.keys: tuple[LayerKey, ...] = ()
+        self.state = ReplicaState()
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        view = self._view()
-        yield from self._cache_counters(view, self._counters())
-        yield self._staleness(view)
-        yield from self._timestamps(view)
-
-    def _cache_counters(
-        self, view: ReplicaView, counters: CacheCounters
-    ) -> Iterator[CounterMetricFamily]:
-        hits = CounterMetricFamily(
-            f"{PREFIX}_cache_hits",
-            "Reads served from valid cached data (no fetch needed).",
-            labels=["category", "layer"],
-        )
-        misses = CounterMetricFamily(
-            f"{PREFIX}_cache_misses",
-            "Reads that needed a fetch (never loaded, stale, expired or changed on disk).",
-            labels=["category", "layer"],
-        )
-        for category, layer in view.layers:
-            v2 = layer is Layer.V2
-            labels = [category.value, layer.value]
-            hits.add_metric(
-                labels, (counters.hits if v2 else counters.legacy_hits).get(category, 0)
-            )
-            misses.add_metric(
-                labels, (counters.misses if v2 else counters.legacy_misses).get(category, 0)
-            )
-        yield hits
-        yield misses
-
-    def _staleness(self, view: ReplicaView) -> GaugeMetricFamily:
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        keys, state, now = self.keys, self.state, self._clock()
         staleness = GaugeMetricFamily(
             f"{PREFIX}_staleness_seconds",
             "Seconds since each layer was last confirmed current (NaN: never).",
             labels=["category", "layer"],
         )
-        now = self._clock()
-        for category, layer in view.layers:
-            confirmed = view.confirmed_at.get((category, layer))
-            age = math.nan if confirmed is None else max(0.0, now - confirmed)
-            staleness.add_metric([category.value, layer.value], age)
-        return staleness
-
-    def _timestamps(self, view: ReplicaView) -> Iterator[GaugeMetricFamily]:
-        upstream = GaugeMetricFamily(
-            f"{PREFIX}_upstream_last_updated_timestamp_seconds",
-            "The PRIMARY's last_updated per category, from its metadata.",
-            labels=["category"],
-        )
+        for key in keys:
+            staleness.add_metric([key[0].value, key[1].value], age_or_nan(state, key, now))
+        yield staleness
         ours = GaugeMetricFamily(
             f"{PREFIX}_replica_last_updated_timestamp_seconds",
             "The PRIMARY last_updated our published copy corresponds to.",
             labels=["category"],
         )
-        for category in view.categories:
-            if (stamp := view.upstream_last_updated.get(category)) is not None:
-                upstream.add_metric([category.value], stamp)
-            if (stamp := view.replica_last_updated.get(category)) is not None:
+        for category, layer in keys:
+            if (
+                layer is Layer.V2
+                and (stamp := state.layer(category, layer).upstream_last_updated) is not None
+            ):
                 ours.add_metric([category.value], stamp)
-        yield upstream
         yield ours

@@ -10,7 +10,9 @@ import httpx
 
 from horde_replica_sync import __version__
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
+from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.config import Settings
+from horde_replica_sync.publish import ComparingPublisher, StorePublisher
 from horde_replica_sync.sources.github import GithubSource
 from horde_replica_sync.sources.http import RetryPolicy
 from horde_replica_sync.sources.primary import PrimarySource
@@ -44,10 +46,10 @@ def build_engine(
     *,
     previous: SyncEngine | None = None,
 ) -> SyncEngine:
-    """Wire store, backend, sources and engine from `settings`.
+    """Wire store, backend, sources, chain and engine from `settings`.
 
-    With `previous` (a config reload), its backend, cache counters and state carry over,
-    so nothing is re-downloaded and no metric resets.
+    With `previous` (a config reload), its backend (the cache and its counters) and its state
+    carry over, so nothing is re-downloaded and no metric resets.
     """
     store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
     policy = RetryPolicy(
@@ -70,33 +72,38 @@ def build_engine(
         owner=settings.github_owner,
         branch=settings.github_branch,
     )
+    chain = SourceChain(
+        primary,
+        github,
+        github_fallback=settings.github_fallback,
+        max_shrink_fraction=None if flags.allow_shrink else settings.max_shrink_fraction,
+    )
     if previous is None:
+        state = store.load_state()
         backend = ReplicaDirectoryBackend(
             store, categories=settings.categories, cache_ttl_seconds=settings.cache_ttl_seconds
         )
+        backend.warm_from_disk(state)
     else:
-        backend = previous.backend
+        state, cache = previous.state, previous.cache
+        assert isinstance(cache, ReplicaDirectoryBackend)  # what this function built before
+        backend = cache
         backend.reconfigure(settings.categories, settings.cache_ttl_seconds)
     options = SyncOptions(
         categories=settings.categories,
-        github_fallback=settings.github_fallback,
         max_concurrency=settings.max_concurrency,
         run_timeout_seconds=settings.run_timeout_seconds,
-        max_shrink_fraction=settings.max_shrink_fraction,
-        allow_shrink=flags.allow_shrink,
+    )
+    publisher = ComparingPublisher(store) if flags.dry_run else StorePublisher(store)
+    return SyncEngine(
+        backend,
+        chain,
+        publisher,
+        primary=primary,
+        options=options,
+        state=state,
         dry_run=flags.dry_run,
     )
-    state = previous.state if previous is not None else None
-    engine = SyncEngine(
-        backend, store, primary=primary, github=github, options=options, state=state
-    )
-    if previous is None:
-        backend.warm_from_disk(engine.state)
-    else:
-        engine.confirmed_at.update(previous.confirmed_at)
-        engine.upstream_last_updated = previous.upstream_last_updated
-    backend.bind_refresher(lambda category, force: engine.refresh((category,), force=force))
-    return engine
 
 
 @contextlib.asynccontextmanager

@@ -28,7 +28,7 @@ class FileRecord(BaseModel):
 class LayerState(BaseModel):
     """What we know about one layer of one category."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
     source: SourceName | None = None
     files: dict[str, FileRecord] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from horde_replica_sync.categories import spec_for
 from horde_replica_sync.config import Settings
+from horde_replica_sync.freshness import Staleness, age_seconds, staleness
 from horde_replica_sync.store import ReplicaStore
 
 
@@ -19,7 +20,8 @@ class LayerStatus:
     layer: str
     file: str
     present: bool
-    age_seconds: float | None
+    age_seconds: float | None  # since last confirmed current (the staleness readiness uses)
+    fetched_seconds_ago: float | None  # since last downloaded
     source: str | None
     size: int | None
     sha256: str | None
@@ -40,8 +42,8 @@ def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus
             relpath = spec_for(category).relpath(layer)
             layer_state = state.layer(category, layer)
             record = layer_state.files.get(relpath)
-            verified = layer_state.verified_at
-            age = None if verified is None else max(0.0, now - verified)
+            age = age_seconds(layer_state.verified_at, now)
+            fetched = age_seconds(layer_state.fetched_at, now)
             present = store.path(relpath).is_file()
             rows.append(
                 LayerStatus(
@@ -50,26 +52,37 @@ def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus
                     file=str(store.path(relpath)),
                     present=present,
                     age_seconds=None if age is None else round(age, 1),
+                    fetched_seconds_ago=None if fetched is None else round(fetched, 1),
                     source=layer_state.source,
                     size=record.size if record else None,
                     sha256=record.sha256 if record else None,
                     upstream_last_updated=layer_state.upstream_last_updated,
                     last_outcome=layer_state.last_outcome,
                     last_error=layer_state.last_error,
-                    problem=_problem(present, age, layer_state.last_outcome, settings),
+                    problem=_problem(
+                        present,
+                        staleness(
+                            state,
+                            ((category, layer),),
+                            now=now,
+                            bound_seconds=settings.max_staleness_seconds,
+                        ),
+                        layer_state.last_outcome,
+                        settings,
+                    ),
                 )
             )
     return rows
 
 
 def _problem(
-    present: bool, age: float | None, outcome: str | None, settings: Settings
+    present: bool, verdict: Staleness, outcome: str | None, settings: Settings
 ) -> str | None:
     if not present and outcome != "absent":
         return "missing"
-    if age is None:
+    if verdict.never_confirmed:
         return "never synced"
-    if age > settings.max_staleness_seconds:
+    if verdict.stale:
         return f"stale (older than {settings.max_staleness_seconds:g} s)"
     return None
 
@@ -84,15 +97,17 @@ def render_json(rows: list[LayerStatus]) -> str:
 def render_table(rows: list[LayerStatus]) -> str:
     """The rows as a table for humans."""
     lines = [
-        f"{'category':<21} {'layer':<6} {'age':>8} {'source':<7} {'size':>8} "
+        f"{'category':<21} {'layer':<6} {'age':>8} {'fetched':>8} {'source':<7} {'size':>8} "
         f"{'sha256':<12} {'upstream':>10}  problem / last error"
     ]
     for r in rows:
         age = "-" if r.age_seconds is None else _age(r.age_seconds)
+        fetched = "-" if r.fetched_seconds_ago is None else _age(r.fetched_seconds_ago)
         note = "; ".join(x for x in (r.problem, r.last_error) if x)
         lines.append(
-            f"{r.category:<21} {r.layer:<6} {age:>8} {r.source or '-':<7} {r.size or 0:>8} "
-            f"{(r.sha256 or '-')[:12]:<12} {r.upstream_last_updated or '-':>10}  {note}".rstrip()
+            f"{r.category:<21} {r.layer:<6} {age:>8} {fetched:>8} {r.source or '-':<7} "
+            f"{r.size or 0:>8} {(r.sha256 or '-')[:12]:<12} "
+            f"{r.upstream_last_updated or '-':>10}  {note}".rstrip()
         )
     return "\n".join(lines)
 

@@ -69,11 +69,14 @@ class ReplicaStore:
 
     def publish(self, relpath: str, content: bytes) -> bool:
         """Atomically make `relpath` hold `content`; return False when it already did."""
-        target = self.path(relpath)
         if self.read(relpath) == content:
             return False
-        _write_atomic(target, content)
+        self.write(relpath, content)
         return True
+
+    def write(self, relpath: str, content: bytes) -> None:
+        """Atomically replace `relpath` with `content`."""
+        _write_atomic(self.path(relpath), content)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -1,191 +1,131 @@
-"""One sync run: change detection, fetch what is stale, validate, publish, report.
+"""The sync engine: one run, top to bottom.
 
-    run()  -> PRIMARY metadata (2 requests) -> mark_stale() what moved upstream
-           -> per category and layer: valid cache? -> hit, nothing to do
-                                      else         -> fetch (PRIMARY; GitHub when unavailable)
-                                                   -> validate -> publish -> state -> cache
-           -> SyncReport (one LayerResult per category and layer)
+    run(force)
+      1. change detection   PRIMARY metadata (v1 + v2, 2 requests) -> mark_stale(moved)
+      2. decide             per category and layer, ask the REPLICA backend (seed API):
+                              v2:     should_fetch_data? no -> hit
+                                                        yes -> needs_refresh? refresh : first load
+                              legacy: is_legacy_cache_valid? (its seed twin)
+                            forced, changed upstream, expired, edited on disk, failed last time
+      3. per category       one task: read the published files once
+         (bounded)            -> SourceChain.deliver(layers to fetch)   (chain.py)
+                              -> Publisher.publish (store, or a dry run's comparison)
+                              -> state + cache bookkeeping
+      4. report             state saved once, SyncReport (one LayerResult per layer)
 
-The engine imports neither prometheus nor apscheduler: metrics and logs consume the report.
+The engine imports neither prometheus nor apscheduler: metrics and logs read the report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
 
-from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
-from horde_replica_sync.delivery import DeliveredFile, Deliverer, Delivery, RunContext
+from horde_replica_sync.chain import Absent, Answer, Delivery, Failure, RunScope, SourceChain
 from horde_replica_sync.errors import (
+    ErrorKind,
     InvalidPayload,
-    ReplicaSyncError,
     SourceError,
     SourceName,
     SourceUnavailable,
     StoreError,
 )
-from horde_replica_sync.sources.github import GithubSource
-from horde_replica_sync.sources.primary import PrimarySource
+from horde_replica_sync.ports import Primary, Publisher, ReplicaCache
+from horde_replica_sync.report import LayerKey, LayerResult, MissReason, Outcome, SyncReport
 from horde_replica_sync.state import FileRecord, ReplicaState
-from horde_replica_sync.store import ReplicaStore, sha256_hex
+from horde_replica_sync.store import sha256_hex
 
 log = structlog.get_logger(__name__)
 
-
-class Outcome(enum.StrEnum):
-    """What happened to one layer of one category in one run."""
-
-    UNCHANGED = "unchanged"  # verified (or still fresh in cache): nothing written
-    UPDATED = "updated"  # new bytes published
-    ABSENT = "absent"  # no source has data for it; nothing published
-    REFUSED = "refused"  # a body arrived but failed validation; last good copy kept
-    FAILED = "failed"  # no body could be fetched; last good copy kept
-
-    @property
-    def ok(self) -> bool:
-        """Whether the replica is as fresh as upstream allows for this layer."""
-        return self not in (Outcome.REFUSED, Outcome.FAILED)
-
-
-@dataclass(frozen=True, slots=True)
-class LayerResult:
-    """The outcome of one layer of one category in one run."""
-
-    category: MODEL_REFERENCE_CATEGORY
-    layer: Layer
-    outcome: Outcome
-    source: SourceName | None = None
-    cache_hit: bool = False
-    bytes_downloaded: int = 0
-    bytes_written: int = 0
-    files_written: int = 0
-    duration_seconds: float = 0.0
-    error: str | None = None
-    error_kind: str | None = None  # bounded: timeout, http_5xx, invalid, shrink, ...
-    error_source: SourceName | None = None
-    verified: bool = False  # confirmed current this run (fetched, or metadata unchanged)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    """Everything one run did."""
-
-    results: tuple[LayerResult, ...]
-    forced: bool
-    dry_run: bool
-    duration_seconds: float
-    primary_error: str | None = None
-    primary_error_kind: str | None = None
-    state_error: str | None = None  # the state file could not be written (data is fine)
-
-    @property
-    def ok(self) -> bool:
-        """Whether every layer ended fresh or verifiably absent.
-
-        A run that could not reach the PRIMARY is not ok unless every layer was verified
-        another way: what it served from cache, it could not confirm.
-        """
-        if self.state_error is not None or not all(r.outcome.ok for r in self.results):
-            return False
-        return self.primary_error is None or all(r.verified for r in self.results)
-
-    @property
-    def failed(self) -> tuple[LayerResult, ...]:
-        """The layers that failed or were refused."""
-        return tuple(r for r in self.results if not r.outcome.ok)
+FAILED_OUTCOMES = frozenset({Outcome.FAILED.value, Outcome.REFUSED.value})
 
 
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
-    """How runs behave; built from the settings by the composition root."""
+    """How runs behave; built from the settings (which own every default) by runtime.py."""
 
-    categories: tuple[MODEL_REFERENCE_CATEGORY, ...] = tuple(MODEL_REFERENCE_CATEGORY)
-    github_fallback: bool = True
-    max_concurrency: int = 4
-    run_timeout_seconds: float = 300.0
-    max_shrink_fraction: float = 0.5
-    allow_shrink: bool = False
-    dry_run: bool = False
+    categories: tuple[MODEL_REFERENCE_CATEGORY, ...]
+    max_concurrency: int
+    run_timeout_seconds: float
 
 
 class SyncEngine:
-    """Runs syncs of one replica from its sources."""
+    """Runs syncs of one replica: decides through the cache, fetches through the chain."""
 
     def __init__(
         self,
-        backend: ReplicaDirectoryBackend,
-        store: ReplicaStore,
+        cache: ReplicaCache,
+        chain: SourceChain,
+        publisher: Publisher,
         *,
-        primary: PrimarySource | None,
-        github: GithubSource | None,
+        primary: Primary | None,
         options: SyncOptions,
-        state: ReplicaState | None = None,
+        state: ReplicaState,
+        dry_run: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.backend = backend
-        self.store = store
+        self.cache = cache
+        self.chain = chain
+        self.publisher = publisher
         self.primary = primary
         self.options = options
-        self.state = state if state is not None else store.load_state()
+        self.state = state  # the one record of what is published and when it was confirmed
+        self.dry_run = dry_run
         self._clock = clock
-        self._dirty = False
-        # When each layer was last confirmed current; a metadata poll that shows no change
-        # confirms cached layers without touching the state file.
-        self.confirmed_at: dict[tuple[MODEL_REFERENCE_CATEGORY, Layer], float] = {
-            (category, layer): layer_state.verified_at
-            for category, category_state in self.state.categories.items()
-            for layer in Layer
-            if (layer_state := category_state.layer(layer)).verified_at is not None
-        }
-        self.upstream_last_updated: dict[MODEL_REFERENCE_CATEGORY, int] = {}
         self._semaphore = asyncio.Semaphore(options.max_concurrency)
-        self._deliverer = Deliverer(
-            store,
-            self.state,
-            primary=primary,
-            github=github,
-            github_fallback=options.github_fallback,
-            max_shrink_fraction=None if options.allow_shrink else options.max_shrink_fraction,
-        )
 
     async def run(self, *, force: bool = False) -> SyncReport:
         """One full run over the configured categories."""
-        run = RunContext(force=force)
-        await self._detect_changes(run)
-        return await self._sync(self.options.categories, run)
+        started = time.perf_counter()
+        scope = await self._detect_changes(force)
+        misses = {key: self._decide(key, scope) for key in self._keys()}
+        hits = [self._hit(key, scope) for key, miss in misses.items() if miss is None]
+        fetched = await self._fetch_all(
+            {key: miss for key, miss in misses.items() if miss is not None}, scope
+        )
+        by_key = {(r.category, r.layer): r for r in (*hits, *fetched)}
+        state_error = self._save_state()
+        down = scope.primary_down
+        return SyncReport(
+            results=tuple(by_key[key] for key in misses),
+            forced=force,
+            dry_run=self.dry_run,
+            duration_seconds=time.perf_counter() - started,
+            primary_error=str(down) if down else None,
+            primary_error_kind=down.kind if down else None,
+            state_error=state_error,
+            upstream_last_updated=dict(scope.stamps),
+        )
 
-    async def refresh(
-        self, categories: Iterable[MODEL_REFERENCE_CATEGORY], *, force: bool = False
-    ) -> SyncReport:
-        """Sync `categories` now, trusting the cache where it is valid (no metadata poll)."""
-        return await self._sync(tuple(categories), RunContext(force=force))
+    def _keys(self) -> list[LayerKey]:
+        return [(c, layer) for c in self.options.categories for layer in spec_for(c).layers]
 
-    # -- change detection ---------------------------------------------------------------
+    # -- 1. change detection ------------------------------------------------------------
 
-    async def _detect_changes(self, run: RunContext) -> None:
+    async def _detect_changes(self, force: bool) -> RunScope:
+        scope = RunScope(force=force)
         if self.primary is None:
-            return
+            return scope
         try:
-            run.stamps = await self.primary.fetch_last_updated()
-            self.upstream_last_updated = dict(run.stamps)
+            scope.stamps = await self.primary.fetch_last_updated()
         except SourceUnavailable as exc:
-            run.primary_down = exc
-            return
+            scope.primary_down = exc
+            return scope
         except SourceError as exc:  # answered, but no usable metadata: fall back to the TTL
             log.warning("sync.metadata_unusable", error=str(exc))
-            return
-        for category in self.options.categories:
-            if self._moved(category, run.stamps.get(category)):
-                self.backend.mark_stale(category)
+            return scope
+        scope.moved = frozenset(c for c in self.options.categories if self._moved(c, scope))
+        for category in scope.moved:
+            self.cache.mark_stale(category)
+        return scope
 
-    def _moved(self, category: MODEL_REFERENCE_CATEGORY, stamp: int | None) -> bool:
+    def _moved(self, category: MODEL_REFERENCE_CATEGORY, scope: RunScope) -> bool:
+        stamp = scope.stamps.get(category)
         if stamp is None:
             return False
         return any(
@@ -193,105 +133,155 @@ class SyncEngine:
             for layer in spec_for(category).layers
         )
 
-    # -- the run ------------------------------------------------------------------------
+    # -- 2. decide ----------------------------------------------------------------------
 
-    async def _sync(
-        self, categories: tuple[MODEL_REFERENCE_CATEGORY, ...], run: RunContext
-    ) -> SyncReport:
-        started = time.perf_counter()
-        targets = [
-            (category, layer) for category in categories for layer in spec_for(category).layers
-        ]
-        tasks = [asyncio.create_task(self._sync_target(c, lr, run)) for c, lr in targets]
+    def _decide(self, key: LayerKey, scope: RunScope) -> MissReason | None:
+        """None for a cache hit, else why the layer must be fetched (counted either way)."""
+        category, layer = key
+        miss = MissReason.FORCED if scope.force else self._ask_cache(category, layer, scope)
+        self.cache.count_lookup(category, layer, hit=miss is None)
+        return miss
+
+    def _ask_cache(
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, scope: RunScope
+    ) -> MissReason | None:
+        if layer is Layer.V2:
+            if not self.cache.should_fetch_data(category):
+                return None
+            # mark_stale on a category never loaded makes needs_refresh say yes: still a first load.
+            refresh = self.cache.needs_refresh(category) and self.cache.has_cached_data(category)
+        else:
+            if self.cache.is_legacy_cache_valid(category):
+                return None
+            refresh = self.cache.has_legacy_data(category)
+        if not refresh:
+            return MissReason.FIRST_LOAD
+        if category in scope.moved:
+            return MissReason.CHANGED_UPSTREAM
+        if self.state.layer(category, layer).last_outcome in FAILED_OUTCOMES:
+            return MissReason.FAILED_LAST_TIME
+        return self.cache.expiry_reason(category, layer) or MissReason.STALE
+
+    def _hit(self, key: LayerKey, scope: RunScope) -> LayerResult:
+        # The PRIMARY's metadata just said nothing moved: that confirms the cached copy.
+        confirmed = bool(scope.stamps)
+        if confirmed:
+            self.state.layer(*key).verified_at = self._clock()
+        return LayerResult(*key, Outcome.UNCHANGED, verified=confirmed)
+
+    # -- 3. per category ----------------------------------------------------------------
+
+    async def _fetch_all(
+        self, misses: dict[LayerKey, MissReason], scope: RunScope
+    ) -> list[LayerResult]:
+        wanted: dict[MODEL_REFERENCE_CATEGORY, dict[Layer, MissReason]] = {}
+        for (category, layer), miss in misses.items():
+            wanted.setdefault(category, {})[layer] = miss
+        tasks = {
+            category: asyncio.create_task(self._sync_category(category, layers, scope))
+            for category, layers in wanted.items()
+        }
+        if not tasks:
+            return []
         try:
-            done, _ = await asyncio.wait(tasks, timeout=self.options.run_timeout_seconds)
+            done, _ = await asyncio.wait(tasks.values(), timeout=self.options.run_timeout_seconds)
         except BaseException:  # the run itself was cancelled (shutdown): keep what is done
-            await _cancel(tasks)
+            await _cancel(tasks.values())
             self._save_state()
             raise
-        await _cancel(tasks)  # what the run timeout cut short
-        results = tuple(
-            task.result() if task in done else self._timed_out(c, lr)
-            for task, (c, lr) in zip(tasks, targets, strict=True)
-        )
-        state_error = self._save_state()
-        now = self._clock()
-        self.confirmed_at.update({(r.category, r.layer): now for r in results if r.verified})
-        return SyncReport(
-            results=results,
-            forced=run.force,
-            dry_run=self.options.dry_run,
-            duration_seconds=time.perf_counter() - started,
-            primary_error=str(run.primary_down) if run.primary_down else None,
-            primary_error_kind=run.primary_down.kind if run.primary_down else None,
-            state_error=state_error,
-        )
+        await _cancel(tasks.values())  # what the run timeout cut short
+        results: list[LayerResult] = []
+        for category, task in tasks.items():
+            if task in done:
+                results.extend(task.result())
+            else:
+                results.extend(
+                    self._timed_out(category, layer, m) for layer, m in wanted[category].items()
+                )
+        return results
 
-    def _timed_out(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerResult:
-        error = f"run timed out after {self.options.run_timeout_seconds:g} s"
-        self._record_error(category, layer, Outcome.FAILED, error)
-        return LayerResult(category, layer, Outcome.FAILED, error=error, error_kind="run_timeout")
-
-    async def _sync_target(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: RunContext
-    ) -> LayerResult:
-        started = time.perf_counter()
-        if not run.force and self.backend.cached(category, layer):
-            confirmed = bool(run.stamps)  # the PRIMARY just said nothing moved
-            return LayerResult(
-                category, layer, Outcome.UNCHANGED, cache_hit=True, verified=confirmed
-            )
+    async def _sync_category(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layers: dict[Layer, MissReason],
+        scope: RunScope,
+    ) -> list[LayerResult]:
         async with self._semaphore:
-            try:
-                result = await self._fetch_and_publish(category, layer, run)
-            except ReplicaSyncError as exc:
-                result = self._failure(category, layer, exc)
-        return dataclasses.replace(result, duration_seconds=time.perf_counter() - started)
+            started = time.perf_counter()
+            spec = spec_for(category)
+            relpaths = {spec.relpath(layer) for layer in layers} | set(spec.github_relpaths)
+            published = {relpath: self.publisher.read(relpath) for relpath in sorted(relpaths)}
+            answers = await self.chain.deliver(
+                category,
+                list(layers),
+                published=published,
+                states={layer: self.state.layer(category, layer) for layer in spec.layers},
+                scope=scope,
+            )
+            elapsed = time.perf_counter() - started
+        return [
+            self._settle(category, layer, miss, answers[layer], published, scope, elapsed)
+            for layer, miss in layers.items()
+        ]
 
-    def _failure(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, exc: ReplicaSyncError
+    def _settle(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        miss: MissReason,
+        answer: Answer,
+        published: dict[str, bytes | None],
+        scope: RunScope,
+        elapsed: float,
     ) -> LayerResult:
-        outcome = Outcome.REFUSED if isinstance(exc, InvalidPayload) else Outcome.FAILED
-        self._record_error(category, layer, outcome, str(exc))
-        return LayerResult(
-            category, layer, outcome, error=str(exc), error_kind=exc.kind, error_source=exc.source
-        )
-
-    async def _fetch_and_publish(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, run: RunContext
-    ) -> LayerResult:
-        delivery = await self._deliverer.deliver(category, layer, run)
-        if delivery is None:
-            return self._absent(category, layer, "primary" if self.primary else None)
-        written = [] if self.options.dry_run else self._publish(delivery)
-        if not self.options.dry_run:
-            self._record_success(category, layer, delivery, run)
-        changed = written if not self.options.dry_run else self._would_change(delivery)
-        return LayerResult(
-            category,
-            layer,
-            Outcome.UPDATED if changed else Outcome.UNCHANGED,
-            verified=True,
-            source=delivery.source,
-            bytes_downloaded=sum(f.downloaded for f in delivery.files),
-            bytes_written=sum(len(f.payload.content) for f in delivery.files if f in written),
-            files_written=len(written),
-        )
+        if isinstance(answer, Failure):
+            return self._failed(category, layer, miss, answer, elapsed)
+        if isinstance(answer, Absent):
+            return self._absent(category, layer, miss, elapsed)
+        try:
+            return self._publish(category, layer, miss, answer, published, scope, elapsed)
+        except StoreError as exc:
+            return self._failed(category, layer, miss, Failure(exc, None), elapsed)
 
     # -- publishing and bookkeeping -----------------------------------------------------
 
-    def _publish(self, delivery: Delivery) -> list[DeliveredFile]:
-        return [f for f in delivery.files if self.store.publish(f.relpath, f.payload.content)]
-
-    def _would_change(self, delivery: Delivery) -> list[DeliveredFile]:
-        return [f for f in delivery.files if self.store.read(f.relpath) != f.payload.content]
+    def _publish(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        miss: MissReason,
+        delivery: Delivery,
+        published: dict[str, bytes | None],
+        scope: RunScope,
+        elapsed: float,
+    ) -> LayerResult:
+        written = [
+            f
+            for f in delivery.files
+            if self.publisher.publish(
+                f.relpath, f.payload.content, current=published.get(f.relpath)
+            )
+        ]
+        self._record_success(category, layer, delivery, scope)
+        return LayerResult(
+            category,
+            layer,
+            Outcome.UPDATED if written else Outcome.UNCHANGED,
+            miss=miss,
+            verified=True,
+            source=delivery.source,
+            bytes_downloaded=sum(f.downloaded for f in delivery.files),
+            bytes_written=sum(len(f.payload.content) for f in written),
+            files_written=len(written),
+            duration_seconds=elapsed,
+        )
 
     def _record_success(
         self,
         category: MODEL_REFERENCE_CATEGORY,
         layer: Layer,
         delivery: Delivery,
-        run: RunContext,
+        scope: RunScope,
     ) -> None:
         now = self._clock()
         state = self.state.layer(category, layer)
@@ -304,53 +294,88 @@ class SyncEngine:
             for f in delivery.files
         }
         state.records = main.payload.records
-        state.upstream_last_updated = run.stamps.get(category, state.upstream_last_updated)
-        if any(f.downloaded for f in delivery.files):
-            state.fetched_at = now
-        state.verified_at = now
+        state.upstream_last_updated = scope.stamps.get(category, state.upstream_last_updated)
+        state.fetched_at = state.verified_at = now
         state.last_outcome, state.last_error = "ok", None
-        self._dirty = True
         text = main.payload.content.decode("utf-8") if main.payload.data is not None else None
-        self.backend.accept(category, layer, main.payload.data, text)
+        self.cache.accept(category, layer, main.payload.data, text)
 
     def _absent(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, source: SourceName | None
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, miss: MissReason, elapsed: float
     ) -> LayerResult:
-        if not self.options.dry_run:
-            state = self.state.layer(category, layer)
-            state.last_outcome, state.last_error = Outcome.ABSENT.value, None
-            state.verified_at = self._clock()
-            self._dirty = True
-            self.backend.accept(category, layer, None)
-        return LayerResult(category, layer, Outcome.ABSENT, source=source, verified=True)
+        state = self.state.layer(category, layer)
+        state.last_outcome, state.last_error = Outcome.ABSENT.value, None
+        state.verified_at = self._clock()
+        self.cache.accept(category, layer, None)
+        source = SourceName.PRIMARY if self.primary is not None else None
+        return LayerResult(
+            category,
+            layer,
+            Outcome.ABSENT,
+            miss=miss,
+            source=source,
+            verified=True,
+            duration_seconds=elapsed,
+        )
+
+    def _failed(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        miss: MissReason,
+        failure: Failure,
+        elapsed: float,
+    ) -> LayerResult:
+        error = failure.error
+        outcome = Outcome.REFUSED if isinstance(error, InvalidPayload) else Outcome.FAILED
+        self._record_error(category, layer, outcome, str(error))
+        return LayerResult(
+            category,
+            layer,
+            outcome,
+            miss=miss,
+            error=str(error),
+            error_kind=error.kind,
+            error_source=failure.source,
+            duration_seconds=elapsed,
+        )
+
+    def _timed_out(
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, miss: MissReason
+    ) -> LayerResult:
+        error = f"run timed out after {self.options.run_timeout_seconds:g} s"
+        self._record_error(category, layer, Outcome.FAILED, error)
+        return LayerResult(
+            category,
+            layer,
+            Outcome.FAILED,
+            miss=miss,
+            error=error,
+            error_kind=ErrorKind.RUN_TIMEOUT,
+        )
 
     def _record_error(
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, outcome: Outcome, error: str
     ) -> None:
-        if self.options.dry_run:
-            return
         state = self.state.layer(category, layer)
         state.last_outcome, state.last_error = outcome.value, error
-        self._dirty = True
-        self.backend.invalidate(category, layer)  # retry next run, even if metadata is still
+        self.cache.invalidate(category, layer)  # retry next run, even if metadata is still
 
     def _save_state(self) -> str | None:
-        """Write the state if it changed; the error, if it could not be written."""
-        if not self._dirty or self.options.dry_run:
-            return None
+        """Write the state; the error, if it could not be written."""
         try:
-            self.store.save_state(self.state)
+            self.publisher.save_state(self.state)
         except StoreError as exc:
             # The data went out first, so the replica is fine; a lost state costs only a
             # re-verification at the next start. Tried again after the next run.
             log.error("state.save_failed", error=str(exc))
             return str(exc)
-        self._dirty = False
         return None
 
 
-async def _cancel(tasks: list[asyncio.Task[LayerResult]]) -> None:
+async def _cancel(tasks: Iterable[asyncio.Task[list[LayerResult]]]) -> None:
     """Stop what is still fetching. A publish is synchronous: never interrupted half-way."""
-    for task in tasks:
+    pending = list(tasks)
+    for task in pending:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*pending, return_exceptions=True)

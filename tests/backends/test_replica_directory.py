@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from horde_replica_sync.backends import ReplicaBackendBase, ReplicateMode
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
+from horde_replica_sync.report import MissReason
 from horde_replica_sync.state import FileRecord, ReplicaState
 from horde_replica_sync.store import ReplicaStore, sha256_hex
 
@@ -37,6 +37,18 @@ def _store(tmp_path: Path) -> ReplicaStore:
     return store
 
 
+def backend_for(
+    store: ReplicaStore, *, cache_ttl_seconds: int | None = 3600, clock: FakeClock | None = None
+) -> ReplicaDirectoryBackend:
+    """The backend over every category, as the daemon builds it."""
+    return ReplicaDirectoryBackend(
+        store,
+        categories=tuple(C),
+        cache_ttl_seconds=cache_ttl_seconds,
+        clock=clock or FakeClock(),
+    )
+
+
 def verified_state(verified_at: float) -> ReplicaState:
     """A state that describes the published esrgan files exactly."""
     state = ReplicaState()
@@ -46,7 +58,7 @@ def verified_state(verified_at: float) -> ReplicaState:
     ):
         record = state.layer(C.esrgan, layer)
         record.files[relpath] = FileRecord(sha256=sha256_hex(content), size=len(content))
-        record.verified_at = verified_at
+        record.fetched_at = record.verified_at = verified_at
     return state
 
 
@@ -55,7 +67,7 @@ class TestIdentity:
 
     def test_mode_and_paths(self, store: ReplicaStore) -> None:
         """v2 paths are the published files, with upstream's names."""
-        backend = ReplicaDirectoryBackend(store)
+        backend = backend_for(store)
         assert isinstance(backend, ReplicaBackendBase)
         assert backend.get_replicate_mode() is ReplicateMode.REPLICA
         paths = backend.get_all_category_file_paths()
@@ -72,35 +84,35 @@ class TestWarmStart:
     ) -> None:
         """Files matching the state are cached; the TTL counts from their last verification."""
         clock = FakeClock()
-        backend = ReplicaDirectoryBackend(store, cache_ttl_seconds=100, clock=clock)
+        backend = backend_for(store, cache_ttl_seconds=100, clock=clock)
         assert backend.warm_from_disk(verified_state(clock.now - 60)) == [C.esrgan]
-        assert backend.cached(C.esrgan, Layer.V2)
-        assert backend.cached(C.esrgan, Layer.LEGACY)
+        assert backend.is_cache_valid(C.esrgan)
+        assert backend.is_legacy_cache_valid(C.esrgan)
         clock.now += 41  # 101 s after verification: past the TTL
         assert backend.should_fetch_data(C.esrgan)
 
     def test_edited_file_is_not_warm(self, store: ReplicaStore) -> None:
         """A file changed while the daemon was down is re-verified, not trusted."""
         store.publish("esrgan.json", b"{}")
-        backend = ReplicaDirectoryBackend(store, clock=FakeClock())
+        backend = backend_for(store)
         assert backend.warm_from_disk(verified_state(FakeClock().now)) == []
-        assert not backend.cached(C.esrgan, Layer.V2)
+        assert not backend.is_cache_valid(C.esrgan)
 
     def test_layer_whose_last_refresh_failed_is_not_warm(self, store: ReplicaStore) -> None:
         """A layer with a recorded error is retried at the next run."""
         state = verified_state(FakeClock().now)
         state.layer(C.esrgan, Layer.V2).last_error = "boom"
-        backend = ReplicaDirectoryBackend(store, clock=FakeClock())
+        backend = backend_for(store)
         assert backend.warm_from_disk(state) == []
-        assert backend.cached(C.esrgan, Layer.LEGACY)
+        assert backend.is_legacy_cache_valid(C.esrgan)
 
 
-class TestReadsWithoutARefresher:
-    """Without a sync engine bound, it is a local reader of the published files."""
+class TestReads:
+    """For in-process callers, it is a local reader of the published files."""
 
     def test_fetch_reads_the_published_file(self, store: ReplicaStore) -> None:
         """fetch_category returns the file's records and caches them (a second read is a hit)."""
-        backend = ReplicaDirectoryBackend(store)
+        backend = backend_for(store)
         assert backend.fetch_category(C.esrgan) == json.loads(ESRGAN)
         assert backend.fetch_category(C.esrgan) == json.loads(ESRGAN)
         counters = backend.cache_counters()
@@ -109,7 +121,7 @@ class TestReadsWithoutARefresher:
 
     def test_legacy_text_and_parsed_form(self, store: ReplicaStore) -> None:
         """The legacy layer is served as published text, parsed on demand."""
-        backend = ReplicaDirectoryBackend(store)
+        backend = backend_for(store)
         assert backend.get_legacy_json_string(C.esrgan) == LEGACY.decode()
         assert backend.get_legacy_json(C.esrgan) == json.loads(LEGACY)
         assert backend.get_legacy_json(C.lora) is None  # no legacy format at all
@@ -117,33 +129,39 @@ class TestReadsWithoutARefresher:
     def test_unreadable_file_is_none(self, store: ReplicaStore) -> None:
         """A corrupt published file reads as None rather than raising."""
         store.path("clip.json").write_bytes(b"{broken")
-        assert ReplicaDirectoryBackend(store).fetch_category(C.clip) is None
+        assert backend_for(store).fetch_category(C.clip) is None
 
 
-class TestRefresher:
-    """With a refresher bound, fetches go through it (the sync engine in the daemon)."""
+class TestEngineQueries:
+    """What the sync engine asks besides the seed API: legacy presence, expiry reasons."""
 
-    def test_fetch_goes_through_the_refresher(self, store: ReplicaStore) -> None:
-        """The refresher is asked for the category and whatever it cached is returned."""
-        backend = ReplicaDirectoryBackend(store)
-        asked: list[tuple[C, bool]] = []
+    def test_expiry_reasons(self, store: ReplicaStore) -> None:
+        """TTL expiry and an edited file are told apart; legacy shares a v2 expiry's reason."""
+        clock = FakeClock()
+        backend = backend_for(store, cache_ttl_seconds=100, clock=clock)
+        backend.warm_from_disk(verified_state(clock.now))
+        clock.now += 101
+        assert backend.should_fetch_data(C.esrgan)
+        assert backend.expiry_reason(C.esrgan, Layer.V2) is MissReason.EXPIRED
+        assert backend.expiry_reason(C.esrgan, Layer.LEGACY) is MissReason.EXPIRED
+        assert backend.has_legacy_data(C.esrgan)
+        backend.accept(C.esrgan, Layer.V2, json.loads(ESRGAN))
+        assert backend.expiry_reason(C.esrgan, Layer.V2) is None  # stored fresh again
+        store.write("esrgan.json", b'{"b": {"name": "b"}}')
+        assert backend.should_fetch_data(C.esrgan)
+        assert backend.expiry_reason(C.esrgan, Layer.V2) is MissReason.EDITED_ON_DISK
 
-        async def refresher(category: C, force: bool) -> None:
-            asked.append((category, force))
-            backend.accept(category, Layer.V2, {"b": {"name": "b"}})
+    def test_lookups_are_counted_per_layer(self, store: ReplicaStore) -> None:
+        """The engine's decisions feed the seed API's statistics."""
+        backend = backend_for(store)
+        backend.count_lookup(C.esrgan, Layer.V2, hit=True)
+        backend.count_lookup(C.esrgan, Layer.LEGACY, hit=False)
+        stats = backend.get_statistics()
+        assert stats["cache_hits"] == {"esrgan": 1}
+        assert stats["legacy_cache_misses"] == {"esrgan": 1}
 
-        backend.bind_refresher(refresher)
-        assert backend.fetch_category(C.esrgan, force_refresh=True) == {"b": {"name": "b"}}
-        assert asked == [(C.esrgan, True)]
-
-    async def test_blocking_call_inside_a_loop_is_refused(self, store: ReplicaStore) -> None:
-        """The blocking variant says to use the async one instead of deadlocking."""
-        backend = ReplicaDirectoryBackend(store)
-
-        async def refresher(category: C, force: bool) -> None:
-            await asyncio.sleep(0)
-
-        backend.bind_refresher(refresher)
-        with pytest.raises(RuntimeError, match="_async"):
-            backend.fetch_category(C.esrgan)
-        assert await backend.fetch_category_async(C.esrgan) is None
+    async def test_async_read_never_touches_the_network(self, store: ReplicaStore) -> None:
+        """The async variant serves the published file too (the engine owns all fetching)."""
+        backend = backend_for(store)
+        assert await backend.fetch_category_async(C.esrgan) == json.loads(ESRGAN)
+        assert (await backend.fetch_all_categories_async())[C.blip] is None

@@ -29,7 +29,10 @@ class TestMetrics:
         daemon = start_daemon()
         daemon.wait_for("sync.run_done", ok=True)
         labels = {"category": "esrgan", "layer": "v2"}
-        assert daemon.sample("horde_replica_cache_misses_total", **labels) == 1
+        first_load = daemon.sample(
+            "horde_replica_cache_misses_total", **labels, reason="first_load"
+        )
+        assert first_load == 1
         assert daemon.sample("horde_replica_cache_hits_total", **labels) == 0
         daemon.signal(signal.SIGHUP)  # a no-op reload must not disturb anything
         daemon.wait_for("config.reloaded")
@@ -78,7 +81,12 @@ class TestMetrics:
         daemon.wait_for(
             "sync.category_done", category="esrgan", layer="v2", outcome="updated", count=2
         )
-        assert daemon.sample("horde_replica_cache_misses_total", category="esrgan", layer="v2") == 2
+        esrgan = {"category": "esrgan", "layer": "v2"}
+        assert daemon.sample("horde_replica_cache_misses_total", **esrgan, reason="first_load") == 1
+        moved_misses = daemon.sample(
+            "horde_replica_cache_misses_total", **esrgan, reason="changed_upstream"
+        )
+        assert moved_misses == 1
         assert b"changed" in (tmp_path / "replica" / "esrgan.json").read_bytes()
         assert daemon.stop() == 0
 

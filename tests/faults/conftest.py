@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from horde_replica_sync.config import Settings, load_settings
+from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
 from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore
-from horde_replica_sync.sync import SyncReport
 from tests.faultserver import FaultServer, running
 
 SyncFn = Callable[..., Awaitable[SyncReport]]
@@ -56,8 +56,9 @@ def _sync(settings_for: Callable[..., Settings]) -> SyncFn:
     ) -> SyncReport:
         settings = settings_for(**overrides)
         flags = RunFlags(force=force, allow_shrink=allow_shrink)
-        async with open_engine(settings, flags) as engine:
-            with engine.store.locked():
+        store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+        with store.locked():
+            async with open_engine(settings, flags) as engine:
                 return await engine.run(force=force)
 
     return sync

@@ -10,8 +10,8 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
+from horde_replica_sync.report import Outcome, SyncReport
 from horde_replica_sync.state import ReplicaState
-from horde_replica_sync.sync import Outcome, SyncReport
 from tests.environment import free_port
 from tests.faults.conftest import SyncFn
 from tests.faultserver import (

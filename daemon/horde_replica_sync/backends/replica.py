@@ -1,19 +1,21 @@
 """The REPLICA backend: a `ReplicaBackendBase` whose cache mirrors the replica directory.
 
-Its cache validity is the daemon's notion of "fresh": mtime validation points at the
-published files (a file edited or deleted by hand is noticed and repaired on the next run),
-the TTL forces a periodic re-verification, and `mark_stale` (driven by the PRIMARY's
-metadata) invalidates both layers of a category. Fetching is delegated to a refresher (the
-sync engine), so in-process callers and the scheduler share one code path.
+Its cache validity is the daemon's notion of "fresh", and the sync engine decides what to
+fetch by asking it (`should_fetch_data`, `needs_refresh`, `is_legacy_cache_valid`): mtime
+validation points at the published files (a file edited or deleted by hand is noticed and
+repaired on the next run), the TTL forces a periodic re-verification, and `mark_stale`
+(driven by the PRIMARY's metadata) invalidates both layers of a category. In-process readers
+(`fetch_category`, `get_legacy_json`) are served the published files; keeping them fresh is
+the engine's job, never the reader's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final
 
 import httpx
 
@@ -21,12 +23,12 @@ from horde_replica_sync.backends.base import ReplicateMode
 from horde_replica_sync.backends.replica_base import ReplicaBackendBase
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
 from horde_replica_sync.errors import InvalidPayload
+from horde_replica_sync.report import MissReason
 from horde_replica_sync.state import LayerState, ReplicaState
 from horde_replica_sync.store import ReplicaStore, sha256_hex
 from horde_replica_sync.validation import decode_utf8, load_json_object
 
-T = TypeVar("T")
-Refresher = Callable[[MODEL_REFERENCE_CATEGORY, bool], Awaitable[object]]
+_EXPIRY_REASONS: Final = {"ttl": MissReason.EXPIRED, "mtime": MissReason.EDITED_ON_DISK}
 
 
 class ReplicaDirectoryBackend(ReplicaBackendBase):
@@ -36,8 +38,8 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         self,
         store: ReplicaStore,
         *,
-        categories: Iterable[MODEL_REFERENCE_CATEGORY] = tuple(MODEL_REFERENCE_CATEGORY),
-        cache_ttl_seconds: int | None = 3600,
+        categories: Iterable[MODEL_REFERENCE_CATEGORY],
+        cache_ttl_seconds: int | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
@@ -45,7 +47,6 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         )
         self._store = store
         self.categories = tuple(categories)
-        self._refresher: Refresher | None = None
 
     def reconfigure(
         self, categories: Iterable[MODEL_REFERENCE_CATEGORY], cache_ttl_seconds: int | None
@@ -54,10 +55,6 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         self.categories = tuple(categories)
         self._set_cache_ttl_seconds(cache_ttl_seconds)
 
-    def bind_refresher(self, refresher: Refresher) -> None:
-        """Route fetches through `refresher(category, force)` (the sync engine)."""
-        self._refresher = refresher
-
     # -- warm start ---------------------------------------------------------------------
 
     def warm_from_disk(self, state: ReplicaState) -> list[MODEL_REFERENCE_CATEGORY]:
@@ -65,7 +62,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
 
         A file that differs from what the state recorded (edited while we were down), or
         whose last refresh failed, is not loaded, so the next run re-verifies it. The cache
-        timestamp is the last verification time, so a restart does not reset the TTL.
+        timestamp is the last fetch, so a restart does not reset the TTL.
         """
         warm = []
         for category in self.categories:
@@ -77,20 +74,20 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
 
     def _warm_v2(self, category: MODEL_REFERENCE_CATEGORY, layer: LayerState) -> bool:
         loaded = self._load_verified(spec_for(category).relpath(Layer.V2), layer)
-        if loaded is None or layer.verified_at is None:
+        if loaded is None or layer.fetched_at is None:
             return False
         self._store_in_cache(category, loaded[0])
         with self._lock:
-            self._category_timestamps[category] = layer.verified_at
+            self._category_timestamps[category] = layer.fetched_at
         return True
 
     def _warm_legacy(self, category: MODEL_REFERENCE_CATEGORY, layer: LayerState) -> None:
         loaded = self._load_verified(spec_for(category).relpath(Layer.LEGACY), layer)
-        if loaded is None or layer.verified_at is None:
+        if loaded is None or layer.fetched_at is None:
             return
         self._store_legacy_in_cache(category, None, loaded[1])
         with self._lock:
-            self._legacy_cache_timestamps[category] = layer.verified_at
+            self._legacy_cache_timestamps[category] = layer.fetched_at
 
     def _load_verified(self, relpath: str, layer: LayerState) -> tuple[dict[str, Any], str] | None:
         record = layer.files.get(relpath)
@@ -104,11 +101,28 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
 
     # -- the engine's view of the cache -------------------------------------------------
 
-    def cached(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> bool:
-        """Whether valid data of `layer` is held (counted as a cache hit or miss)."""
+    def has_legacy_data(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+        """Whether legacy data was ever loaded (so a miss is a refresh, not a first load)."""
+        with self._lock:
+            return (
+                self._legacy_json_cache.get(category) is not None
+                or self._legacy_json_string_cache.get(category) is not None
+            )
+
+    def expiry_reason(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> MissReason | None:
+        """Why a loaded entry expired; legacy invalidated by a v2 expiry shares its reason."""
+        with self._lock:
+            why = self._expired_why.get(category)
+            if layer is Layer.LEGACY:
+                why = self._legacy_expired_why.get(category) or why
+        return None if why is None else _EXPIRY_REASONS[why]
+
+    def count_lookup(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, *, hit: bool) -> None:
+        """Count the engine's decision as a cache hit or miss (`get_statistics`)."""
         if layer is Layer.V2:
-            return self._get_from_cache(category) is not None
-        return self._get_legacy_from_cache(category) != (None, None)
+            self._count(self._hits if hit else self._misses, category)
+        else:
+            self._count(self._legacy_hits if hit else self._legacy_misses, category)
 
     def accept(
         self,
@@ -168,18 +182,14 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         httpx_client: httpx.AsyncClient | None = None,
         force_refresh: bool = False,
     ) -> dict[str, Any] | None:
-        """Refresh `category` if needed and return its v2 data.
+        """The v2 data of `category`, from the cache or else the published file.
 
-        The refresher owns one pooled client for the whole daemon, so `httpx_client` is
-        accepted for interface compatibility and not needed.
+        The daemon's engine owns all network access, so `httpx_client` is accepted for
+        interface compatibility and not needed; `force_refresh` re-reads the file.
         """
-        if self._refresher is None:
-            return self._fetch_with_cache(
-                category, lambda: self._read_published(category), force_refresh=force_refresh
-            )
-        await self._refresher(category, force_refresh)
-        with self._lock:
-            return self._cache.get(category)
+        return self._fetch_with_cache(
+            category, lambda: self._read_published(category), force_refresh=force_refresh
+        )
 
     async def fetch_all_categories_async(
         self,
@@ -197,16 +207,18 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
     def fetch_category(
         self, category: MODEL_REFERENCE_CATEGORY, *, force_refresh: bool = False
     ) -> dict[str, Any] | None:
-        """Blocking `fetch_category_async`; call it only outside a running event loop."""
-        return _run_blocking(
-            lambda: self.fetch_category_async(category, force_refresh=force_refresh)
+        """The v2 data of `category` (it reads a local file; nothing blocks on the network)."""
+        return self._fetch_with_cache(
+            category, lambda: self._read_published(category), force_refresh=force_refresh
         )
 
     def fetch_all_categories(
         self, *, force_refresh: bool = False
     ) -> dict[MODEL_REFERENCE_CATEGORY, dict[str, Any] | None]:
-        """Blocking `fetch_all_categories_async`."""
-        return _run_blocking(lambda: self.fetch_all_categories_async(force_refresh=force_refresh))
+        """The v2 data of every category."""
+        return {
+            c: self.fetch_category(c, force_refresh=force_refresh) for c in MODEL_REFERENCE_CATEGORY
+        }
 
     def get_legacy_json(
         self, category: MODEL_REFERENCE_CATEGORY, redownload: bool = False
@@ -227,11 +239,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
             return None, None
         cached = (None, None) if redownload else self._get_legacy_from_cache(category)
         if cached == (None, None):
-            refresher = self._refresher
-            if refresher is not None:
-                _run_blocking(lambda: _awaited(refresher(category, redownload)))
-            else:
-                self._store_legacy_in_cache(category, None, self._read_published_text(category))
+            self._store_legacy_in_cache(category, None, self._read_published_text(category))
             with self._lock:
                 cached = (
                     self._legacy_json_cache.get(category),
@@ -266,16 +274,3 @@ def _parse_object_text(text: str | None) -> dict[str, Any] | None:
         return load_json_object("published file", text)
     except InvalidPayload:
         return None
-
-
-def _run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    msg = "called from a running event loop; use the *_async variant"
-    raise RuntimeError(msg)
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable

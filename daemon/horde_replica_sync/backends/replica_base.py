@@ -119,6 +119,9 @@ class ReplicaBackendBase(ModelReferenceBackend):
         self._legacy_cache_timestamps: dict[_Category, float] = {}
         self._legacy_last_known_mtimes: dict[_Category, float] = {}
         self._stale_legacy_categories: set[_Category] = set()
+        # Why an entry last expired ("ttl" or "mtime"), until it is stored fresh again.
+        self._expired_why: dict[_Category, str] = {}
+        self._legacy_expired_why: dict[_Category, str] = {}
         self._hits: Counter[_Category] = Counter()
         self._misses: Counter[_Category] = Counter()
         self._legacy_hits: Counter[_Category] = Counter()
@@ -179,10 +182,11 @@ class ReplicaBackendBase(ModelReferenceBackend):
         if stored_at is None:
             return _Freshness.UNLOADED
         path = self._get_file_path_for_validation(category)
-        recorded = self._last_known_mtimes.get(category)
-        if self._ttl_elapsed(stored_at) or _mtime_changed(path, recorded):
-            return _Freshness.EXPIRED
-        return _Freshness.FRESH
+        why = _expiry(self._ttl_elapsed(stored_at), path, self._last_known_mtimes.get(category))
+        if why is None:
+            return _Freshness.FRESH
+        self._expired_why[category] = why
+        return _Freshness.EXPIRED
 
     def _v2_validity(self, category: MODEL_REFERENCE_CATEGORY) -> _Freshness:
         """`is_cache_valid`'s verdict: freshness plus presence and the subclass hook."""
@@ -242,6 +246,7 @@ class ReplicaBackendBase(ModelReferenceBackend):
         with self._lock:
             self._category_timestamps[category] = self._clock()
             self._stale_categories.discard(category)
+            self._expired_why.pop(category, None)
             _record_mtime(
                 self._last_known_mtimes, category, self._get_file_path_for_validation(category)
             )
@@ -311,10 +316,14 @@ class ReplicaBackendBase(ModelReferenceBackend):
         ):
             return False
         stored_at = self._legacy_cache_timestamps.get(category)
-        if stored_at is None or self._ttl_elapsed(stored_at):
+        if stored_at is None:
             return False
         path = self._get_legacy_file_path_for_validation(category)
-        return not _mtime_changed(path, self._legacy_last_known_mtimes.get(category))
+        recorded = self._legacy_last_known_mtimes.get(category)
+        why = _expiry(self._ttl_elapsed(stored_at), path, recorded)
+        if why is not None:
+            self._legacy_expired_why[category] = why
+        return why is None
 
     def is_legacy_cache_valid(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
         """Whether the legacy entry (dict and/or string) can be served as is."""
@@ -326,6 +335,7 @@ class ReplicaBackendBase(ModelReferenceBackend):
         with self._lock:
             self._legacy_cache_timestamps[category] = self._clock()
             self._stale_legacy_categories.discard(category)
+            self._legacy_expired_why.pop(category, None)
             path = self._get_legacy_file_path_for_validation(category)
             _record_mtime(self._legacy_last_known_mtimes, category, path)
 
@@ -401,6 +411,13 @@ class ReplicaBackendBase(ModelReferenceBackend):
             "legacy_cache_misses": _by_value(counters.legacy_misses),
             "cached_categories": cached,
         }
+
+
+def _expiry(ttl_elapsed: bool, path: Path | None, recorded: float | None) -> str | None:
+    """Why an entry expired: "ttl", "mtime" (its validation file changed), or None."""
+    if ttl_elapsed:
+        return "ttl"
+    return "mtime" if _mtime_changed(path, recorded) else None
 
 
 def _record_mtime(

@@ -15,12 +15,10 @@ from typing import Final
 
 import httpx
 
-from horde_replica_sync.categories import GITHUB_BRANCH, GITHUB_OWNER, GithubRepo
-from horde_replica_sync.errors import SourceRejected
-from horde_replica_sync.sources.http import Cooldown, RetryPolicy, attributed_to, get_with_retry
+from horde_replica_sync.categories import GithubRepo
+from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected
+from horde_replica_sync.sources.http import Cooldown, RetryPolicy, get_with_retry
 from horde_replica_sync.sources.primary import Fetched
-
-DEFAULT_GITHUB_URL: Final = "https://raw.githubusercontent.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +32,17 @@ class NotModified:
 class GithubSource:
     """Reads legacy files from `{base_url}/{owner}/{repo}/refs/heads/{branch}/{file}`."""
 
-    name: Final = "github"
+    name: Final = SourceName.GITHUB
 
     def __init__(
         self,
         client: httpx.AsyncClient,
-        base_url: str = DEFAULT_GITHUB_URL,
+        base_url: str,
         *,
         policy: RetryPolicy,
         max_bytes: int,
-        owner: str = GITHUB_OWNER,
-        branch: str = GITHUB_BRANCH,
+        owner: str,
+        branch: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -62,10 +60,6 @@ class GithubSource:
 
     async def fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
         """Fetch one file, conditionally on `etag` when we hold one."""
-        with attributed_to(self.name):
-            return await self._fetch(repo, file, etag)
-
-    async def _fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
         url = self.url(repo, file)
         headers = {"If-None-Match": etag} if etag else None
         with self.cooldown.guard(url):
@@ -76,6 +70,6 @@ class GithubSource:
             return NotModified(url, etag)
         if response.status != 200:
             raise SourceRejected(
-                url, f"HTTP {response.status}", kind="http_4xx", status=response.status
+                url, f"HTTP {response.status}", kind=ErrorKind.HTTP_4XX, status=response.status
             )
         return Fetched(url, response.content, response.etag)

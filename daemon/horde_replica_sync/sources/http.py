@@ -23,7 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from horde_replica_sync.errors import SourceError, SourceName, SourceRejected, SourceUnavailable
+from horde_replica_sync.errors import ErrorKind, SourceError, SourceRejected, SourceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +39,10 @@ class RetryPolicy:
     for inside a run: the error is reported at once (the caller may fall back or cool down).
     """
 
-    attempts: int = 3
-    initial_seconds: float = 0.5
-    max_seconds: float = 10.0
-    max_retry_after_seconds: float = 30.0
+    attempts: int
+    initial_seconds: float
+    max_seconds: float
+    max_retry_after_seconds: float = 30.0  # not a setting: longer pauses become a cooldown
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +68,12 @@ async def get(
             _raise_for_status(url, response)
             content = await _read_capped(url, response, max_bytes)
     except httpx.TimeoutException as exc:
-        raise SourceUnavailable(url, f"timed out ({type(exc).__name__})", kind="timeout") from exc
+        raise SourceUnavailable(
+            url, f"timed out ({type(exc).__name__})", kind=ErrorKind.TIMEOUT
+        ) from exc
     except httpx.HTTPError as exc:
         reason = f"connection failed ({type(exc).__name__}: {exc})"
-        raise SourceUnavailable(url, reason, kind="connection") from exc
+        raise SourceUnavailable(url, reason, kind=ErrorKind.CONNECTION) from exc
     return Response(url, response.status_code, content, response.headers.get("etag"))
 
 
@@ -136,23 +138,13 @@ class Cooldown:
         """Refuse while cooling down; start a cooldown on a long Retry-After."""
         if remaining := self.remaining:
             reason = f"{self._name} asked us to back off; {remaining:.0f} s of cooldown left"
-            raise SourceUnavailable(url, reason, kind="rate_limited", retry_after=remaining)
+            raise SourceUnavailable(url, reason, kind=ErrorKind.RATE_LIMITED, retry_after=remaining)
         try:
             yield
         except SourceUnavailable as exc:
             if exc.retry_after and exc.retry_after > self._waited_in_run:
                 self._until = self._clock() + min(exc.retry_after, self._longest)
             raise
-
-
-@contextlib.contextmanager
-def attributed_to(source: SourceName) -> Iterator[None]:
-    """Mark every `SourceError` raised inside as coming from `source` (for metrics)."""
-    try:
-        yield
-    except SourceError as exc:
-        exc.source = exc.source or source
-        raise
 
 
 def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
@@ -187,12 +179,12 @@ def _raise_for_status(url: str, response: httpx.Response) -> None:
         raise SourceUnavailable(
             url,
             f"unexpected redirect (HTTP {status} to {location})",
-            kind="redirect",
+            kind=ErrorKind.REDIRECT,
             status=status,
         )
     retry_after = parse_retry_after(response.headers)
     if status == 429 or status >= 500:
-        kind = "rate_limited" if status == 429 else "http_5xx"
+        kind = ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.HTTP_5XX
         raise SourceUnavailable(
             url, f"HTTP {status}", kind=kind, status=status, retry_after=retry_after
         )
@@ -200,24 +192,26 @@ def _raise_for_status(url: str, response: httpx.Response) -> None:
         raise SourceUnavailable(
             url,
             "HTTP 403 (rate limited)",
-            kind="rate_limited",
+            kind=ErrorKind.RATE_LIMITED,
             status=status,
             retry_after=retry_after,
         )
-    raise SourceRejected(url, f"unexpected HTTP {status}", kind="http_4xx", status=status)
+    raise SourceRejected(url, f"unexpected HTTP {status}", kind=ErrorKind.HTTP_4XX, status=status)
 
 
 async def _read_capped(url: str, response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared is not None and _is_count(declared) and int(declared) > max_bytes:
         reason = f"body of {declared} bytes exceeds the {max_bytes}-byte cap"
-        raise SourceRejected(url, reason, kind="oversize")
+        raise SourceRejected(url, reason, kind=ErrorKind.OVERSIZE)
     chunks: list[bytes] = []
     received = 0
     async for chunk in response.aiter_bytes():
         received += len(chunk)
         if received > max_bytes:
-            raise SourceRejected(url, f"body exceeds the {max_bytes}-byte cap", kind="oversize")
+            raise SourceRejected(
+                url, f"body exceeds the {max_bytes}-byte cap", kind=ErrorKind.OVERSIZE
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 

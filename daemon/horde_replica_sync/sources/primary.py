@@ -10,12 +10,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
-from horde_replica_sync.errors import SourceRejected
+from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected
 from horde_replica_sync.sources.http import (
     Cooldown,
     Response,
     RetryPolicy,
-    attributed_to,
     get_with_retry,
 )
 from horde_replica_sync.validation import describe_validation_error
@@ -44,7 +43,7 @@ class PrimarySource:
     `api_url` includes `/api` (e.g. `https://models.aihorde.net/api`) and is otherwise opaque.
     """
 
-    name: Final = "primary"
+    name: Final = SourceName.PRIMARY
 
     def __init__(
         self,
@@ -71,16 +70,14 @@ class PrimarySource:
 
     async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         """The v2 body of `category`; None when the PRIMARY has no data for it (404)."""
-        with attributed_to(self.name):
-            return await self._fetch(self.v2_url(category), category)
+        return await self._fetch(self.v2_url(category), category)
 
     async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         """The v1 (legacy) body of `category`; None when there is none."""
         url = self.legacy_url(category)
         if url is None:
             return None
-        with attributed_to(self.name):
-            return await self._fetch(url, category)
+        return await self._fetch(url, category)
 
     async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
         """Each category's newest `last_updated` over the v1 and v2 metadata families.
@@ -101,8 +98,7 @@ class PrimarySource:
                 merged[category] = max(stamp, merged.get(category, stamp))
         errors = [a for a in answers if isinstance(a, BaseException)]
         if len(errors) == len(families):
-            with attributed_to(self.name):
-                raise errors[-1]
+            raise errors[-1]
         return merged
 
     async def _fetch(self, url: str, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
@@ -112,11 +108,11 @@ class PrimarySource:
             if exc.status != 422:
                 raise
             reason = f"the PRIMARY does not know category {category.value!r} (HTTP 422)"
-            raise SourceRejected(url, reason, kind="unknown_category", status=422) from exc
+            raise SourceRejected(url, reason, kind=ErrorKind.UNKNOWN_CATEGORY, status=422) from exc
         if response.status == 404:
             return None
         if response.status != 200:
-            raise SourceRejected(url, f"unexpected HTTP {response.status}", kind="http_4xx")
+            raise SourceRejected(url, f"unexpected HTTP {response.status}", kind=ErrorKind.HTTP_4XX)
         return Fetched(url, response.content)
 
     async def _get(self, url: str) -> Response:
@@ -129,12 +125,12 @@ class PrimarySource:
         url = f"{self.api_url}/model_references/{family}/metadata/metadata"
         response = await self._get(url)
         if response.status != 200:
-            raise SourceRejected(url, f"unexpected HTTP {response.status}", kind="http_4xx")
+            raise SourceRejected(url, f"unexpected HTTP {response.status}", kind=ErrorKind.HTTP_4XX)
         try:
             entries = _METADATA.validate_json(response.content)
         except ValidationError as exc:
             raise SourceRejected(
-                url, f"malformed metadata: {describe_validation_error(exc)}", kind="invalid"
+                url, f"malformed metadata: {describe_validation_error(exc)}", kind=ErrorKind.INVALID
             ) from exc
         known = {c.value: c for c in MODEL_REFERENCE_CATEGORY}
         return {

@@ -1,0 +1,319 @@
+"""The source chain: validated bytes for the layers of one category, from the best source.
+
+    deliver(category, layers)
+      -> PRIMARY: v2/{category} and v1/{name}, each layer on its own   (404 -> absent)
+      -> unavailable? GitHub, when the category has a GitHub copy:
+           download the category's files once -> legacy layer as is
+                                              -> v2 layer converted from them (convert/)
+      -> per layer: a Delivery (validated files), ABSENT, or a Failure naming its source
+
+GitHub is asked only when the PRIMARY is *unavailable* (never when it answered 404, which
+means "no data there"). Once the PRIMARY is seen down in a run, the rest of the run skips it
+instead of waiting on it again (`RunScope.primary_down`). Nothing here writes: the engine
+publishes what comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, is_csv, spec_for
+from horde_replica_sync.errors import (
+    InvalidPayload,
+    ReplicaSyncError,
+    SourceError,
+    SourceName,
+    SourceUnavailable,
+)
+from horde_replica_sync.ports import Github, Primary
+from horde_replica_sync.sources.github import NotModified
+from horde_replica_sync.sources.primary import Fetched
+from horde_replica_sync.state import LayerState
+from horde_replica_sync.store import sha256_hex
+from horde_replica_sync.validation import (
+    Payload,
+    check_shrink,
+    parse_json_records,
+    parse_models_csv,
+)
+
+Published = Mapping[str, bytes | None]
+"""A category's published files as read once at the start of its task: relpath -> bytes."""
+
+
+@dataclass(slots=True)
+class RunScope:
+    """What the categories of one run share: the metadata stamps and whether the PRIMARY is up."""
+
+    force: bool
+    stamps: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
+    moved: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
+    primary_down: SourceError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredFile:
+    """One validated file of a delivery."""
+
+    relpath: str
+    payload: Payload
+    etag: str | None
+    downloaded: int  # body bytes this run downloaded for it (0 after a 304)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A layer's validated files from one source; the main file comes last."""
+
+    source: SourceName
+    files: tuple[DeliveredFile, ...]
+
+    @property
+    def main(self) -> DeliveredFile:
+        """The file readers load for this layer."""
+        return self.files[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a layer got no bytes, and which source to blame."""
+
+    error: ReplicaSyncError
+    source: SourceName | None
+
+
+class Absent:
+    """No source has data for the layer (the PRIMARY answered 404, or GitHub has no copy)."""
+
+
+ABSENT: Final = Absent()
+Answer = Delivery | Absent | Failure
+
+
+class SourceChain:
+    """Turns (category, layers) into one `Answer` per layer."""
+
+    def __init__(
+        self,
+        primary: Primary | None,
+        github: Github | None,
+        *,
+        github_fallback: bool,
+        max_shrink_fraction: float | None,
+    ) -> None:
+        self._primary = primary
+        self._github = github if github_fallback else None
+        self._max_shrink_fraction = max_shrink_fraction  # None: the guard is off
+
+    async def deliver(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layers: Sequence[Layer],
+        *,
+        published: Published,
+        states: Mapping[Layer, LayerState],
+        scope: RunScope,
+    ) -> dict[Layer, Answer]:
+        """One answer for each of `layers`."""
+        check = _Checker(category, published, states, self._max_shrink_fraction)
+        answers: dict[Layer, Answer] = {}
+        fallback: list[Layer] = []
+        if self._primary is None:
+            fallback = list(layers)
+        else:
+            primary = self._primary
+            got = await asyncio.gather(
+                *(self._from_primary(primary, category, layer, check, scope) for layer in layers)
+            )
+            for layer, answer in zip(layers, got, strict=True):
+                unavailable = isinstance(answer, Failure) and isinstance(
+                    answer.error, SourceUnavailable
+                )
+                if unavailable and self._can_fall_back(category):
+                    fallback.append(layer)
+                else:
+                    answers[layer] = answer
+        if fallback:
+            answers |= await self._from_github(category, fallback, check, scope)
+        return answers
+
+    def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+        # Every category GitHub holds converts to v2, so one test fits both layers.
+        return self._github is not None and spec_for(category).github_repo is not None
+
+    # -- the PRIMARY --------------------------------------------------------------------
+
+    async def _from_primary(
+        self,
+        primary: Primary,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        check: _Checker,
+        scope: RunScope,
+    ) -> Answer:
+        if scope.primary_down is not None:  # seen down this run: don't wait on it again
+            down = scope.primary_down
+            reason = f"skipped: the PRIMARY is unavailable this run ({down})"
+            skipped = SourceUnavailable(primary.v2_url(category), reason, kind=down.kind)
+            return Failure(skipped, SourceName.PRIMARY)
+        fetch = primary.fetch_v2 if layer is Layer.V2 else primary.fetch_legacy
+        try:
+            fetched = await fetch(category)
+            if fetched is None:
+                return ABSENT
+            relpath = spec_for(category).relpath(layer)
+            return Delivery(SourceName.PRIMARY, (check.file(layer, relpath, fetched),))
+        except SourceUnavailable as exc:
+            scope.primary_down = scope.primary_down or exc
+            return Failure(exc, SourceName.PRIMARY)
+        except ReplicaSyncError as exc:
+            return Failure(exc, SourceName.PRIMARY)
+
+    # -- GitHub -------------------------------------------------------------------------
+
+    async def _from_github(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layers: Sequence[Layer],
+        check: _Checker,
+        scope: RunScope,
+    ) -> dict[Layer, Answer]:
+        if not self._can_fall_back(category):
+            return dict.fromkeys(layers, ABSENT)  # GitHub-only, and GitHub has no copy
+        try:
+            files = await self._github_files(category, check)
+        except SourceError as exc:
+            failure = Failure(_after_primary(exc, scope.primary_down), SourceName.GITHUB)
+            return dict.fromkeys(layers, failure)
+        answers: dict[Layer, Answer] = {}
+        for layer in layers:
+            try:
+                answers[layer] = (
+                    self._legacy_delivery(files, check)
+                    if layer is Layer.LEGACY
+                    else self._converted(category, files, check)
+                )
+            except InvalidPayload as exc:
+                answers[layer] = Failure(exc, SourceName.GITHUB)
+        return answers
+
+    async def _github_files(
+        self, category: MODEL_REFERENCE_CATEGORY, check: _Checker
+    ) -> dict[str, tuple[Fetched, int]]:
+        """The category's GitHub files, each downloaded once: relpath -> (body, bytes fetched).
+
+        A 304 yields the published copy (0 bytes downloaded).
+        """
+        github, spec = self._github, spec_for(category)
+        assert github is not None and spec.github_repo is not None  # by _can_fall_back
+        files: dict[str, tuple[Fetched, int]] = {}
+        for relpath in spec.github_relpaths:
+            etag, held = check.conditional(relpath)
+            answer = await github.fetch(spec.github_repo, _file_name(relpath), etag)
+            if isinstance(answer, NotModified):  # re-validates what we hold; nothing came
+                assert held is not None
+                files[relpath] = (Fetched(answer.url, held, answer.etag), 0)
+            else:
+                files[relpath] = (answer, len(answer.content))
+        return files
+
+    def _legacy_delivery(
+        self, files: Mapping[str, tuple[Fetched, int]], check: _Checker
+    ) -> Delivery:
+        delivered = tuple(
+            check.file(Layer.LEGACY, relpath, fetched, downloaded=downloaded)
+            for relpath, (fetched, downloaded) in files.items()
+        )
+        return Delivery(SourceName.GITHUB, delivered)
+
+    def _converted(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        files: Mapping[str, tuple[Fetched, int]],
+        check: _Checker,
+    ) -> Delivery:
+        # Imported here: the converter is only needed while the PRIMARY is away, and it costs
+        # a few MiB of resident memory the daemon otherwise never needs.
+        from horde_replica_sync.convert import convert_legacy
+
+        by_name = {_file_name(relpath): fetched.content for relpath, (fetched, _) in files.items()}
+        # No `now`: deterministic bytes, so an unchanged legacy file never rewrites v2.
+        converted = convert_legacy(category, by_name)
+        urls = ", ".join(fetched.url for fetched, _ in files.values())
+        downloaded = sum(size for _, size in files.values())
+        source = Fetched(f"converted from {urls}", converted)
+        relpath = spec_for(category).relpath(Layer.V2)
+        return Delivery(
+            SourceName.GITHUB, (check.file(Layer.V2, relpath, source, downloaded=downloaded),)
+        )
+
+
+class _Checker:
+    """Validation of one category's bodies against what it has published."""
+
+    def __init__(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        published: Published,
+        states: Mapping[Layer, LayerState],
+        max_shrink_fraction: float | None,
+    ) -> None:
+        self._category = category
+        self._published = published
+        self._states = states
+        self._max_shrink_fraction = max_shrink_fraction
+
+    def file(
+        self, layer: Layer, relpath: str, fetched: Fetched, *, downloaded: int | None = None
+    ) -> DeliveredFile:
+        """The validated file; raises `InvalidPayload` naming category, file and URL."""
+        what = f"{self._category.value} {layer.value} {relpath} from {fetched.url}"
+        if is_csv(relpath):
+            payload = parse_models_csv(what, fetched.content)
+        else:
+            payload = parse_json_records(what, fetched.content)
+            guard = self._max_shrink_fraction
+            if guard is not None and relpath == spec_for(self._category).relpath(layer):
+                check_shrink(what, self._previous_records(layer, relpath), payload.records, guard)
+        size = len(fetched.content) if downloaded is None else downloaded
+        return DeliveredFile(relpath, payload, fetched.etag, size)
+
+    def conditional(self, relpath: str) -> tuple[str | None, bytes | None]:
+        """The ETag to send, only when the published file is exactly what it describes."""
+        state = self._states.get(Layer.LEGACY)
+        record = state.files.get(relpath) if state is not None else None
+        held = self._published.get(relpath)
+        if record is None or record.etag is None or held is None:
+            return None, None
+        if sha256_hex(held) != record.sha256:
+            return None, None
+        return record.etag, held
+
+    def _previous_records(self, layer: Layer, relpath: str) -> int | None:
+        """Records in the last good copy: from the state, else counted from the file itself."""
+        state = self._states.get(layer)
+        if state is not None and state.records is not None:
+            return state.records
+        held = self._published.get(relpath)
+        try:
+            return parse_json_records(relpath, held).records if held else None
+        except InvalidPayload:
+            return None
+
+
+def _file_name(relpath: str) -> str:
+    """The upstream file name of a published relpath (`legacy/db.json` -> `db.json`)."""
+    return relpath.rsplit("/", 1)[-1]
+
+
+def _after_primary(github: SourceError, primary: SourceError | None) -> SourceError:
+    """GitHub's error, with the PRIMARY's that sent us there, so both reasons are logged."""
+    if primary is None:
+        return github
+    reason = f"{github.reason} (GitHub fallback, after the PRIMARY was unavailable: {primary})"
+    return type(github)(
+        github.url, reason, kind=github.kind, status=github.status, retry_after=github.retry_after
+    )

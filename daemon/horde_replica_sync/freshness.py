@@ -1,0 +1,65 @@
+"""How stale each layer is: one rule, read by `/readyz`, the staleness metric and `status`.
+
+The one record of confirmations is `LayerState.verified_at` in the state: the engine sets it
+whenever a layer is confirmed current (downloaded, re-validated, or the PRIMARY's metadata
+showed no change) and saves the state after every run, so the daemon in memory and `status`
+reading the file agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
+from horde_replica_sync.report import LayerKey
+from horde_replica_sync.state import ReplicaState
+
+
+def layer_keys(categories: Iterable[MODEL_REFERENCE_CATEGORY]) -> tuple[LayerKey, ...]:
+    """Every (category, layer) of `categories`, in order."""
+    return tuple((c, layer) for c in categories for layer in spec_for(c).layers)
+
+
+def age_seconds(verified_at: float | None, now: float) -> float | None:
+    """Seconds since a layer was last confirmed; None when it never was."""
+    return None if verified_at is None else max(0.0, now - verified_at)
+
+
+def age_or_nan(state: ReplicaState, key: LayerKey, now: float) -> float:
+    """`age_seconds` for the metric, where "never" is NaN."""
+    age = age_seconds(state.layer(*key).verified_at, now)
+    return math.nan if age is None else age
+
+
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """Which layers are not confirmed within the bound."""
+
+    never_confirmed: tuple[str, ...]
+    stale: tuple[str, ...]
+
+    @property
+    def fresh(self) -> bool:
+        """Whether every layer was confirmed within the bound."""
+        return not self.never_confirmed and not self.stale
+
+
+def staleness(
+    state: ReplicaState, keys: Iterable[LayerKey], *, now: float, bound_seconds: float
+) -> Staleness:
+    """Classify `keys` against `bound_seconds` of allowed age."""
+    never, stale = [], []
+    for category, layer in keys:
+        age = age_seconds(state.layer(category, layer).verified_at, now)
+        name = _name(category, layer)
+        if age is None:
+            never.append(name)
+        elif age > bound_seconds:
+            stale.append(name)
+    return Staleness(tuple(never), tuple(stale))
+
+
+def _name(category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> str:
+    return f"{category.value}/{layer.value}"

@@ -1,0 +1,109 @@
+"""The seams of the sync engine: what it needs from sources, the cache and the store.
+
+Each is a small `Protocol`, so tests drive the engine with in-memory fakes (tests/fakes.py)
+and the daemon with the real HTTP sources, the REPLICA backend and the replica store.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo, Layer
+from horde_replica_sync.report import MissReason
+from horde_replica_sync.sources.github import NotModified
+from horde_replica_sync.sources.primary import Fetched
+from horde_replica_sync.state import ReplicaState
+
+
+class Primary(Protocol):
+    """The PRIMARY's HTTP API (sources/primary.py)."""
+
+    def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
+        """The v2 endpoint of `category`, for messages."""
+        ...
+
+    async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
+        """The v2 body; None on 404."""
+        ...
+
+    async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
+        """The v1 body; None on 404 or when there is no legacy format."""
+        ...
+
+    async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+        """Each category's newest `last_updated` from the metadata endpoints."""
+        ...
+
+
+class Github(Protocol):
+    """GitHub raw legacy files (sources/github.py)."""
+
+    async def fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
+        """One file, conditionally on `etag`."""
+        ...
+
+
+class ReplicaCache(Protocol):
+    """What the engine asks of the REPLICA backend (backends/replica.py): the seed API."""
+
+    def should_fetch_data(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+        """Whether v2 data must be fetched (first load or refresh)."""
+        ...
+
+    def needs_refresh(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+        """Whether v2 data that was loaded went stale."""
+        ...
+
+    def has_cached_data(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+        """Whether v2 data was ever stored, fresh or not."""
+        ...
+
+    def is_legacy_cache_valid(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+        """Whether the legacy entry can be served as is."""
+        ...
+
+    def has_legacy_data(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+        """Whether legacy data was ever loaded (the legacy twin of `needs_refresh`'s premise)."""
+        ...
+
+    def mark_stale(self, category: MODEL_REFERENCE_CATEGORY) -> None:
+        """The PRIMARY says `category` moved."""
+        ...
+
+    def expiry_reason(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> MissReason | None:
+        """Why a loaded entry expired (TTL or file changed), when the cache knows."""
+        ...
+
+    def count_lookup(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, *, hit: bool) -> None:
+        """Count one cache hit or miss."""
+        ...
+
+    def accept(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        data: dict[str, object] | None,
+        text: str | None = None,
+    ) -> None:
+        """Cache what was just published (None: nothing there)."""
+        ...
+
+    def invalidate(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> None:
+        """Make the next run fetch `layer` again."""
+        ...
+
+
+class Publisher(Protocol):
+    """Where validated bytes go: the replica store, or a comparison for a dry run."""
+
+    def read(self, relpath: str) -> bytes | None:
+        """The published bytes of `relpath`; None when missing."""
+        ...
+
+    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
+        """Make `relpath` hold `content` (its bytes now are `current`); True if it changed."""
+        ...
+
+    def save_state(self, state: ReplicaState) -> None:
+        """Persist the bookkeeping, after the data it describes."""
+        ...

@@ -1,0 +1,39 @@
+"""The two publishers: the replica store, and the dry run's comparison that writes nothing."""
+
+from __future__ import annotations
+
+from horde_replica_sync.state import ReplicaState
+from horde_replica_sync.store import ReplicaStore
+
+
+class StorePublisher:
+    """Publishes into the replica directory through the store (atomic, only changed bytes)."""
+
+    def __init__(self, store: ReplicaStore) -> None:
+        self._store = store
+
+    def read(self, relpath: str) -> bytes | None:
+        """The published bytes of `relpath`."""
+        return self._store.read(relpath)
+
+    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
+        """Write `content` unless `current` already is it."""
+        if current == content:
+            return False
+        self._store.write(relpath, content)
+        return True
+
+    def save_state(self, state: ReplicaState) -> None:
+        """Write the state file."""
+        self._store.save_state(state)
+
+
+class ComparingPublisher(StorePublisher):
+    """A dry run: says what would change, writes neither data nor state."""
+
+    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
+        """Whether publishing would change `relpath`."""
+        return current != content
+
+    def save_state(self, state: ReplicaState) -> None:
+        """Nothing is saved in a dry run."""
