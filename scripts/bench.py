@@ -49,7 +49,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for  # 
 from horde_replica_sync.store import LOCK_FILE  # noqa: E402
 
 DOC: Final = ROOT / "docs" / "bench.md"
-UPSTREAM_CLIENT: Final = ROOT / "scripts" / "bench_upstream_client.py"
+UPSTREAM_CLIENT: Final = ROOT / "tests" / "harness" / "upstream_client.py"
 LEGACY_CATEGORIES: Final = tuple(
     c.value for c in MODEL_REFERENCE_CATEGORY if spec_for(c).has_legacy
 )
