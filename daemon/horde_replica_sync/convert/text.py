@@ -115,15 +115,20 @@ def flat_settings(cell: str) -> Any:
     text = cell.strip()
     if not text:
         return None
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as exc:
-        msg = f"invalid settings JSON: {exc.msg}"
-        raise SkippedRow(msg) from None
+    settings = _parsed_cell("settings", text)
     if settings is not None and not _is_flat_mapping(settings):
         msg = "settings must hold only primitives or lists of primitives"
         raise SkippedRow(msg)
     return settings
+
+
+def _parsed_cell(column: str, text: str) -> Any:
+    """The JSON in a (non-blank) cell; a row with invalid JSON is skipped."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"invalid {column} JSON: {exc.msg}"
+        raise SkippedRow(msg) from None
 
 
 def _is_flat_mapping(value: object) -> bool:
@@ -141,11 +146,7 @@ def json_object_cell(column: str, cell: str) -> Any:
     text = cell.strip()
     if not text:
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        msg = f"invalid {column} JSON: {exc.msg}"
-        raise SkippedRow(msg) from None
+    value = _parsed_cell(column, text)
     if not isinstance(value, dict):
         msg = f"{column} must be a JSON object"
         raise SkippedRow(msg)
