@@ -30,13 +30,13 @@ run: $(STAMP)
 	$(BIN)/horde-replica-sync run $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check daemon tests
-	$(BIN)/ruff check daemon tests
+	$(BIN)/ruff format --check daemon tests scripts
+	$(BIN)/ruff check daemon tests scripts
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format daemon tests
-	$(BIN)/ruff check --fix daemon tests
+	$(BIN)/ruff format daemon tests scripts
+	$(BIN)/ruff check --fix daemon tests scripts
 
 # The interop tests drive the real upstream horde-model-reference (Python >= 3.12, own venv).
 # Starting it once provisions that venv; the tests start their own instances.
@@ -61,12 +61,13 @@ tools:
 test: $(STAMP) peer tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The fronts in scripts/ import the harness from tests/: run as modules from the project root.
 KILLS ?= 200
 chaos: $(STAMP)
-	$(BIN)/python scripts/chaos.py --kills $(KILLS)
+	$(BIN)/python -m scripts.chaos --kills $(KILLS)
 
 bench: $(STAMP) peer
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m scripts.bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,4 @@
-"""Facts about this machine that tests and scripts share: where `shared/` is, a free port."""
+"""Facts about this machine that tests and the harness share: `shared/`, a free port, the env."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parents[1]
+STEERING_PREFIXES: Final = ("HORDE_REPLICA_", "HORDE_MODEL_REFERENCE_", "NOTIFY_")
+"""Variables that would steer our daemon, upstream's PRIMARY or client, or systemd notify."""
 
 
 def shared_dir() -> Path:
@@ -22,3 +24,11 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Our environment without `STEERING_PREFIXES` variables, local traffic unproxied, + `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(STEERING_PREFIXES)}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env

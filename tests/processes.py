@@ -1,15 +1,22 @@
-"""A child process whose JSON log lines are collected, for tests that run the real CLI."""
+"""Child processes whose JSON log lines are collected: the real CLI, and the daemon (`run`)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.environment import free_port
 
 Event = dict[str, Any]
 
@@ -60,9 +67,16 @@ class LoggedProcess:
             ]
 
     def wait_for(
-        self, event: str, *, count: int = 1, timeout: float = 15.0, **fields: Any
+        self,
+        event: str,
+        *,
+        count: int = 1,
+        timeout: float = 15.0,
+        poll: float = 0.02,
+        **fields: Any,
     ) -> list[Event]:
-        """Wait until `count` matching events were logged; fail with the log tail otherwise."""
+        """Wait until `count` matching events were logged (checking every `poll` s); fail with
+        the log tail otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.matching(event, **fields)
@@ -70,7 +84,7 @@ class LoggedProcess:
                 return found
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.02)
+            time.sleep(poll)
         pytest.fail(f"no {count}x {event} {fields} within {timeout} s; log tail:\n{self.tail()}")
 
     def close(self) -> None:
@@ -81,3 +95,55 @@ class LoggedProcess:
         self._reader.join(timeout=5)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+class DaemonProcess(LoggedProcess):
+    """`horde-replica-sync run` as a child process, on a free metrics port."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.port = free_port()
+        argv = [sys.executable, "-m", "horde_replica_sync", "run", *args]
+        super().__init__([*argv, "--metrics-addr", f"127.0.0.1:{self.port}"], env)
+
+    def get(self, path: str) -> tuple[int, str]:
+        """GET a path of the metrics/health server."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """One sample from /metrics, or None when absent."""
+        _, text = self.get("/metrics")
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            metric, _, label_text = key.partition("{")
+            got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+            if metric == name and got == wanted:
+                return float(value)
+        return None
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send `signum` to the daemon (by its PID, which we started)."""
+        os.kill(self.proc.pid, signum)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; return the exit code."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self.close()
+        return code
+
+    def memory_kib(self) -> dict[str, int]:
+        """VmRSS and VmHWM (the peak) from /proc/PID/status, in KiB."""
+        found = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0])
+        return found

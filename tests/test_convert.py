@@ -8,33 +8,34 @@ from typing import Any
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from horde_replica_sync.convert import (
+from horde_replica_sync.convert import convert_legacy, convertible
+from horde_replica_sync.convert.legacy_models import (
     LegacyClipRecord,
     LegacyConfig,
     LegacyImageRecord,
     LegacyMetadata,
     LegacyRecord,
-    SkippedRow,
-    TextRow,
-    base_model_name,
-    convert_legacy,
-    convertible,
+    licence_symbols,
+    normalize_baseline,
+)
+from horde_replica_sync.convert.records import (
     download_entries,
     image_record,
     image_style,
-    licence_symbols,
-    normalize_baseline,
-    parameter_count,
     scheduler_requirements,
-    stamp_metadata,
-    text_guidance,
-    text_model_group,
-    text_record,
-    text_row,
     utility_record,
     v2_config,
     v2_metadata,
 )
+from horde_replica_sync.convert.text import (
+    SkippedRow,
+    TextRow,
+    parameter_count,
+    text_record,
+    text_row,
+)
+from horde_replica_sync.convert.text_groups import base_model_name, text_model_group
+from horde_replica_sync.convert.v2 import stamp_metadata, text_guidance
 from horde_replica_sync.errors import InvalidPayload
 from tests.environment import shared_dir
 

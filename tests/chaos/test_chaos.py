@@ -1,11 +1,11 @@
-"""Crash consistency in CI: a short run of the `make chaos` harness (scripts/chaos.py)."""
+"""Crash consistency in CI: a short run of the `make chaos` harness (tests/harness/chaos.py)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from scripts.chaos import CI_CATEGORIES, ChaosConfig, run_chaos
+from tests.harness.chaos import CI_CATEGORIES, ChaosConfig, run_chaos
 
 CI_KILLS = 30
 

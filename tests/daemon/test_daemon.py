@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from tests.daemon.conftest import DaemonProcess
 from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
+from tests.processes import DaemonProcess
 
 Start = Callable[..., DaemonProcess]
 

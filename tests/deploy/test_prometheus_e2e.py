@@ -16,10 +16,10 @@ from typing import Any, Final, TypeVar
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from tests.daemon.conftest import DaemonProcess
 from tests.deploy.conftest import CONFIG_DIR, clean_env, http_get, require_tool
 from tests.environment import free_port
 from tests.faultserver import FaultServer, Reply, v1_path, v2_path
+from tests.processes import DaemonProcess
 
 ALERTS: Final = CONFIG_DIR / "alerts.yml"
 JOB: Final = "horde-replica-sync"

@@ -28,9 +28,9 @@ import pytest
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.store import ReplicaStore, sha256_hex
-from tests.daemon.conftest import DaemonProcess
+from tests.environment import clean_env
 from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path
-from tests.processes import Event
+from tests.processes import DaemonProcess, Event
 
 ESRGAN_V2 = v2_path(C.esrgan)
 METADATA = tuple(f"/api/model_references/{f}/metadata/metadata" for f in ("v1", "v2"))
@@ -84,12 +84,9 @@ class SwitchableServer(FaultServer):
 
 def daemon_env(server: FaultServer, root: Path, **extra: str) -> dict[str, str]:
     """The environment of a matrix daemon: esrgan only, a 1 s schedule, fast retries."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HORDE_REPLICA_", "NOTIFY_"))}
     config = root / "config.toml"
     config.write_text("# settings come from the environment in tests\n")
-    env.update(
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
+    env = clean_env(
         HORDE_REPLICA_CONFIG=str(config),
         HORDE_REPLICA_PRIMARY_URL=f"{server.url}/api",
         HORDE_REPLICA_GITHUB_URL=server.url,

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import pytest
 
-from tests.environment import free_port, shared_dir
+from tests.environment import clean_env, free_port, shared_dir
 
 START_TIMEOUT_SECONDS: Final = 90.0
 CLI_TIMEOUT_SECONDS: Final = 60.0
@@ -68,14 +68,6 @@ def peer_python() -> Path:
         cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         venv = Path(cache) / "horde-model-reference-peer" / "venv"
     return venv / "bin" / "python"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """Our environment without settings that would steer the daemon, local traffic unproxied."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HORDE_REPLICA_")}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra)
-    return env
 
 
 # uvicorn's access log: `INFO:     127.0.0.1:47312 - "GET /api/... HTTP/1.1" 200 OK`
@@ -135,8 +127,15 @@ class Primary:
         _stop(self.pid)
 
     def restart(self) -> None:
-        """Start again on the same data dir, on the same port if it is still free."""
+        """Stop, then start again on the same data dir (see `start`)."""
         self.stop()
+        self.start()
+
+    def start(self) -> None:
+        """Start (again) on the same data dir, on the same port if it is still free.
+
+        Returns once the PRIMARY answers (start_primary.sh waits for that).
+        """
         try:
             self.pid = _start(self.data_dir, self.port)
         except _PortBusy:
@@ -224,6 +223,12 @@ class CliRun:
     def bytes_downloaded(self) -> int:
         """Body bytes the run downloaded, as its log reports them."""
         return sum(int(e.get("bytes_downloaded") or 0) for e in self.category_events)
+
+    @property
+    def run_seconds(self) -> float:
+        """The engine's own duration of the run (after the metadata poll), from `sync.run_done`."""
+        done = [e for e in self.events if e.get("event") == "sync.run_done"]
+        return float(done[-1]["duration_seconds"]) if done else float("nan")
 
     def describe(self) -> str:
         """Everything needed to debug a failed assertion."""

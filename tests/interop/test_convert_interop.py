@@ -16,11 +16,10 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.convert import convert_legacy, convertible
-from tests.environment import shared_dir
+from tests.environment import clean_env, shared_dir
 from tests.interop.peer import (
     V2_FILES,
     Primary,
-    clean_env,
     describe_differences,
     peer_python,
     without_timestamps,

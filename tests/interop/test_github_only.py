@@ -17,12 +17,11 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
 from horde_replica_sync.convert import convertible
-from tests.environment import shared_dir
+from tests.environment import clean_env, shared_dir
 from tests.faultserver import FaultServer, running, script_github
 from tests.interop.peer import (
     V2_FILES,
     Primary,
-    clean_env,
     describe_differences,
     without_timestamps,
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.environment import shared_dir
+from tests.environment import clean_env, shared_dir
 from tests.interop.peer import (
     LEGACY_FILES,
     NO_LEGACY,
@@ -25,7 +25,6 @@ from tests.interop.peer import (
     Primary,
     SyncedReplica,
     changed_files,
-    clean_env,
     fresh_replica,
     peer_python,
     run_sync,

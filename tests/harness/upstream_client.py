@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Upstream's own replica client, timed phase by phase for scripts/bench.py.
+"""Upstream's own replica client, timed phase by phase for the bench (tests/harness/bench.py).
 
 Runs under the peer venv's Python (>= 3.12, `horde-model-reference` 8.6.2 installed), never
 ours. Upstream builds its settings and singletons from the environment at import time, so the
@@ -10,7 +10,7 @@ environment is set first, then the package is imported:
     HORDE_MODEL_REFERENCE_ENABLE_GITHUB_FALLBACK=false
     AIWORKER_CACHE_HOME=<cache dir>                (where HTTPBackend persists v2 files)
 
-    $PEER_VENV/bin/python scripts/bench_upstream_client.py URL CACHE_DIR LEGACY_CATEGORIES
+    $PEER_VENV/bin/python tests/harness/upstream_client.py URL CACHE_DIR LEGACY_CATEGORIES
 
 Protocol (so the parent can read the PRIMARY's access log between phases): one JSON line on
 stdout per phase, and before each phase the script waits for a line on stdin.

@@ -1,0 +1,1 @@
+"""Command-line fronts over the harness in `tests/harness/`: run them as `python -m scripts.X`."""
