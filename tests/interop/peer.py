@@ -71,8 +71,10 @@ def peer_python() -> Path:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """Our environment without settings that would steer the daemon, local traffic unproxied."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HORDE_REPLICA_")}
+    """Our environment without settings that would steer the daemon (ours or upstream's, which
+    it honours too), local traffic unproxied."""
+    steering = ("HORDE_REPLICA_", "HORDE_MODEL_REFERENCE_")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(steering)}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.update(extra)
     return env
