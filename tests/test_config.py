@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -529,25 +531,33 @@ class TestUpstreamAliases:
         assert set(provenance(None, {}).values()) == {"default"}
 
 
+def check_config(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`horde-replica-sync check-config ARGS` in its own process (no config file found)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("HORDE_", "AIWORKER_"))}
+    env.update(variables, XDG_CONFIG_HOME="/nonexistent-config-dir")
+    return subprocess.run(
+        [sys.executable, "-m", "horde_replica_sync", "check-config", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 class TestCheckConfigCommand:
     """`check-config` shows which name supplied a value; an invalid upstream value exits 78."""
 
-    def test_shows_the_upstream_variable(
-        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_shows_the_upstream_variable(self) -> None:
         """The JSON output names the upstream variable as the source of the value."""
-        monkeypatch.setenv(URL, "http://up.test/api")
-        monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent-config-dir")
-        assert cli.main(["check-config", "--json"]) == cli.EXIT_OK
-        shown = json.loads(capsys.readouterr().out)
+        result = check_config("--json", **{URL: "http://up.test/api"})
+        assert result.returncode == cli.EXIT_OK, result.stderr
+        shown = json.loads(result.stdout)
         assert shown["primary_url"] == {"value": "http://up.test/api", "from": f"env {URL}"}
         assert shown["max_concurrency"]["from"] == "default"
 
-    def test_invalid_upstream_value_exits_78(
-        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_invalid_upstream_value_exits_78(self) -> None:
         """Exit 78, the message naming the upstream variable."""
-        monkeypatch.setenv(TIMEOUT, "-1")
-        monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent-config-dir")
-        assert cli.main(["check-config"]) == cli.EXIT_CONFIG
-        assert f"from env {TIMEOUT}" in capsys.readouterr().err
+        result = check_config(**{TIMEOUT: "-1"})
+        assert result.returncode == cli.EXIT_CONFIG
+        assert f"from env {TIMEOUT}" in result.stderr
