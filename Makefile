@@ -5,10 +5,12 @@ SHARED ?= $(abspath ../shared)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PEER_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/horde-model-reference-peer/venv
+SDK_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/horde-sdk-consumer/venv
 export HRS_SHARED_DIR := $(SHARED)
 export PEER_VENV
+export SDK_VENV
 
-.PHONY: help venv run lint format test tools peer chaos bench clean
+.PHONY: help venv run lint format test tools peer sdk chaos bench clean
 
 help:
 	@echo "make run    set up and run horde-replica-sync with the documented defaults"
@@ -46,6 +48,10 @@ peer:
 		"$(SHARED)/peer/stop_primary.sh" "$$pid"; \
 	fi
 
+# The interop tests also run horde-sdk 0.33.3 (a real consumer, Python >= 3.12, own venv).
+sdk:
+	@bash scripts/sdk_venv.sh >/dev/null
+
 # Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill.
 tools:
 	@missing=""; \
@@ -58,7 +64,7 @@ tools:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: $(STAMP) peer tools
+test: $(STAMP) peer sdk tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The fronts in scripts/ import the harness from tests/: run as modules from the project root.

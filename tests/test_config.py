@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from horde_replica_sync import cli
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.config import (
     DEFAULT_PRIMARY_URL,
@@ -15,17 +19,19 @@ from horde_replica_sync.config import (
     FLAGS,
     Settings,
     load_settings,
+    provenance,
 )
 from horde_replica_sync.errors import ConfigError
+from horde_replica_sync.upstream_env import UPSTREAM_PREFIX
 
 C = MODEL_REFERENCE_CATEGORY
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Remove every HORDE_REPLICA_* variable and AIWORKER_CACHE_HOME for hermetic tests."""
+    """Remove every HORDE_REPLICA_*, HORDE_MODEL_REFERENCE_* and AIWORKER_CACHE_HOME variable."""
     for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
+        if name.upper().startswith((ENV_PREFIX, UPSTREAM_PREFIX)):
             monkeypatch.delenv(name)
     monkeypatch.delenv("AIWORKER_CACHE_HOME", raising=False)
 
@@ -317,3 +323,241 @@ class TestConfigFile:
         load_settings(write_toml(tmp_path, "max_concurrency = 2\n"))
         assert load_settings().max_concurrency == 4
         assert Settings.model_config.get("toml_file") is None
+
+
+URL = "HORDE_MODEL_REFERENCE_PRIMARY_API_URL"
+TIMEOUT = "HORDE_MODEL_REFERENCE_PRIMARY_API_TIMEOUT"
+FALLBACK = "HORDE_MODEL_REFERENCE_ENABLE_GITHUB_FALLBACK"
+IMAGE_OWNER = "HORDE_MODEL_REFERENCE_IMAGE_GITHUB_REPO__OWNER"
+TEXT_OWNER = "HORDE_MODEL_REFERENCE_TEXT_GITHUB_REPO__OWNER"
+IMAGE_BRANCH = "HORDE_MODEL_REFERENCE_IMAGE_GITHUB_REPO__BRANCH"
+TEXT_BRANCH = "HORDE_MODEL_REFERENCE_TEXT_GITHUB_REPO__BRANCH"
+
+
+class TestUpstreamAliases:
+    """Upstream's own HORDE_MODEL_REFERENCE_* variables configure the matching settings."""
+
+    @pytest.mark.parametrize(
+        ("variables", "key", "value"),
+        [
+            pytest.param(
+                {URL: "http://up.test/api/"}, "primary_url", "http://up.test/api", id="url"
+            ),
+            pytest.param({TIMEOUT: "3"}, "request_timeout_seconds", 3.0, id="timeout"),
+            pytest.param({FALLBACK: "false"}, "github_fallback", False, id="fallback"),
+            pytest.param({IMAGE_OWNER: "me", TEXT_OWNER: "me"}, "github_owner", "me", id="owner"),
+            pytest.param(
+                {IMAGE_BRANCH: "dev", TEXT_BRANCH: "dev"}, "github_branch", "dev", id="branch"
+            ),
+            pytest.param(
+                {IMAGE_OWNER: "Haidra-Org"}, "github_owner", "Haidra-Org", id="one-default"
+            ),
+        ],
+    )
+    def test_alias_sets_the_setting(
+        self, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], key: str, value: Any
+    ) -> None:
+        """Each upstream variable supplies its setting, and provenance names it."""
+        for name, raw in variables.items():
+            monkeypatch.setenv(name, raw)
+        assert getattr(load_settings(), key) == value
+        origin = provenance(None, {})[key]
+        assert all(f"env {name}" in origin for name in variables), origin
+
+    def test_lower_case_names_count(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Upstream's names are case-insensitive, so ours are too."""
+        monkeypatch.setenv(TIMEOUT.lower(), "4")
+        assert load_settings().request_timeout_seconds == 4.0
+
+    def test_empty_primary_url_means_github_only(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An empty HORDE_MODEL_REFERENCE_PRIMARY_API_URL turns the PRIMARY off, as upstream."""
+        monkeypatch.setenv(URL, "")
+        settings = load_settings()
+        assert settings.use_primary is False
+        assert settings.github_fallback is True
+        assert settings.primary_url == DEFAULT_PRIMARY_URL
+        assert provenance(None, {})["use_primary"] == f"env {URL} (empty: GitHub only)"
+
+    def test_empty_primary_url_yields_to_our_primary_url(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Our own primary_url (env or flag) means a PRIMARY is wanted: the empty alias is moot."""
+        monkeypatch.setenv(URL, "")
+        assert load_settings(primary_url="http://flag.test/api").use_primary is True
+        monkeypatch.setenv("HORDE_REPLICA_PRIMARY_URL", "http://env.test/api")
+        settings = load_settings()
+        assert settings.use_primary is True
+        assert provenance(None, {})["use_primary"] == "default"
+
+    def test_ours_beat_upstream(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """HORDE_REPLICA_* variables and flags beat the upstream variables."""
+        monkeypatch.setenv(URL, "http://up.test/api")
+        monkeypatch.setenv(TIMEOUT, "3")
+        monkeypatch.setenv(FALLBACK, "false")
+        monkeypatch.setenv("HORDE_REPLICA_PRIMARY_URL", "http://env.test/api")
+        monkeypatch.setenv("HORDE_REPLICA_REQUEST_TIMEOUT_SECONDS", "5")
+        settings = load_settings(github_fallback=True)
+        assert settings.primary_url == "http://env.test/api"
+        assert settings.request_timeout_seconds == 5.0
+        assert settings.github_fallback is True
+        origins = provenance(None, {"github_fallback": True})
+        assert origins["primary_url"] == "env HORDE_REPLICA_PRIMARY_URL"
+        assert origins["request_timeout_seconds"] == "env HORDE_REPLICA_REQUEST_TIMEOUT_SECONDS"
+        assert origins["github_fallback"] == "flag --no-fallback"
+
+    def test_upstream_beats_toml_and_defaults(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """An upstream variable beats the TOML file; settings it does not name keep the file's."""
+        path = write_toml(tmp_path, 'primary_url = "http://toml.test/api"\nmax_concurrency = 2\n')
+        monkeypatch.setenv(URL, "http://up.test/api")
+        settings = load_settings(path)
+        assert settings.primary_url == "http://up.test/api"
+        assert settings.max_concurrency == 2
+        origins = provenance(path, {})
+        assert origins["primary_url"] == f"env {URL}"
+        assert origins["max_concurrency"] == f"file {path}"
+
+    def test_example_toml_does_not_hide_upstream(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The shipped example lists every key; the upstream variables still apply over it."""
+        example = Path(__file__).parents[1] / "config" / "config.example.toml"
+        monkeypatch.setenv(URL, "http://up.test/api")
+        monkeypatch.setenv(FALLBACK, "false")
+        settings = load_settings(example)
+        assert settings.primary_url == "http://up.test/api"
+        assert settings.github_fallback is False
+
+    @pytest.mark.parametrize(
+        ("variable", "raw", "key"),
+        [
+            pytest.param(URL, "ftp://x", "primary_url", id="url-scheme"),
+            pytest.param(URL, "models.aihorde.net/api", "primary_url", id="url-no-scheme"),
+            pytest.param(TIMEOUT, "abc", "request_timeout_seconds", id="timeout-text"),
+            pytest.param(TIMEOUT, "0", "request_timeout_seconds", id="timeout-zero"),
+            pytest.param(TIMEOUT, "601", "request_timeout_seconds", id="timeout-high"),
+            pytest.param(FALLBACK, "maybe", "github_fallback", id="fallback"),
+        ],
+    )
+    def test_invalid_value_names_the_upstream_variable(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, raw: str, key: str
+    ) -> None:
+        """A value invalid for us is a ConfigError naming the upstream variable and our key."""
+        monkeypatch.setenv(variable, raw)
+        message = config_error()
+        assert f"invalid setting {key} (from env {variable}" in message
+        assert f"HORDE_REPLICA_{key.upper()}" in message
+
+    def test_overridden_invalid_upstream_value_is_harmless(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An invalid upstream value that ours override never reaches validation."""
+        monkeypatch.setenv(URL, "ftp://x")
+        monkeypatch.setenv("HORDE_REPLICA_PRIMARY_URL", "http://env.test/api")
+        assert load_settings().primary_url == "http://env.test/api"
+
+    def test_invalid_flag_is_not_blamed_on_upstream(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """When a flag supplies the broken value, the message does not name the upstream one."""
+        monkeypatch.setenv(URL, "http://up.test/api")
+        message = config_error(primary_url="ftp://x")
+        assert URL not in message
+        assert "--primary-url" in message
+
+    @pytest.mark.parametrize(
+        ("variables", "key", "pair", "named"),
+        [
+            pytest.param(
+                {IMAGE_OWNER: "a", TEXT_OWNER: "b"},
+                "github_owner",
+                (IMAGE_OWNER, TEXT_OWNER),
+                "'a' and the text repository's 'b'",
+                id="owners-differ",
+            ),
+            pytest.param(
+                {IMAGE_OWNER: "fork"},
+                "github_owner",
+                (IMAGE_OWNER, TEXT_OWNER),
+                "'Haidra-Org' (unset: the default)",
+                id="text-owner-unset",
+            ),
+            pytest.param(
+                {TEXT_BRANCH: "dev"},
+                "github_branch",
+                (IMAGE_BRANCH, TEXT_BRANCH),
+                "'main' (unset: the default)",
+                id="image-branch-unset",
+            ),
+        ],
+    )
+    def test_repositories_must_agree(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        variables: dict[str, str],
+        key: str,
+        pair: tuple[str, str],
+        named: str,
+    ) -> None:
+        """One owner/branch serves both repositories: image and text variables must agree."""
+        for name, raw in variables.items():
+            monkeypatch.setenv(name, raw)
+        message = config_error()
+        assert f"invalid setting {key} (env {pair[0]}, env {pair[1]})" in message
+        assert named in message
+        assert f"HORDE_REPLICA_{key.upper()}" in message
+
+    def test_disagreement_overridden_by_ours(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Our own github_owner settles it: the disagreeing upstream pair is not consulted."""
+        monkeypatch.setenv(IMAGE_OWNER, "a")
+        monkeypatch.setenv(TEXT_OWNER, "b")
+        monkeypatch.setenv("HORDE_REPLICA_GITHUB_OWNER", "ours")
+        assert load_settings().github_owner == "ours"
+        assert provenance(None, {})["github_owner"] == "env HORDE_REPLICA_GITHUB_OWNER"
+
+    def test_no_source_names_the_upstream_variables(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Empty URL + fallback off: nothing to sync from, and the message says who said so."""
+        monkeypatch.setenv(URL, "")
+        monkeypatch.setenv(FALLBACK, "0")
+        message = config_error()
+        assert "nothing to sync from" in message
+        assert f"use_primary from env {URL}" in message
+        assert f"github_fallback from env {FALLBACK}" in message
+
+    def test_other_upstream_variables_are_ignored(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Upstream variables that have no counterpart here change nothing."""
+        defaults = load_settings().model_dump()
+        monkeypatch.setenv("HORDE_MODEL_REFERENCE_OFFLINE", "true")
+        monkeypatch.setenv("HORDE_MODEL_REFERENCE_AUDIT__ENABLED", "false")
+        monkeypatch.setenv("HORDE_MODEL_REFERENCE_CACHE_TTL_SECONDS", "1")
+        assert load_settings().model_dump() == defaults
+        assert set(provenance(None, {}).values()) == {"default"}
+
+
+def check_config(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`horde-replica-sync check-config ARGS` in its own process (no config file found)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("HORDE_", "AIWORKER_"))}
+    env.update(variables, XDG_CONFIG_HOME="/nonexistent-config-dir")
+    return subprocess.run(
+        [sys.executable, "-m", "horde_replica_sync", "check-config", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestCheckConfigCommand:
+    """`check-config` shows which name supplied a value; an invalid upstream value exits 78."""
+
+    def test_shows_the_upstream_variable(self) -> None:
+        """The JSON output names the upstream variable as the source of the value."""
+        result = check_config("--json", **{URL: "http://up.test/api"})
+        assert result.returncode == cli.EXIT_OK, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["primary_url"] == {"value": "http://up.test/api", "from": f"env {URL}"}
+        assert shown["max_concurrency"]["from"] == "default"
+
+    def test_invalid_upstream_value_exits_78(self) -> None:
+        """Exit 78, the message naming the upstream variable."""
+        result = check_config(**{TIMEOUT: "-1"})
+        assert result.returncode == cli.EXIT_CONFIG
+        assert f"from env {TIMEOUT}" in result.stderr

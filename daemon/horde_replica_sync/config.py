@@ -1,4 +1,5 @@
-"""Settings: defaults < TOML file (`--config`) < environment (`HORDE_REPLICA_*`) < flags.
+"""Settings: defaults < TOML file (`--config`) < upstream's `HORDE_MODEL_REFERENCE_*`
+variables (`upstream_env.py`) < our environment (`HORDE_REPLICA_*`) < flags.
 
 Everything is validated once, up front; a broken setting is a `ConfigError` whose message
 names the key, its environment variable and the rule, and the CLI exits 78 before any I/O.
@@ -30,6 +31,7 @@ from horde_replica_sync.categories import (
     parse_categories,
 )
 from horde_replica_sync.errors import ConfigError
+from horde_replica_sync.upstream_env import UpstreamEnvSettingsSource, upstream_origin
 
 ENV_PREFIX: Final = "HORDE_REPLICA_"
 DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
@@ -132,8 +134,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Flags (init) beat the environment, which beats the TOML file."""
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        """Flags (init) beat our environment, then upstream's variables, then the TOML file."""
+        upstream = UpstreamEnvSettingsSource(settings_cls)
+        return (init_settings, env_settings, upstream, TomlConfigSettingsSource(settings_cls))
 
 
 FLAGS: Final = {
@@ -178,11 +181,14 @@ def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str,
         with contextlib.suppress(OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
             from_file = tomllib.loads(config_file.read_text(encoding="utf-8"))
     origins = {}
+    ours = _set_by_us(overrides)
     for key in Settings.model_fields:
         if key in overrides:
             origins[key] = f"flag {FLAGS.get(key, key)}"
         elif f"{ENV_PREFIX}{key.upper()}" in os.environ:
             origins[key] = f"env {ENV_PREFIX}{key.upper()}"
+        elif upstream := upstream_origin(key, overridden=ours):
+            origins[key] = upstream
         elif key in from_file:
             origins[key] = f"file {config_file}"
         else:
@@ -196,11 +202,19 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_settings_error(exc)) from exc
+        raise ConfigError(describe_settings_error(exc, overrides)) from exc
 
 
-def describe_settings_error(exc: ValidationError) -> str:
-    """One line per broken setting: key, env var, flag and rule."""
+def _set_by_us(overrides: dict[str, Any]) -> set[str]:
+    """The settings a flag or one of our own variables sets (upstream's cannot change them)."""
+    ours = {key for key in Settings.model_fields if f"{ENV_PREFIX}{key.upper()}" in os.environ}
+    return ours | set(overrides)
+
+
+def describe_settings_error(exc: ValidationError, overrides: dict[str, Any] | None = None) -> str:
+    """One line per broken setting: key, env var (upstream's, if it supplied the value), flag
+    and rule."""
+    ours = _set_by_us(overrides or {})
     lines = []
     for error in exc.errors():
         key = str(error["loc"][0]) if error["loc"] else "settings"
@@ -208,9 +222,19 @@ def describe_settings_error(exc: ValidationError) -> str:
             lines.append(f"unknown setting {key} (not one of: {', '.join(Settings.model_fields)})")
             continue
         if key == "settings":
-            lines.append(f"invalid settings: {error['msg'].removeprefix('Value error, ')}")
+            supplied_by = [
+                f"{name} from {origin}"
+                for name in Settings.model_fields
+                if (origin := upstream_origin(name, overridden=ours))
+            ]
+            supplied = f" ({'; '.join(supplied_by)})" if supplied_by else ""
+            lines.append(
+                f"invalid settings: {error['msg'].removeprefix('Value error, ')}{supplied}"
+            )
             continue
         where = [f"env {ENV_PREFIX}{key.upper()}"]
+        if key not in ours and (upstream := upstream_origin(key, overridden=ours)):
+            where.insert(0, f"from {upstream}")
         if key in FLAGS:
             where.append(f"flag {FLAGS[key]}")
         message = error["msg"].removeprefix("Value error, ")

@@ -49,7 +49,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("HORDE_REPLICA_", "NOTIFY_", "WATCHDOG_", "AIWORKER_"))
+        if not k.upper().startswith(
+            ("HORDE_REPLICA_", "HORDE_MODEL_REFERENCE_", "NOTIFY_", "WATCHDOG_", "AIWORKER_")
+        )
     }
     env.update(extra)
     return env

