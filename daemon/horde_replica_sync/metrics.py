@@ -88,7 +88,7 @@ class Metrics:
         self.cache_misses = Counter(
             f"{PREFIX}_cache_misses",
             "Layers that needed a fetch, by reason (first_load, changed_upstream, expired, "
-            "edited_on_disk, forced, failed_last_time, stale).",
+            "edited_on_disk, forced, failed_last_time, stale, rejected).",
             ["category", "layer", "reason"],
             registry=registry,
         )

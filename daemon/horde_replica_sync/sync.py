@@ -4,7 +4,8 @@
       1. change detection   PRIMARY metadata (v1 + v2, 2 requests) -> mark_stale(moved)
       2. decide             per category and layer, ask the REPLICA backend (seed API):
                               v2:     should_fetch_data? no -> hit
-                                                        yes -> needs_refresh? refresh : first load
+                                                        yes -> needs_refresh? refresh (why)
+                                                               : first load / rejected
                               legacy: is_legacy_cache_valid? (its seed twin)
                             forced, changed upstream, expired, edited on disk, failed last time
       3. per category       one task: read the published files once
@@ -148,18 +149,20 @@ class SyncEngine:
         if layer is Layer.V2:
             if not self.cache.should_fetch_data(category):
                 return None
-            # mark_stale on a category never loaded makes needs_refresh say yes: still a first load.
-            refresh = self.cache.needs_refresh(category) and self.cache.has_cached_data(category)
+            held = self.cache.has_cached_data(category)
+            refresh = self.cache.needs_refresh(category)
         else:
             if self.cache.is_legacy_cache_valid(category):
                 return None
-            refresh = self.cache.has_legacy_data(category)
-        if not refresh:
-            return MissReason.FIRST_LOAD
-        if category in scope.moved:
-            return MissReason.CHANGED_UPSTREAM
+            held = refresh = self.cache.has_legacy_data(category)  # its seed twin has no more
         if self.state.layer(category, layer).last_outcome in FAILED_OUTCOMES:
             return MissReason.FAILED_LAST_TIME
+        if not held:  # mark_stale on a never-loaded category still makes a first load
+            return MissReason.FIRST_LOAD
+        if not refresh:  # held and not stale, yet the backend wants it: its own validation
+            return MissReason.REJECTED
+        if category in scope.moved:
+            return MissReason.CHANGED_UPSTREAM
         return self.cache.expiry_reason(category, layer) or MissReason.STALE
 
     def _hit(self, key: LayerKey, scope: RunScope) -> LayerResult:

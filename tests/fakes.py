@@ -1,0 +1,165 @@
+"""In-memory fakes at the engine's seams (ports.py): scripted sources, a memory publisher, a clock.
+
+They let the engine's decision table run in-process in milliseconds; the real HTTP sources,
+store and daemon are exercised by the socket and process tests beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo
+from horde_replica_sync.chain import SourceChain
+from horde_replica_sync.errors import StoreError
+from horde_replica_sync.sources.github import NotModified
+from horde_replica_sync.sources.primary import Fetched
+from horde_replica_sync.state import ReplicaState
+from horde_replica_sync.store import ReplicaStore
+from horde_replica_sync.sync import SyncEngine, SyncOptions
+
+C = MODEL_REFERENCE_CATEGORY
+Script = bytes | None | Exception  # a body, a 404, or what the source raises
+
+
+def body(*names: str, extra: str = "") -> bytes:
+    """A valid records object with one record per name."""
+    return json.dumps({n: {"name": n, "extra": extra} for n in names}).encode()
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class ScriptedPrimary:
+    """A PRIMARY whose answers a test sets per category and layer."""
+
+    stamps: dict[MODEL_REFERENCE_CATEGORY, int] | Exception = field(default_factory=dict)
+    v2: dict[MODEL_REFERENCE_CATEGORY, Script] = field(default_factory=dict)
+    legacy: dict[MODEL_REFERENCE_CATEGORY, Script] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
+        return f"http://primary.test/v2/{category.value}"
+
+    async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
+        return self._answer(self.v2_url(category), self.v2.get(category))
+
+    async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
+        return self._answer(f"http://primary.test/v1/{category.value}", self.legacy.get(category))
+
+    async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+        self.calls.append("metadata")
+        if isinstance(self.stamps, Exception):
+            raise self.stamps
+        return dict(self.stamps)
+
+    def _answer(self, url: str, script: Script) -> Fetched | None:
+        self.calls.append(url)
+        if isinstance(script, Exception):
+            raise script
+        return None if script is None else Fetched(url, script)
+
+    @property
+    def data_calls(self) -> list[str]:
+        """The data URLs asked for, metadata polls left out."""
+        return [c for c in self.calls if c != "metadata"]
+
+
+@dataclass
+class ScriptedGithub:
+    """GitHub raw files by name; an ETag echoes back as 304."""
+
+    files: dict[str, Script] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    async def fetch(self, repo: GithubRepo, file: str, etag: str | None) -> Fetched | NotModified:
+        url = f"http://github.test/{repo.value}/{file}"
+        self.calls.append(file)
+        script = self.files.get(file)
+        if isinstance(script, Exception):
+            raise script
+        if script is None:
+            raise AssertionError(f"GitHub has no script for {file}")
+        tag = f'"{hash(script)}"'
+        if etag == tag:
+            return NotModified(url, etag)
+        return Fetched(url, script, tag)
+
+
+@dataclass
+class MemoryPublisher:
+    """A replica in a dict: what is published, how often, and the states saved."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    writes: list[str] = field(default_factory=list)
+    saved: list[str] = field(default_factory=list)
+    fail_state: bool = False
+
+    def read(self, relpath: str) -> bytes | None:
+        return self.files.get(relpath)
+
+    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
+        if current == content:
+            return False
+        self.files[relpath] = content
+        self.writes.append(relpath)
+        return True
+
+    def save_state(self, state: ReplicaState) -> None:
+        if self.fail_state:
+            raise StoreError("cannot write state.json: No space left on device")
+        self.saved.append(state.model_dump_json())
+
+
+def memory_backend(
+    tmp_path: Path,
+    categories: tuple[MODEL_REFERENCE_CATEGORY, ...],
+    clock: FakeClock,
+    *,
+    ttl: int | None = 3600,
+    backend_type: type[ReplicaDirectoryBackend] = ReplicaDirectoryBackend,
+) -> ReplicaDirectoryBackend:
+    """The real REPLICA backend; its validation files live where nothing is ever written."""
+    store = ReplicaStore(tmp_path / "nothing-here", tmp_path / "nothing-here-state")
+    return backend_type(store, categories=categories, cache_ttl_seconds=ttl, clock=clock)
+
+
+def engine_for(
+    cache: ReplicaDirectoryBackend,
+    publisher: MemoryPublisher,
+    *,
+    primary: ScriptedPrimary | None,
+    github: ScriptedGithub | None = None,
+    clock: FakeClock,
+    state: ReplicaState | None = None,
+    run_timeout_seconds: float = 5.0,
+    dry_run: bool = False,
+    shrink: float | None = 0.5,
+) -> SyncEngine:
+    """A sync engine over the fakes, configured for `cache.categories`."""
+    chain = SourceChain(
+        primary, github, github_fallback=github is not None, max_shrink_fraction=shrink
+    )
+    options = SyncOptions(
+        categories=cache.categories, max_concurrency=4, run_timeout_seconds=run_timeout_seconds
+    )
+    return SyncEngine(
+        cache,
+        chain,
+        publisher,
+        primary=primary,
+        options=options,
+        state=state if state is not None else ReplicaState(),
+        dry_run=dry_run,
+        clock=clock,
+    )
