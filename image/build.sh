@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Dockerfile into $IMAGE with podman (or docker where podman is absent).
 #   IMAGE         tag to build (default localhost/horde-replica-sync:latest)
-#   PYTHON_IMAGE  base image build argument (default: the Dockerfile's python:3.11-slim-bookworm)
+#   PYTHON_IMAGE  base image build argument (default: the Dockerfile's python:3.11-slim-bookworm;
+#                 `local`: a Debian base made here by image/base.sh, reused while its inputs hold)
 #   EXTRA_CA      a PEM file the build's pip trusts too (a build secret, never in the image)
 #   ENGINE        podman or docker (default: podman if installed, else docker)
 set -euo pipefail
@@ -10,6 +11,7 @@ if [ -z "${ENGINE:-}" ]; then
     if command -v podman >/dev/null; then ENGINE=podman; else ENGINE=docker; fi
 fi
 IMAGE=${IMAGE:-localhost/horde-replica-sync:latest}
+if [ "${PYTHON_IMAGE:-}" = local ]; then PYTHON_IMAGE=$(ENGINE=$ENGINE image/base.sh); fi
 args=(build --tag "$IMAGE")
 if [ -n "${PYTHON_IMAGE:-}" ]; then args+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE"); fi
 if [ -n "${EXTRA_CA:-}" ]; then args+=(--secret "id=extra_ca,src=$EXTRA_CA"); fi
