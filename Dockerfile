@@ -9,8 +9,9 @@
 # Workers mount the same volume at $AIWORKER_CACHE_HOME/horde_model_reference (read-only is
 # enough). Settings: HORDE_REPLICA_* variables (config/env.example works as an --env-file), or
 # a TOML file mounted at /etc/horde-replica-sync/config.toml.
-# The base image is pinned by tag; pin it by digest (python:3.11-slim-bookworm@sha256:...) in
-# your registry mirror for byte-for-byte rebuilds.
+# The base image is a build argument (PYTHON_IMAGE: any Debian-like image with python >= 3.11 and
+# its venv module), pinned by tag; pin it by digest (python:3.11-slim-bookworm@sha256:...) in
+# your registry mirror for byte-for-byte rebuilds. `make image` builds it (podman or docker).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -22,11 +23,21 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY config/requirements.lock config/build-requirements.lock ./config/
 # Dependencies first (their layer survives code changes). The runtime venv has no pip at all.
-RUN python -m venv /opt/build \
+# An optional build secret `extra_ca` (a PEM bundle, e.g. a TLS-intercepting proxy's CA) is
+# trusted by pip in addition to its own CAs, for this step only; it is never in a layer:
+#   podman build --secret id=extra_ca,src=ca.pem …   /   docker buildx build --secret id=extra_ca,src=ca.pem …
+RUN --mount=type=secret,id=extra_ca \
+    python -m venv /opt/build \
+    && if [ -s /run/secrets/extra_ca ]; then \
+        cat "$(/opt/build/bin/python -c 'from pip._vendor import certifi; print(certifi.where())')" \
+            /run/secrets/extra_ca > /tmp/ca-bundle.pem \
+        && export PIP_CERT=/tmp/ca-bundle.pem; \
+    fi \
     && /opt/build/bin/pip install --no-cache-dir --requirement config/build-requirements.lock \
     && python -m venv --without-pip /opt/horde-replica-sync \
     && /opt/build/bin/pip --python /opt/horde-replica-sync/bin/python install --no-cache-dir \
-        --requirement config/requirements.lock
+        --requirement config/requirements.lock \
+    && rm -f /tmp/ca-bundle.pem
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels . \

@@ -10,7 +10,7 @@ export HRS_SHARED_DIR := $(SHARED)
 export PEER_VENV
 export SDK_VENV
 
-.PHONY: help venv run lint format test tools peer sdk chaos bench clean
+.PHONY: help venv run lint format test tools peer sdk chaos bench clean image image-tools image-test
 
 help:
 	@echo "make run    set up and run horde-replica-sync with the documented defaults"
@@ -18,6 +18,8 @@ help:
 	@echo "make lint   ruff + mypy --strict"
 	@echo "make chaos  crash-consistency harness: SIGKILL syncs at random moments (KILLS=200)"
 	@echo "make bench  measure against the real upstream PRIMARY and upstream's own client"
+	@echo "make image  build the container image (podman, or docker where podman is absent)"
+	@echo "make image-test  build the image and smoke-test it against the real upstream PRIMARY"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required"; exit 1; }
@@ -66,6 +68,34 @@ tools:
 
 test: $(STAMP) peer sdk tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The container image. podman is configured by image/containers.conf (CONTAINERS_CONF), never
+# by the host's files. PYTHON_IMAGE= the base (empty: the Dockerfile's python:3.11-slim-bookworm);
+# EXTRA_CA= a PEM file the build trusts too (default: the host's bundle; empty: none).
+IMAGE ?= localhost/horde-replica-sync:latest
+PYTHON_IMAGE ?=
+EXTRA_CA ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt))
+export CONTAINERS_CONF ?= $(abspath image/containers.conf)
+
+# A daemonless engine (podman, runc) and debootstrap for a local base image, when missing.
+image-tools:
+	@missing=""; \
+	command -v podman >/dev/null 2>&1 || missing="$$missing podman"; \
+	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
+	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+image: image-tools
+	IMAGE="$(IMAGE)" PYTHON_IMAGE="$(PYTHON_IMAGE)" EXTRA_CA="$(EXTRA_CA)" image/build.sh
+
+# Builds the image (on a local debootstrap base, cached by its inputs, where the official base
+# cannot be pulled) and runs it against the real upstream PRIMARY: tests/image.
+image-test: $(STAMP) peer image-tools
+	PYTHON_IMAGE="$(PYTHON_IMAGE)" EXTRA_CA="$(EXTRA_CA)" $(BIN)/pytest -v -m image tests/image $(PYTEST_ARGS)
 
 # The fronts in scripts/ import the harness from tests/: run as modules from the project root.
 KILLS ?= 200
