@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
 from horde_replica_sync.report import LayerKey
@@ -33,6 +34,10 @@ def age_or_nan(state: ReplicaState, key: LayerKey, now: float) -> float:
     return math.nan if age is None else age
 
 
+NEVER: Final = "never confirmed"
+STALE: Final = "stale"
+
+
 @dataclass(frozen=True, slots=True)
 class Staleness:
     """Which layers are not confirmed within the bound."""
@@ -44,6 +49,13 @@ class Staleness:
     def fresh(self) -> bool:
         """Whether every layer was confirmed within the bound."""
         return not self.never_confirmed and not self.stale
+
+    def of(self, key: LayerKey) -> str | None:
+        """`NEVER`, `STALE` or None (fresh) for one layer."""
+        name = _name(*key)
+        if name in self.never_confirmed:
+            return NEVER
+        return STALE if name in self.stale else None
 
 
 def staleness(

@@ -8,7 +8,16 @@ from dataclasses import asdict, dataclass
 
 from horde_replica_sync.categories import spec_for
 from horde_replica_sync.config import Settings
-from horde_replica_sync.freshness import Staleness, age_seconds, staleness
+from horde_replica_sync.freshness import (
+    NEVER,
+    STALE,
+    Staleness,
+    age_seconds,
+    layer_keys,
+    staleness,
+)
+from horde_replica_sync.report import LayerKey
+from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore
 
 
@@ -36,53 +45,53 @@ def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus
     now = time.time() if now is None else now
     store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
     state = store.load_state()
-    rows = []
-    for category in settings.categories:
-        for layer in spec_for(category).layers:
-            relpath = spec_for(category).relpath(layer)
-            layer_state = state.layer(category, layer)
-            record = layer_state.files.get(relpath)
-            age = age_seconds(layer_state.verified_at, now)
-            fetched = age_seconds(layer_state.fetched_at, now)
-            present = store.path(relpath).is_file()
-            rows.append(
-                LayerStatus(
-                    category=category.value,
-                    layer=layer.value,
-                    file=str(store.path(relpath)),
-                    present=present,
-                    age_seconds=None if age is None else round(age, 1),
-                    fetched_seconds_ago=None if fetched is None else round(fetched, 1),
-                    source=layer_state.source,
-                    size=record.size if record else None,
-                    sha256=record.sha256 if record else None,
-                    upstream_last_updated=layer_state.upstream_last_updated,
-                    last_outcome=layer_state.last_outcome,
-                    last_error=layer_state.last_error,
-                    problem=_problem(
-                        present,
-                        staleness(
-                            state,
-                            ((category, layer),),
-                            now=now,
-                            bound_seconds=settings.max_staleness_seconds,
-                        ),
-                        layer_state.last_outcome,
-                        settings,
-                    ),
-                )
-            )
-    return rows
+    keys = layer_keys(settings.categories)
+    verdict = staleness(state, keys, now=now, bound_seconds=settings.max_staleness_seconds)
+    return [_row(store, state, key, verdict, now, settings) for key in keys]
+
+
+def _row(
+    store: ReplicaStore,
+    state: ReplicaState,
+    key: LayerKey,
+    verdict: Staleness,
+    now: float,
+    settings: Settings,
+) -> LayerStatus:
+    category, layer = key
+    relpath = spec_for(category).relpath(layer)
+    layer_state = state.layer(category, layer)
+    record = layer_state.files.get(relpath)
+    present = store.path(relpath).is_file()
+    return LayerStatus(
+        category=category.value,
+        layer=layer.value,
+        file=str(store.path(relpath)),
+        present=present,
+        age_seconds=_rounded(age_seconds(layer_state.verified_at, now)),
+        fetched_seconds_ago=_rounded(age_seconds(layer_state.fetched_at, now)),
+        source=layer_state.source,
+        size=record.size if record else None,
+        sha256=record.sha256 if record else None,
+        upstream_last_updated=layer_state.upstream_last_updated,
+        last_outcome=layer_state.last_outcome,
+        last_error=layer_state.last_error,
+        problem=_problem(present, verdict.of(key), layer_state.last_outcome, settings),
+    )
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def _problem(
-    present: bool, verdict: Staleness, outcome: str | None, settings: Settings
+    present: bool, verdict: str | None, outcome: str | None, settings: Settings
 ) -> str | None:
     if not present and outcome != "absent":
         return "missing"
-    if verdict.never_confirmed:
+    if verdict == NEVER:
         return "never synced"
-    if verdict.stale:
+    if verdict == STALE:
         return f"stale (older than {settings.max_staleness_seconds:g} s)"
     return None
 
