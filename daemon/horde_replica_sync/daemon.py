@@ -94,6 +94,7 @@ class Daemon:
     async def _serve_with_engine(self) -> None:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # noise
         self._metrics = Metrics(self._registry, clock=self._clock)
+        self._notifier.on_drop = self._metrics.notify_dropped.inc
         self._track()
         health = self._health_server()
         health.start()

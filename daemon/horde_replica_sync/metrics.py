@@ -92,6 +92,11 @@ class Metrics:
             ["category", "layer", "reason"],
             registry=registry,
         )
+        self.notify_dropped = Counter(
+            f"{PREFIX}_notify_dropped",
+            "systemd notify messages dropped because the manager's socket was full or gone.",
+            registry=registry,
+        )
         self.upstream_last_updated = Gauge(
             f"{PREFIX}_upstream_last_updated_timestamp_seconds",
             "The PRIMARY's last_updated per category, from its metadata.",

@@ -1,11 +1,16 @@
-"""systemd's notify protocol: one datagram per message, nothing at all without NOTIFY_SOCKET."""
+"""systemd's notify protocol: one datagram per message, nothing at all without NOTIFY_SOCKET.
+
+Sends never block: a service manager that does not read its socket (its queue holds a few
+datagrams) must not freeze the event loop, or SIGTERM would go unhandled. A message that
+cannot be sent at once is dropped and counted (`on_drop`), never waited for.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -22,6 +27,7 @@ class Notifier:
             address = "\0" + address[1:]
         self._address = address
         self.watchdog_seconds = _watchdog_seconds(environ)
+        self.on_drop: Callable[[], None] = lambda: None
 
     @property
     def enabled(self) -> bool:
@@ -49,8 +55,12 @@ class Notifier:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message.encode(), self._address)
+                sock.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
+        except BlockingIOError:  # the manager's queue is full: drop, never wait
+            self.on_drop()
+            log.debug("notify.dropped", message=message.split("\n", 1)[0])
         except OSError as exc:  # the manager went away; never fatal for the daemon
+            self.on_drop()
             log.warning("notify.failed", error=str(exc))
 
 

@@ -201,6 +201,22 @@ class TestSystemdNotify:
         assert daemon.proc.wait(timeout=10) == 0
         assert sum("WATCHDOG=1" in m for m in messages) >= 1
 
+    def test_unread_socket_never_freezes_the_daemon(
+        self, start_daemon: Start, notify_socket: tuple[socket.socket, str]
+    ) -> None:
+        """A manager that stops reading (its queue holds 10 datagrams): drops are counted,
+        /healthz answers, and SIGTERM still ends the daemon at once."""
+        _, path = notify_socket  # bound, and never read
+        daemon = start_daemon(NOTIFY_SOCKET=path, WATCHDOG_USEC="100000")  # a ping every 50 ms
+        daemon.wait_for("sync.run_done", ok=True)
+        deadline = time.monotonic() + 10
+        while (daemon.sample("horde_replica_notify_dropped_total") or 0) < 5:
+            assert time.monotonic() < deadline, daemon.tail()
+            time.sleep(0.1)
+        assert daemon.get("/healthz")[0] == 200
+        daemon.signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=10) == 0
+
 
 class TestReadiness:
     """/readyz follows the data: 503 before the first sync, 200 when fresh, 503 when stale."""
