@@ -15,7 +15,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.errors import StoreError
 from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import Fetched
+from horde_replica_sync.sources.primary import Fetched, Stamps
 from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine, SyncOptions
@@ -57,11 +57,13 @@ class ScriptedPrimary:
     async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         return self._answer(f"http://primary.test/v1/{category.value}", self.legacy.get(category))
 
-    async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+    unusable: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
+
+    async def fetch_last_updated(self) -> Stamps:
         self.calls.append("metadata")
         if isinstance(self.stamps, Exception):
             raise self.stamps
-        return dict(self.stamps)
+        return Stamps(dict(self.stamps), dict(self.unusable))
 
     def _answer(self, url: str, script: Script) -> Fetched | None:
         self.calls.append(url)

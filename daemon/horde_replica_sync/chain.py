@@ -51,6 +51,8 @@ class RunScope:
     force: bool
     stamps: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
     moved: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
+    # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
+    unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
     primary_down: SourceError | None = None
 
 

@@ -63,5 +63,6 @@ def log_report(report: SyncReport) -> None:
         failed=len(report.failed),
         duration_seconds=round(report.duration_seconds, 4),
         primary_error=report.primary_error,
+        metadata_unusable=[c.value for c in report.metadata_unusable] or None,
         state_error=report.state_error,
     )

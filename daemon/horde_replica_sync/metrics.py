@@ -92,6 +92,12 @@ class Metrics:
             ["category", "layer", "reason"],
             registry=registry,
         )
+        self.metadata_unusable = Counter(
+            f"{PREFIX}_metadata_unusable",
+            "Runs in which a category's entry in the PRIMARY's metadata could not be used.",
+            ["category"],
+            registry=registry,
+        )
         self.notify_dropped = Counter(
             f"{PREFIX}_notify_dropped",
             "systemd notify messages dropped because the manager's socket was full or gone.",
@@ -123,6 +129,8 @@ class Metrics:
     def track(self, keys: tuple[LayerKey, ...], state: ReplicaState) -> None:
         """Report ages of `keys` from `state` (the engine's record) from now on."""
         self._ages.keys, self._ages.state = keys, state
+        for category in dict.fromkeys(c for c, _ in keys):
+            self.metadata_unusable.labels(category)
         for category, layer in keys:
             self.cache_hits.labels(category, layer)
             for reason in MissReason:
@@ -136,6 +144,8 @@ class Metrics:
             self.fetch_errors.labels(SourceName.PRIMARY, report.primary_error_kind).inc()
         if report.state_error is not None:
             self.fetch_errors.labels(NO_SOURCE, ErrorKind.STORE).inc()
+        for category in report.metadata_unusable:
+            self.metadata_unusable.labels(category).inc()
         for category, stamp in report.upstream_last_updated.items():
             self.upstream_last_updated.labels(category).set(stamp)
         for result in report.results:

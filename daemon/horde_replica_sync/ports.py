@@ -11,7 +11,7 @@ from typing import Protocol
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo, Layer
 from horde_replica_sync.report import MissReason
 from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import Fetched
+from horde_replica_sync.sources.primary import Fetched, Stamps
 from horde_replica_sync.state import ReplicaState
 
 
@@ -30,7 +30,7 @@ class Primary(Protocol):
         """The v1 body; None on 404 or when there is no legacy format."""
         ...
 
-    async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+    async def fetch_last_updated(self) -> Stamps:
         """Each category's newest `last_updated` from the metadata endpoints."""
         ...
 

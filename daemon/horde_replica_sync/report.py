@@ -41,6 +41,7 @@ class MissReason(enum.StrEnum):
     FORCED = "forced"  # SIGUSR1 / --force
     FAILED_LAST_TIME = "failed_last_time"  # the previous attempt failed or was refused
     STALE = "stale"  # marked stale by someone else (an in-process caller)
+    UNCONFIRMED = "unconfirmed"  # its metadata entry was unusable: only a fetch can confirm it
     REJECTED = "rejected"  # held and not stale, but the backend's own validation said fetch
 
 
@@ -81,6 +82,8 @@ class SyncReport:
     state_error: str | None = None  # the state file could not be written (data is fine)
     # The PRIMARY's metadata stamps seen this run (empty when it could not be read).
     upstream_last_updated: Mapping[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
+    # Categories whose metadata entry could not be used, with the reason (counted, logged).
+    metadata_unusable: Mapping[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -101,6 +101,7 @@ class SyncEngine:
             primary_error_kind=down.kind if down else None,
             state_error=state_error,
             upstream_last_updated=dict(scope.stamps),
+            metadata_unusable=dict(scope.unconfirmed),
         )
 
     def _keys(self) -> list[LayerKey]:
@@ -113,15 +114,20 @@ class SyncEngine:
         if self.primary is None:
             return scope
         try:
-            scope.stamps = await self.primary.fetch_last_updated()
+            stamps = await self.primary.fetch_last_updated()
         except SourceUnavailable as exc:
             scope.primary_down = exc
             return scope
         except SourceError as exc:  # answered, but no usable metadata: fall back to the TTL
             log.warning("sync.metadata_unusable", error=str(exc))
             return scope
-        scope.moved = frozenset(c for c in self.options.categories if self._moved(c, scope))
-        for category in scope.moved:
+        scope.stamps = stamps.last_updated
+        wanted = self.options.categories
+        scope.unconfirmed = {c: why for c, why in stamps.unusable.items() if c in wanted}
+        for category, why in scope.unconfirmed.items():
+            log.warning("sync.metadata_entry_unusable", category=category.value, error=why)
+        scope.moved = frozenset(c for c in wanted if self._moved(c, scope))
+        for category in scope.moved | scope.unconfirmed.keys():
             self.cache.mark_stale(category)
         return scope
 
@@ -161,13 +167,15 @@ class SyncEngine:
             return MissReason.FIRST_LOAD
         if not refresh:  # held and not stale, yet the backend wants it: its own validation
             return MissReason.REJECTED
+        if category in scope.unconfirmed:
+            return MissReason.UNCONFIRMED
         if category in scope.moved:
             return MissReason.CHANGED_UPSTREAM
         return self.cache.expiry_reason(category, layer) or MissReason.STALE
 
     def _hit(self, key: LayerKey, scope: RunScope) -> LayerResult:
         # The PRIMARY's metadata just said nothing moved: that confirms the cached copy.
-        confirmed = bool(scope.stamps)
+        confirmed = bool(scope.stamps) and key[0] not in scope.unconfirmed
         if confirmed:
             self.state.layer(*key).verified_at = self._clock()
         return LayerResult(*key, Outcome.UNCHANGED, verified=confirmed)

@@ -155,6 +155,20 @@ class TestDecisions:
         assert second[C.lora, V2].outcome is Outcome.UPDATED
         assert second[C.esrgan, V2].cache_hit
 
+    def test_one_bad_metadata_entry_blinds_only_its_category(self, tmp_path: Path) -> None:
+        """esrgan's entry is unusable: esrgan is fetched to confirm it; lora is still a hit."""
+        rig = Rig(tmp_path, primary_with())
+        rig.run()
+        rig.primary.unusable = {C.esrgan: "last_updated: Input should be a valid integer"}
+        report = rig.run()
+        results = by_key(report)
+        assert results[C.esrgan, V2].miss is MissReason.UNCONFIRMED
+        assert results[C.esrgan, V2].verified
+        assert results[C.lora, V2].cache_hit and results[C.lora, V2].verified
+        assert report.metadata_unusable == {
+            C.esrgan: "last_updated: Input should be a valid integer"
+        }
+
     def test_edited_file_is_edited_on_disk(self, tmp_path: Path) -> None:
         """With a real store, a published file changed by someone else is repaired."""
         clock = FakeClock()

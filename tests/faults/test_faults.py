@@ -10,7 +10,7 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
-from horde_replica_sync.report import Outcome, SyncReport
+from horde_replica_sync.report import MissReason, Outcome, SyncReport
 from horde_replica_sync.state import ReplicaState
 from tests.environment import free_port
 from tests.faults.conftest import SyncFn
@@ -204,6 +204,27 @@ class TestChangeDetection:
         assert server.count() - before == 2
         assert all(r.cache_hit for r in report.results)
         assert snapshot(replica) == seeded
+
+    async def test_one_bad_stamp_blinds_only_its_category(
+        self, server: FaultServer, sync: SyncFn
+    ) -> None:
+        """esrgan's last_updated as a string (in both families) does not hide blip's move."""
+        script_primary(server)
+        await sync(categories="esrgan,blip")
+        moved = json.loads(metadata(2000))
+        moved["esrgan"]["last_updated"] = "2000"
+        for family in ("v1", "v2"):
+            server.script(
+                f"/api/model_references/{family}/metadata/metadata",
+                Reply(body=json.dumps(moved).encode()),
+            )
+        server.script(v2_path(C.blip), Reply(body=records(C.blip, 4, tag="moved")))
+        report = await sync(categories="esrgan,blip")
+        assert outcome(report, C.blip) is Outcome.UPDATED
+        assert set(report.metadata_unusable) == {C.esrgan}
+        assert "metadata" in report.metadata_unusable[C.esrgan]
+        esrgan = next(r for r in report.results if r.category is C.esrgan)
+        assert esrgan.verified and esrgan.miss is MissReason.UNCONFIRMED
 
     async def test_moved_metadata_refetches_only_that_category(
         self, server: FaultServer, sync: SyncFn, replica: Path

@@ -30,11 +30,21 @@ class Fetched:
 
 
 class _MetadataEntry(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "123" and true are not stamps
     last_updated: int | None = None
 
 
-_METADATA: TypeAdapter[dict[str, _MetadataEntry]] = TypeAdapter(dict[str, _MetadataEntry])
+# The document is parsed entry by entry: one bad entry blinds change detection for its
+# category only, never for the others.
+_DOCUMENT: TypeAdapter[dict[str, object]] = TypeAdapter(dict[str, object])
+
+
+@dataclass(frozen=True, slots=True)
+class Stamps:
+    """Each category's newest `last_updated`, and the categories whose entry was unusable."""
+
+    last_updated: dict[MODEL_REFERENCE_CATEGORY, int]
+    unusable: dict[MODEL_REFERENCE_CATEGORY, str]
 
 
 class PrimarySource:
@@ -79,7 +89,7 @@ class PrimarySource:
             return None
         return await self._fetch(url, category)
 
-    async def fetch_last_updated(self) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+    async def fetch_last_updated(self) -> Stamps:
         """Each category's newest `last_updated` over the v1 and v2 metadata families.
 
         Both families are read because a legacy-canonical PRIMARY bumps only v1 metadata
@@ -91,15 +101,18 @@ class PrimarySource:
             *(self._fetch_metadata(family) for family in families), return_exceptions=True
         )
         merged: dict[MODEL_REFERENCE_CATEGORY, int] = {}
+        unusable: dict[MODEL_REFERENCE_CATEGORY, str] = {}
         for answer in answers:
             if isinstance(answer, BaseException):
                 continue
-            for category, stamp in answer.items():
+            for category, stamp in answer.last_updated.items():
                 merged[category] = max(stamp, merged.get(category, stamp))
+            unusable |= answer.unusable
         errors = [a for a in answers if isinstance(a, BaseException)]
         if len(errors) == len(families):
             raise errors[-1]
-        return merged
+        # A category one family stamps well is usable, whatever the other family says of it.
+        return Stamps(merged, {c: why for c, why in unusable.items() if c not in merged})
 
     async def _fetch(self, url: str, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         try:
@@ -121,20 +134,28 @@ class PrimarySource:
                 self._client, url, policy=self._policy, max_bytes=self._max_bytes
             )
 
-    async def _fetch_metadata(self, family: str) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+    async def _fetch_metadata(self, family: str) -> Stamps:
         url = f"{self.api_url}/model_references/{family}/metadata/metadata"
         response = await self._get(url)
         if response.status != 200:
             raise SourceRejected(url, f"unexpected HTTP {response.status}", kind=ErrorKind.HTTP_4XX)
         try:
-            entries = _METADATA.validate_json(response.content)
+            entries = _DOCUMENT.validate_json(response.content)
         except ValidationError as exc:
             raise SourceRejected(
-                url, f"malformed metadata: {describe_validation_error(exc)}", kind=ErrorKind.INVALID
+                url,
+                f"malformed metadata: {describe_validation_error(exc)}",
+                kind=ErrorKind.INVALID,
             ) from exc
-        known = {c.value: c for c in MODEL_REFERENCE_CATEGORY}
-        return {
-            known[name]: entry.last_updated
-            for name, entry in entries.items()
-            if name in known and entry.last_updated is not None
-        }
+        stamps, unusable = {}, {}
+        for category in MODEL_REFERENCE_CATEGORY:
+            if category.value not in entries:
+                continue
+            try:
+                entry = _MetadataEntry.model_validate(entries[category.value])
+            except ValidationError as exc:
+                unusable[category] = f"{url}: {describe_validation_error(exc)}"
+                continue
+            if entry.last_updated is not None:
+                stamps[category] = entry.last_updated
+        return Stamps(stamps, unusable)
