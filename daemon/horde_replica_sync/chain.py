@@ -8,9 +8,11 @@
       -> per layer: a Delivery (validated files), ABSENT, or a Failure naming its source
 
 GitHub is asked only when the PRIMARY is *unavailable* (never when it answered 404, which
-means "no data there"). Once the PRIMARY is seen down in a run, the rest of the run skips it
-instead of waiting on it again (`RunScope.primary_down`). Nothing here writes: the engine
-publishes what comes back.
+means "no data there"). A failing endpoint fails its own category only; the PRIMARY counts
+as down for the rest of a run (`RunScope.primary_down`, skipped instead of waited on) only on
+evidence about the server rather than one endpoint: its metadata unreachable, or
+connection-level failures (refused, reset, timed out) on `SERVER_DOWN_AFTER` different
+categories. Nothing here writes: the engine publishes what comes back.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Final
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, is_csv, spec_for
 from horde_replica_sync.errors import (
+    ErrorKind,
     InvalidPayload,
     ReplicaSyncError,
     SourceError,
@@ -40,6 +43,10 @@ from horde_replica_sync.validation import (
     parse_models_csv,
 )
 
+SERVER_DOWN_AFTER: Final = 2
+"""Categories whose endpoints failed at the connection level before the server counts as down."""
+CONNECTION_LEVEL: Final = frozenset({ErrorKind.CONNECTION, ErrorKind.TIMEOUT})
+
 Published = Mapping[str, bytes | None]
 """A category's published files as read once at the start of its task: relpath -> bytes."""
 
@@ -54,6 +61,15 @@ class RunScope:
     # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
     unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
     primary_down: SourceError | None = None
+    connection_failures: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
+
+    def primary_failed(self, category: MODEL_REFERENCE_CATEGORY, error: SourceUnavailable) -> None:
+        """Count one endpoint's failure; enough of them, on enough categories, is the server."""
+        if error.kind not in CONNECTION_LEVEL:
+            return
+        self.connection_failures.add(category)
+        if len(self.connection_failures) >= SERVER_DOWN_AFTER and self.primary_down is None:
+            self.primary_down = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,24 +138,26 @@ class SourceChain:
         """One answer for each of `layers`."""
         check = _Checker(category, published, states, self._max_shrink_fraction)
         answers: dict[Layer, Answer] = {}
-        fallback: list[Layer] = []
+        # Layers for GitHub, with the PRIMARY's error that sent each there (None: GitHub-only).
+        fallback: dict[Layer, SourceError | None] = {}
         if self._primary is None:
-            fallback = list(layers)
+            fallback = dict.fromkeys(layers)
         else:
             primary = self._primary
             got = await asyncio.gather(
                 *(self._from_primary(primary, category, layer, check, scope) for layer in layers)
             )
             for layer, answer in zip(layers, got, strict=True):
-                unavailable = isinstance(answer, Failure) and isinstance(
-                    answer.error, SourceUnavailable
-                )
-                if unavailable and self._can_fall_back(category):
-                    fallback.append(layer)
+                if (
+                    isinstance(answer, Failure)
+                    and isinstance(answer.error, SourceUnavailable)
+                    and self._can_fall_back(category)
+                ):
+                    fallback[layer] = answer.error
                 else:
                     answers[layer] = answer
         if fallback:
-            answers |= await self._from_github(category, fallback, check, scope)
+            answers |= await self._from_github(category, fallback, check)
         return answers
 
     def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
@@ -169,7 +187,7 @@ class SourceChain:
             relpath = spec_for(category).relpath(layer)
             return Delivery(SourceName.PRIMARY, (check.file(layer, relpath, fetched),))
         except SourceUnavailable as exc:
-            scope.primary_down = scope.primary_down or exc
+            scope.primary_failed(category, exc)
             return Failure(exc, SourceName.PRIMARY)
         except ReplicaSyncError as exc:
             return Failure(exc, SourceName.PRIMARY)
@@ -179,17 +197,18 @@ class SourceChain:
     async def _from_github(
         self,
         category: MODEL_REFERENCE_CATEGORY,
-        layers: Sequence[Layer],
+        layers: Mapping[Layer, SourceError | None],
         check: _Checker,
-        scope: RunScope,
     ) -> dict[Layer, Answer]:
         if not self._can_fall_back(category):
             return dict.fromkeys(layers, ABSENT)  # GitHub-only, and GitHub has no copy
         try:
             files = await self._github_files(category, check)
         except SourceError as exc:
-            failure = Failure(_after_primary(exc, scope.primary_down), SourceName.GITHUB)
-            return dict.fromkeys(layers, failure)
+            return {
+                layer: Failure(_after_primary(exc, primary), SourceName.GITHUB)
+                for layer, primary in layers.items()
+            }
         answers: dict[Layer, Answer] = {}
         for layer in layers:
             try:

@@ -10,6 +10,7 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
+from horde_replica_sync.errors import SourceName
 from horde_replica_sync.report import MissReason, Outcome, SyncReport
 from horde_replica_sync.state import ReplicaState
 from tests.environment import free_port
@@ -204,6 +205,32 @@ class TestChangeDetection:
         assert server.count() - before == 2
         assert all(r.cache_hit for r in report.results)
         assert snapshot(replica) == seeded
+
+    async def test_one_broken_endpoint_fails_only_its_category(
+        self, server: FaultServer, sync: SyncFn
+    ) -> None:
+        """A wrong Content-Length on v2/blip fails blip; every other layer still comes from the
+        PRIMARY, which is not declared down for the run."""
+        script_primary(server)
+        server.script(v2_path(C.blip), Reply(200, records(C.blip, 400), truncate_to=100))
+        report = await sync(categories="blip,clip,esrgan,gfpgan", github_fallback=False)
+        failed = {(r.category, r.layer) for r in report.failed}
+        assert failed == {(C.blip, Layer.V2)}
+        assert report.primary_error is None
+        others = [r for r in report.results if (r.category, r.layer) != (C.blip, Layer.V2)]
+        assert {(r.outcome, r.source) for r in others} == {(Outcome.UPDATED, SourceName.PRIMARY)}
+
+    async def test_connection_failures_on_two_categories_are_the_server(
+        self, server: FaultServer, sync: SyncFn
+    ) -> None:
+        """Resets on two categories' endpoints mark the PRIMARY down: the rest is skipped."""
+        script_primary(server)
+        for category in (C.blip, C.clip):
+            server.script(v2_path(category), Reply(reset=True))
+        report = await sync(categories="blip,clip,esrgan", github_fallback=False, max_concurrency=1)
+        assert report.primary_error is not None
+        esrgan = next(r for r in report.results if r.category is C.esrgan)
+        assert esrgan.outcome is Outcome.FAILED and "skipped" in (esrgan.error or "")
 
     async def test_one_bad_stamp_blinds_only_its_category(
         self, server: FaultServer, sync: SyncFn
