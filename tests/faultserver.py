@@ -38,6 +38,7 @@ class Reply:
     truncate_to: int | None = None  # promise the whole body, send this many bytes, hang up
     reset: bool = False  # close the connection without answering
     etag: str | None = None  # answer 304 to a matching If-None-Match
+    drip: float = 0.0  # seconds between body bytes: a server that never quite finishes
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             headers = dict(reply.headers)
             if reply.etag is not None:
                 headers["ETag"] = reply.etag
-            self._answer(reply.status, reply.body, headers, reply.truncate_to)
+            self._answer(reply.status, reply.body, headers, reply.truncate_to, reply.drip)
 
         def _answer(
             self,
@@ -125,6 +126,7 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             body: bytes,
             headers: dict[str, str],
             truncate_to: int | None = None,
+            drip: float = 0.0,
         ) -> None:
             self.send_response(status)
             headers.setdefault("Content-Type", "application/json")
@@ -139,8 +141,20 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            if status != 304:
+            if drip:
+                self._drip(body, drip)
+            elif status != 304:
                 self.wfile.write(body)
+
+        def _drip(self, body: bytes, every: float) -> None:
+            for i in range(len(body)):  # ends when the client hangs up (or the body does)
+                try:
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    self.close_connection = True
+                    return
+                time.sleep(every)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output clean

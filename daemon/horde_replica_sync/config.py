@@ -60,6 +60,7 @@ class Settings(BaseSettings):
         MODEL_REFERENCE_CATEGORY
     )
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    request_deadline_seconds: float = Field(120.0, gt=0, le=3600)
     run_timeout_seconds: float = Field(300.0, gt=0)
     max_body_bytes: int = Field(64 * MIB, ge=1024)
     max_concurrency: int = Field(4, ge=1, le=64)

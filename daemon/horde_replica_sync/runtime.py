@@ -59,7 +59,11 @@ def build_engine(
     )
     primary = (
         PrimarySource(
-            client, settings.primary_url, policy=policy, max_bytes=settings.max_body_bytes
+            client,
+            settings.primary_url,
+            policy=policy,
+            max_bytes=settings.max_body_bytes,
+            deadline_seconds=settings.request_deadline_seconds,
         )
         if settings.use_primary
         else None
@@ -69,6 +73,7 @@ def build_engine(
         settings.github_url,
         policy=policy,
         max_bytes=settings.max_body_bytes,
+        deadline_seconds=settings.request_deadline_seconds,
         owner=settings.github_owner,
         branch=settings.github_branch,
     )

@@ -14,6 +14,8 @@
                               -> state + cache bookkeeping
       4. report             state saved once, SyncReport (one LayerResult per layer)
 
+    One deadline (run_timeout_seconds) bounds steps 1-3 together; each request has its own.
+
 The engine imports neither prometheus nor apscheduler: metrics and logs read the report.
 """
 
@@ -83,11 +85,12 @@ class SyncEngine:
     async def run(self, *, force: bool = False) -> SyncReport:
         """One full run over the configured categories."""
         started = time.perf_counter()
-        scope = await self._detect_changes(force)
+        deadline = asyncio.get_running_loop().time() + self.options.run_timeout_seconds
+        scope = await self._detect_changes(force, deadline)
         misses = {key: self._decide(key, scope) for key in self._keys()}
         hits = [self._hit(key, scope) for key, miss in misses.items() if miss is None]
         fetched = await self._fetch_all(
-            {key: miss for key, miss in misses.items() if miss is not None}, scope
+            {key: miss for key, miss in misses.items() if miss is not None}, scope, deadline
         )
         by_key = {(r.category, r.layer): r for r in (*hits, *fetched)}
         state_error = self._save_state()
@@ -109,12 +112,19 @@ class SyncEngine:
 
     # -- 1. change detection ------------------------------------------------------------
 
-    async def _detect_changes(self, force: bool) -> RunScope:
+    async def _detect_changes(self, force: bool, deadline: float) -> RunScope:
         scope = RunScope(force=force)
         if self.primary is None:
             return scope
         try:
-            stamps = await self.primary.fetch_last_updated()
+            async with asyncio.timeout_at(deadline):  # the run's deadline covers this too
+                stamps = await self.primary.fetch_last_updated()
+        except TimeoutError:
+            reason = f"not answered within the {self.options.run_timeout_seconds:g} s run timeout"
+            scope.primary_down = SourceUnavailable(
+                "the PRIMARY's metadata", reason, kind=ErrorKind.RUN_TIMEOUT
+            )
+            return scope
         except SourceUnavailable as exc:
             scope.primary_down = exc
             return scope
@@ -183,7 +193,7 @@ class SyncEngine:
     # -- 3. per category ----------------------------------------------------------------
 
     async def _fetch_all(
-        self, misses: dict[LayerKey, MissReason], scope: RunScope
+        self, misses: dict[LayerKey, MissReason], scope: RunScope, deadline: float
     ) -> list[LayerResult]:
         wanted: dict[MODEL_REFERENCE_CATEGORY, dict[Layer, MissReason]] = {}
         for (category, layer), miss in misses.items():
@@ -195,7 +205,8 @@ class SyncEngine:
         if not tasks:
             return []
         try:
-            done, _ = await asyncio.wait(tasks.values(), timeout=self.options.run_timeout_seconds)
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            done, _ = await asyncio.wait(tasks.values(), timeout=remaining)
         except BaseException:  # the run itself was cancelled (shutdown): keep what is done
             await _cancel(tasks.values())
             self._save_state()

@@ -292,3 +292,26 @@ class TestStartup:
         second.close()
         assert any("already being synced" in line for line in second.raw)
         assert first.stop() == 0
+
+
+class TestDeadlines:
+    """A PRIMARY that drips its metadata cannot stop the daemon from syncing or alarming."""
+
+    def test_runs_keep_ending_and_are_counted_failed(
+        self, start_daemon: Start, server: FaultServer
+    ) -> None:
+        """Each run ends at run_timeout_seconds, failed with run_timeout; the next one starts."""
+        for family in ("v1", "v2"):
+            server.script(
+                f"/api/model_references/{family}/metadata/metadata",
+                Reply(body=metadata(1000), drip=0.5),
+            )
+        daemon = start_daemon(HORDE_REPLICA_RUN_TIMEOUT_SECONDS="1.5")
+        daemon.wait_for("sync.run_done", count=2, timeout=20, ok=False)
+        assert (daemon.sample("horde_replica_sync_runs_total", result="failed") or 0) >= 2
+        errors = daemon.sample(
+            "horde_replica_fetch_errors_total", source="primary", reason="run_timeout"
+        )
+        assert (errors or 0) >= 2
+        assert daemon.get("/readyz")[0] == 503
+        assert daemon.stop() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
-from horde_replica_sync.errors import SourceName
+from horde_replica_sync.errors import ErrorKind, SourceName
 from horde_replica_sync.report import MissReason, Outcome, SyncReport
 from horde_replica_sync.state import ReplicaState
 from tests.environment import free_port
@@ -191,6 +192,42 @@ class TestPrimaryFaults:
         report = await sync(categories=ONE, force=True, allow_shrink=True)
         assert outcome(report, C.esrgan) is Outcome.UPDATED
         assert len(json.loads((replica / "esrgan.json").read_bytes())) == 1
+
+
+class TestDeadlines:
+    """No server, however slow, holds a run past its deadline."""
+
+    async def test_dripped_metadata_cannot_hold_the_run(
+        self, server: FaultServer, sync: SyncFn
+    ) -> None:
+        """Metadata sent a byte every 0.5 s: the run ends at its timeout, failed and counted."""
+        script_primary(server)
+        for family in ("v1", "v2"):
+            server.script(
+                f"/api/model_references/{family}/metadata/metadata",
+                Reply(body=metadata(1000), drip=0.5),
+            )
+        started = time.monotonic()
+        report = await sync(categories=ONE, run_timeout_seconds=2, github_fallback=False)
+        assert time.monotonic() - started < 6
+        assert not report.ok
+        assert report.primary_error_kind is ErrorKind.RUN_TIMEOUT
+        assert "run timeout" in (report.primary_error or "")
+
+    async def test_dripped_body_meets_the_request_deadline(
+        self, server: FaultServer, sync: SyncFn
+    ) -> None:
+        """A v2 body dripped slowly fails its layer at the request deadline, per attempt."""
+        script_primary(server)
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4), drip=0.2))
+        started = time.monotonic()
+        report = await sync(
+            categories=ONE, request_deadline_seconds=0.5, retry_attempts=1, github_fallback=False
+        )
+        assert time.monotonic() - started < 5
+        esrgan = next(r for r in report.results if r.layer is Layer.V2)
+        assert esrgan.outcome is Outcome.FAILED and esrgan.error_kind is ErrorKind.TIMEOUT
+        assert "request deadline" in (esrgan.error or "")
 
 
 class TestChangeDetection:

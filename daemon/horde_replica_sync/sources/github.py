@@ -41,6 +41,7 @@ class GithubSource:
         *,
         policy: RetryPolicy,
         max_bytes: int,
+        deadline_seconds: float | None = None,
         owner: str,
         branch: str,
         clock: Callable[[], float] = time.monotonic,
@@ -50,6 +51,7 @@ class GithubSource:
         # A rate limit is never waited out inside a run: it starts a cooldown instead.
         self._policy = dataclasses.replace(policy, max_retry_after_seconds=0.0)
         self._max_bytes = max_bytes
+        self._deadline_seconds = deadline_seconds
         self._owner = owner
         self._branch = branch
         self.cooldown = Cooldown("GitHub", clock=clock)
@@ -64,7 +66,12 @@ class GithubSource:
         headers = {"If-None-Match": etag} if etag else None
         with self.cooldown.guard(url):
             response = await get_with_retry(
-                self._client, url, policy=self._policy, max_bytes=self._max_bytes, headers=headers
+                self._client,
+                url,
+                policy=self._policy,
+                max_bytes=self._max_bytes,
+                deadline_seconds=self._deadline_seconds,
+                headers=headers,
             )
         if response.status == 304 and etag:
             return NotModified(url, etag)

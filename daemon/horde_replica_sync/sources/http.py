@@ -6,6 +6,7 @@ so the rest of the package never sees httpx exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import time
@@ -60,13 +61,22 @@ async def get(
     url: str,
     *,
     max_bytes: int,
+    deadline_seconds: float | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """GET `url`, reading at most `max_bytes` of body; raise `SourceError` unless 200/304/404."""
+    """GET `url`, reading at most `max_bytes` of body; raise `SourceError` unless 200/304/404.
+
+    httpx's timeouts bound each wait; `deadline_seconds` bounds the whole request, so a server
+    that sends a byte now and then cannot hold it forever.
+    """
     try:
-        async with client.stream("GET", url, headers=headers) as response:
-            _raise_for_status(url, response)
-            content = await _read_capped(url, response, max_bytes)
+        async with asyncio.timeout(deadline_seconds):
+            async with client.stream("GET", url, headers=headers) as response:
+                _raise_for_status(url, response)
+                content = await _read_capped(url, response, max_bytes)
+    except TimeoutError as exc:
+        reason = f"no complete answer within the {deadline_seconds:g} s request deadline"
+        raise SourceUnavailable(url, reason, kind=ErrorKind.TIMEOUT) from exc
     except httpx.TimeoutException as exc:
         raise SourceUnavailable(
             url, f"timed out ({type(exc).__name__})", kind=ErrorKind.TIMEOUT
@@ -83,6 +93,7 @@ async def get_with_retry(
     *,
     policy: RetryPolicy,
     max_bytes: int,
+    deadline_seconds: float | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
     """`get` under `policy`: retries only what a later attempt can fix."""
@@ -101,7 +112,9 @@ async def get_with_retry(
     )
     async for attempt in retrying:
         with attempt:
-            return await get(client, url, max_bytes=max_bytes, headers=headers)
+            return await get(
+                client, url, max_bytes=max_bytes, deadline_seconds=deadline_seconds, headers=headers
+            )
     msg = "unreachable: tenacity reraises the last error"
     raise AssertionError(msg)  # pragma: no cover
 

@@ -62,11 +62,13 @@ class PrimarySource:
         *,
         policy: RetryPolicy,
         max_bytes: int,
+        deadline_seconds: float | None = None,
     ) -> None:
         self._client = client
         self.api_url = api_url.rstrip("/")
         self._policy = policy
         self._max_bytes = max_bytes
+        self._deadline_seconds = deadline_seconds
         self.cooldown = Cooldown("the PRIMARY", waited_in_run=policy.max_retry_after_seconds)
 
     def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
@@ -131,7 +133,11 @@ class PrimarySource:
     async def _get(self, url: str) -> Response:
         with self.cooldown.guard(url):
             return await get_with_retry(
-                self._client, url, policy=self._policy, max_bytes=self._max_bytes
+                self._client,
+                url,
+                policy=self._policy,
+                max_bytes=self._max_bytes,
+                deadline_seconds=self._deadline_seconds,
             )
 
     async def _fetch_metadata(self, family: str) -> Stamps:
