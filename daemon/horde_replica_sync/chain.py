@@ -61,6 +61,8 @@ class RunScope:
     # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
     unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
     primary_down: SourceError | None = None
+    # Evidence that the server is a PRIMARY, so its 404 means "no data" (absence proved).
+    primary_answered: bool = False
     connection_failures: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
 
     def primary_failed(self, category: MODEL_REFERENCE_CATEGORY, error: SourceUnavailable) -> None:
@@ -184,6 +186,7 @@ class SourceChain:
             fetched = await fetch(category)
             if fetched is None:
                 return ABSENT
+            scope.primary_answered = True
             relpath = spec_for(category).relpath(layer)
             return Delivery(SourceName.PRIMARY, (check.file(layer, relpath, fetched),))
         except SourceUnavailable as exc:

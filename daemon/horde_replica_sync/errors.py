@@ -43,6 +43,10 @@ class ErrorKind(enum.StrEnum):
     SHRINK = "shrink"
     STORE = "store"
     RUN_TIMEOUT = "run_timeout"
+    UNPROVEN_ABSENCE = (
+        "unproven_absence"  # 404 from a server that showed no sign of being a PRIMARY
+    )
+    VANISHED = "vanished"  # data we held is gone upstream; the last good copy is kept
     ERROR = "error"
 
 

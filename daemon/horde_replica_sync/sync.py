@@ -35,6 +35,7 @@ from horde_replica_sync.errors import (
     InvalidPayload,
     SourceError,
     SourceName,
+    SourceRejected,
     SourceUnavailable,
     StoreError,
 )
@@ -131,6 +132,7 @@ class SyncEngine:
         except SourceError as exc:  # answered, but no usable metadata: fall back to the TTL
             log.warning("sync.metadata_unusable", error=str(exc))
             return scope
+        scope.primary_answered = True  # usable metadata: this is a PRIMARY
         scope.stamps = stamps.last_updated
         wanted = self.options.categories
         scope.unconfirmed = {c: why for c, why in stamps.unusable.items() if c in wanted}
@@ -259,6 +261,8 @@ class SyncEngine:
         if isinstance(answer, Failure):
             return self._failed(category, layer, miss, answer, elapsed)
         if isinstance(answer, Absent):
+            if self.primary is not None and not scope.primary_answered:
+                return self._failed(category, layer, miss, _unproven(category, layer), elapsed)
             return self._absent(category, layer, miss, elapsed)
         try:
             return self._publish(category, layer, miss, answer, published, scope, elapsed)
@@ -326,9 +330,19 @@ class SyncEngine:
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, miss: MissReason, elapsed: float
     ) -> LayerResult:
         state = self.state.layer(category, layer)
-        state.last_outcome, state.last_error = Outcome.ABSENT.value, None
+        # Nothing is ever deleted: a copy we held stays published, and the loss is flagged.
+        vanished = (
+            f"upstream has no data for {category.value} {layer.value} any more; "
+            "the last good copy is kept"
+            if state.files
+            else None
+        )
+        if vanished:
+            log.warning("sync.data_vanished", category=category.value, layer=layer.value)
+        state.last_outcome, state.last_error = Outcome.ABSENT.value, vanished
         state.verified_at = self._clock()
-        self.cache.accept(category, layer, None)
+        if not state.files:
+            self.cache.accept(category, layer, None)
         source = SourceName.PRIMARY if self.primary is not None else None
         return LayerResult(
             category,
@@ -338,6 +352,9 @@ class SyncEngine:
             source=source,
             verified=True,
             duration_seconds=elapsed,
+            error=vanished,
+            error_kind=ErrorKind.VANISHED if vanished else None,
+            error_source=source if vanished else None,
         )
 
     def _failed(
@@ -401,3 +418,15 @@ async def _cancel(tasks: Iterable[asyncio.Task[list[LayerResult]]]) -> None:
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _unproven(category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> Failure:
+    """A 404 from a server that answered nothing else: a wrong URL, not "no data"."""
+    reason = (
+        "answered 404, and nothing else from it this run (no usable metadata, no data) shows "
+        "it is a PRIMARY: check primary_url"
+    )
+    error = SourceRejected(
+        f"{category.value} {layer.value}", reason, kind=ErrorKind.UNPROVEN_ABSENCE
+    )
+    return Failure(error, SourceName.PRIMARY)

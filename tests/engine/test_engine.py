@@ -254,6 +254,26 @@ class TestOutcomes:
             SourceName.PRIMARY,
         )
 
+    def test_404_everywhere_without_metadata_is_a_failure(self, tmp_path: Path) -> None:
+        """A wrong primary_url (every path 404, metadata too): not absent, failed, not ok."""
+        wrong = SourceRejected("http://primary.test/metadata", "unexpected HTTP 404")
+        primary = ScriptedPrimary(stamps=wrong)  # and no data scripted: 404 for everything
+        report = Rig(tmp_path, primary).run()
+        assert not report.ok
+        assert {r.outcome for r in report.results} == {Outcome.FAILED}
+        assert {r.error_kind for r in report.results} == {ErrorKind.UNPROVEN_ABSENCE}
+        assert "primary_url" in (report.results[0].error or "")
+
+    def test_404_where_data_was_keeps_it_and_flags_it(self, tmp_path: Path) -> None:
+        """Upstream drops a category we hold: absent, the copy stays, the loss is flagged."""
+        rig = Rig(tmp_path, primary_with())
+        rig.run()
+        rig.move(C.lora, 200)
+        rig.primary.v2[C.lora] = None
+        lora = by_key(rig.run())[C.lora, V2]
+        assert lora.outcome is Outcome.ABSENT and lora.error_kind is ErrorKind.VANISHED
+        assert rig.publisher.files["lora.json"] == body("l")
+
     def test_invalid_body_is_refused_and_keeps_the_copy(self, tmp_path: Path) -> None:
         """A body that is not a records object is refused, naming category and URL."""
         rig = Rig(tmp_path, primary_with())

@@ -194,6 +194,27 @@ class TestPrimaryFaults:
         assert len(json.loads((replica / "esrgan.json").read_bytes())) == 1
 
 
+class TestAbsenceMustBeProved:
+    """A 404 means "no data" only from a server that shows it is a PRIMARY."""
+
+    async def test_404_to_everything_is_a_failure(self, server: FaultServer, sync: SyncFn) -> None:
+        """A typo in primary_url (every path 404): failed, not ok, the replica never "ready"."""
+        report = await sync(categories="esrgan,lora", github_fallback=False)  # nothing scripted
+        assert not report.ok
+        assert {r.error_kind for r in report.results} == {ErrorKind.UNPROVEN_ABSENCE}
+        assert all(not r.verified for r in report.results)
+
+    async def test_404_beside_usable_metadata_is_absent(
+        self, server: FaultServer, sync: SyncFn
+    ) -> None:
+        """The real PRIMARY answers 404 for an empty category while its metadata is fine."""
+        script_primary(server)
+        server.script(v2_path(C.lora), Reply(404, b'{"detail":"not found or is empty"}'))
+        report = await sync(categories="esrgan,lora", github_fallback=False)
+        assert report.ok
+        assert outcome(report, C.lora) is Outcome.ABSENT
+
+
 class TestDeadlines:
     """No server, however slow, holds a run past its deadline."""
 
