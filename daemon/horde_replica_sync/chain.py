@@ -58,6 +58,7 @@ class RunScope:
     force: bool
     stamps: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
     moved: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
+    rollbacks: dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]] = field(default_factory=dict)
     # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
     unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
     primary_down: SourceError | None = None

@@ -98,6 +98,12 @@ class Metrics:
             ["category"],
             registry=registry,
         )
+        self.rollbacks = Counter(
+            f"{PREFIX}_rollbacks",
+            "Runs in which a category's upstream last_updated went back in time.",
+            ["category"],
+            registry=registry,
+        )
         self.notify_dropped = Counter(
             f"{PREFIX}_notify_dropped",
             "systemd notify messages dropped because the manager's socket was full or gone.",
@@ -131,6 +137,7 @@ class Metrics:
         self._ages.keys, self._ages.state = keys, state
         for category in dict.fromkeys(c for c, _ in keys):
             self.metadata_unusable.labels(category)
+            self.rollbacks.labels(category)
         for category, layer in keys:
             self.cache_hits.labels(category, layer)
             for reason in MissReason:
@@ -146,6 +153,8 @@ class Metrics:
             self.fetch_errors.labels(NO_SOURCE, ErrorKind.STORE).inc()
         for category in report.metadata_unusable:
             self.metadata_unusable.labels(category).inc()
+        for category in report.rollbacks:
+            self.rollbacks.labels(category).inc()
         for category, stamp in report.upstream_last_updated.items():
             self.upstream_last_updated.labels(category).set(stamp)
         for result in report.results:

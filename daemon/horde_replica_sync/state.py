@@ -34,6 +34,7 @@ class LayerState(BaseModel):
     files: dict[str, FileRecord] = Field(default_factory=dict)
     records: int | None = None
     upstream_last_updated: int | None = None
+    rolled_back_from: int | None = None  # the newer stamp we held when upstream went back
     fetched_at: float | None = None
     verified_at: float | None = None
     last_outcome: str | None = None

@@ -36,6 +36,7 @@ class LayerStatus:
     sha256: str | None
     upstream_last_updated: int | None
     last_outcome: str | None
+    rolled_back_from: int | None  # upstream went back in time from this stamp (we followed)
     last_error: str | None
     problem: str | None  # None when the layer is present and fresh
 
@@ -75,6 +76,7 @@ def _row(
         sha256=record.sha256 if record else None,
         upstream_last_updated=layer_state.upstream_last_updated,
         last_outcome=layer_state.last_outcome,
+        rolled_back_from=layer_state.rolled_back_from,
         last_error=layer_state.last_error,
         problem=_problem(present, verdict.of(key), layer_state.last_outcome, settings),
     )
@@ -112,7 +114,8 @@ def render_table(rows: list[LayerStatus]) -> str:
     for r in rows:
         age = "-" if r.age_seconds is None else _age(r.age_seconds)
         fetched = "-" if r.fetched_seconds_ago is None else _age(r.fetched_seconds_ago)
-        note = "; ".join(x for x in (r.problem, r.last_error) if x)
+        rollback = f"rolled back from {r.rolled_back_from}" if r.rolled_back_from else None
+        note = "; ".join(x for x in (r.problem, r.last_error, rollback) if x)
         lines.append(
             f"{r.category:<21} {r.layer:<6} {age:>8} {fetched:>8} {r.source or '-':<7} "
             f"{r.size or 0:>8} {(r.sha256 or '-')[:12]:<12} "

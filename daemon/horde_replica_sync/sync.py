@@ -106,6 +106,7 @@ class SyncEngine:
             state_error=state_error,
             upstream_last_updated=dict(scope.stamps),
             metadata_unusable=dict(scope.unconfirmed),
+            rollbacks=dict(scope.rollbacks),
         )
 
     def _keys(self) -> list[LayerKey]:
@@ -139,9 +140,27 @@ class SyncEngine:
         for category, why in scope.unconfirmed.items():
             log.warning("sync.metadata_entry_unusable", category=category.value, error=why)
         scope.moved = frozenset(c for c in wanted if self._moved(c, scope))
+        scope.rollbacks = self._rollbacks(scope)
         for category in scope.moved | scope.unconfirmed.keys():
             self.cache.mark_stale(category)
         return scope
+
+    def _rollbacks(self, scope: RunScope) -> dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]]:
+        """Categories whose stamp went back: the PRIMARY is followed, but it is made visible."""
+        found = {}
+        for category in scope.moved:
+            held = self.state.layer(category, Layer.V2).upstream_last_updated
+            now = scope.stamps[category]
+            if held is not None and now < held:
+                found[category] = (held, now)
+                log.warning(
+                    "sync.rollback",
+                    category=category.value,
+                    held=held,
+                    upstream=now,
+                    action="publishing what the PRIMARY serves (it is authoritative)",
+                )
+        return found
 
     def _moved(self, category: MODEL_REFERENCE_CATEGORY, scope: RunScope) -> bool:
         stamp = scope.stamps.get(category)
@@ -321,6 +340,10 @@ class SyncEngine:
         }
         state.records = main.payload.records
         state.upstream_last_updated = scope.stamps.get(category, state.upstream_last_updated)
+        if category in scope.rollbacks:
+            state.rolled_back_from = scope.rollbacks[category][0]
+        elif category in scope.moved:
+            state.rolled_back_from = None
         state.fetched_at = state.verified_at = now
         state.last_outcome, state.last_error = "ok", None
         text = main.payload.content.decode("utf-8") if main.payload.data is not None else None

@@ -169,6 +169,18 @@ class TestDecisions:
             C.esrgan: "last_updated: Input should be a valid integer"
         }
 
+    def test_rollback_is_followed_and_made_visible(self, tmp_path: Path) -> None:
+        """A stamp older than the one held: what the PRIMARY serves is published, and flagged."""
+        rig = Rig(tmp_path, primary_with(200))
+        rig.run()
+        rig.move(C.esrgan, 100)
+        rig.primary.v2[C.esrgan] = body("a")  # the older content
+        report = rig.run(force=False)
+        assert report.rollbacks == {C.esrgan: (200, 100)}
+        assert rig.publisher.files["esrgan.json"] == body("a")
+        assert rig.engine.state.layer(C.esrgan, V2).rolled_back_from == 200
+        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 100
+
     def test_edited_file_is_edited_on_disk(self, tmp_path: Path) -> None:
         """With a real store, a published file changed by someone else is repaired."""
         clock = FakeClock()

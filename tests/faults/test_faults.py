@@ -215,6 +215,23 @@ class TestAbsenceMustBeProved:
         assert outcome(report, C.lora) is Outcome.ABSENT
 
 
+class TestRollback:
+    """A last_updated that goes back in time is followed, logged, counted and shown."""
+
+    async def test_rollback_is_recorded(
+        self, server: FaultServer, sync: SyncFn, state_of: StateOf
+    ) -> None:
+        """The older data is published (the PRIMARY is authoritative); report and state say so."""
+        script_primary(server, stamp=2000, tag="new")
+        await sync(categories=ONE)
+        script_primary(server, stamp=1000, tag="old")
+        report = await sync(categories=ONE, allow_shrink=True)
+        assert report.rollbacks == {C.esrgan: (2000, 1000)}
+        assert outcome(report, C.esrgan) is Outcome.UPDATED
+        layer = state_of().layer(C.esrgan, Layer.V2)
+        assert (layer.rolled_back_from, layer.upstream_last_updated) == (2000, 1000)
+
+
 class TestDeadlines:
     """No server, however slow, holds a run past its deadline."""
 
