@@ -27,8 +27,12 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """Our environment without `STEERING_PREFIXES` variables, local traffic unproxied, + `extra`."""
+    """Our environment without `STEERING_PREFIXES` variables, local traffic unproxied, + `extra`.
+
+    Daemons log at debug level, so tests can read every layer's `sync.category_done`.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(STEERING_PREFIXES)}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["HORDE_REPLICA_LOG_LEVEL"] = "debug"
     env.update(extra)
     return env

@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"horde-replica-sync: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    logs.configure(level=logs.LEVELS[settings.log_level])
     command: Callable[..., int] = args.handler
     try:
         return command(args, settings, lambda: load_settings(config_file, **overrides), config_file)
@@ -106,7 +107,7 @@ async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
             for stale in store.remove_stale_temps():
                 log.info("store.stale_temp_removed", path=str(stale))
             report = await _run_once(settings, flags)
-    logs.log_report(report)
+    logs.RunLog().report(report)
     return report
 
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     max_staleness_seconds: float = Field(7200.0, ge=1)
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
     metrics_addr: str = "127.0.0.1:9464"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("primary_url", "github_url")
     @classmethod

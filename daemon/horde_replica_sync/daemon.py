@@ -68,6 +68,7 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._run_started: float | None = None
         self._succeeded = self._ready_sent = False
+        self._run_log = logs.RunLog()
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT (or `stop()`); return the exit code."""
@@ -171,9 +172,15 @@ class Daemon:
             await asyncio.wait_for(run, timeout=self.settings.shutdown_timeout_seconds)
         log.info("daemon.run_abandoned", reason="stop requested")
 
+    def _next_interval(self, report: SyncReport) -> float:
+        """When the ticker fires next: the start-up interval until a first success."""
+        first_success_yet = self._succeeded or report.ok
+        settings = self.settings
+        return settings.interval_seconds if first_success_yet else settings.init_interval_seconds
+
     def _after_run(self, report: SyncReport) -> None:
         _return_freed_memory()
-        logs.log_report(report)
+        self._run_log.report(report, next_attempt_seconds=self._next_interval(report))
         self._metrics.observe(report)
         self._notifier.status(_summary(report))
         if report.ok and not self._succeeded:

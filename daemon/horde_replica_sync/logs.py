@@ -1,18 +1,20 @@
 """structlog setup and the canonical log lines of a sync run.
 
 JSON lines when stderr is not a terminal (journald, containers), a readable console
-otherwise. One event per category and layer per run, plus one per run.
+otherwise. See `RunLog` for what a run logs.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+import time
+from collections.abc import Callable
+from typing import Any, Final, TextIO
 
 import structlog
 
-from horde_replica_sync.report import SyncReport
+from horde_replica_sync.report import Outcome, SyncReport
 
 
 def configure(
@@ -38,31 +40,89 @@ def configure(
     )
 
 
-def log_report(report: SyncReport) -> None:
-    """Log one event per category and layer, then one for the run."""
-    log = structlog.get_logger("horde_replica_sync.sync")
-    for result in report.results:
-        method = log.info if result.outcome.ok else log.warning
-        method(
-            "sync.category_done",
-            category=result.category.value,
-            layer=result.layer.value,
-            outcome=result.outcome.value,
-            source=result.source or ("cache" if result.cache_hit else None),
-            miss=result.miss,
-            bytes_downloaded=result.bytes_downloaded,
-            bytes_written=result.bytes_written,
-            duration_seconds=round(result.duration_seconds, 4),
-            error=result.error,
+LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class RunLog:
+    """The log of successive runs, written to read like a diagnosis.
+
+    Per layer, only what changed is logged at info (`sync.category_done` of an update); what
+    stayed the same and each failure's detail are debug. An outage (what is down and why) is
+    logged when it starts, when it changes and when it ends, not once per run, so a host with
+    no network logs a handful of lines instead of dozens a minute. One `sync.run_done` per run.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._outage: frozenset[tuple[str, str]] = frozenset()
+        self._since: float | None = None
+
+    def report(self, report: SyncReport, *, next_attempt_seconds: float | None = None) -> None:
+        """Log one finished run."""
+        log = structlog.get_logger("horde_replica_sync.sync")
+        for result in report.results:
+            method = log.info if result.outcome is Outcome.UPDATED else log.debug
+            method(
+                "sync.category_done",
+                category=result.category.value,
+                layer=result.layer.value,
+                outcome=result.outcome.value,
+                source=result.source or ("cache" if result.cache_hit else None),
+                miss=result.miss,
+                bytes_downloaded=result.bytes_downloaded,
+                bytes_written=result.bytes_written,
+                duration_seconds=round(result.duration_seconds, 4),
+                error=result.error,
+            )
+        self._outage_changes(log, report, next_attempt_seconds)
+        log.info(
+            "sync.run_done",
+            ok=report.ok,
+            forced=report.forced,
+            dry_run=report.dry_run,
+            updated=sum(r.outcome is Outcome.UPDATED for r in report.results),
+            failed=len(report.failed),
+            duration_seconds=round(report.duration_seconds, 4),
+            primary_error=report.primary_error,
+            metadata_unusable=[c.value for c in report.metadata_unusable] or None,
+            state_error=report.state_error,
         )
-    log.info(
-        "sync.run_done",
-        ok=report.ok,
-        forced=report.forced,
-        dry_run=report.dry_run,
-        failed=len(report.failed),
-        duration_seconds=round(report.duration_seconds, 4),
-        primary_error=report.primary_error,
-        metadata_unusable=[c.value for c in report.metadata_unusable] or None,
-        state_error=report.state_error,
-    )
+
+    def _outage_changes(
+        self, log: Any, report: SyncReport, next_attempt_seconds: float | None
+    ) -> None:
+        outage = _outage_of(report)
+        if outage == self._outage:
+            return
+        now = self._clock()
+        if not outage:
+            lasted = None if self._since is None else round(now - self._since, 1)
+            log.info("sync.outage_ended", lasted_seconds=lasted)
+            self._outage, self._since = outage, None
+            return
+        failed = report.failed
+        log.warning(
+            "sync.outage",
+            state="started" if not self._outage else "changed",
+            down=sorted(f"{source}: {kind}" for source, kind in outage),
+            layers_failing=sorted(f"{r.category.value}/{r.layer.value}" for r in failed),
+            reason=report.primary_error or (failed[0].error if failed else report.state_error),
+            next_attempt_in_seconds=next_attempt_seconds,
+        )
+        self._outage = outage
+        self._since = now if self._since is None else self._since
+
+
+def _outage_of(report: SyncReport) -> frozenset[tuple[str, str]]:
+    """What is down, as (source, reason) pairs; empty when nothing is."""
+    down = {(r.error_source or "replica", r.error_kind or "error") for r in report.failed}
+    if report.primary_error_kind is not None:
+        down.add(("primary", report.primary_error_kind))
+    if report.state_error is not None:
+        down.add(("replica", "store"))
+    return frozenset(down)

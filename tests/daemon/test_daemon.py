@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
+from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path
 from tests.processes import DaemonProcess
 
 Start = Callable[..., DaemonProcess]
@@ -314,4 +314,39 @@ class TestDeadlines:
         )
         assert (errors or 0) >= 2
         assert daemon.get("/readyz")[0] == 503
+        assert daemon.stop() == 0
+
+
+class TestLogReadsLikeADiagnosis:
+    """At info level: one line for a quiet run; an outage when it starts, changes and ends."""
+
+    def test_quiet_runs_log_one_line_each(self, start_daemon: Start) -> None:
+        """After the first sync, a run in which nothing changed logs `sync.run_done` only."""
+        daemon = start_daemon(HORDE_REPLICA_LOG_LEVEL="info", HORDE_REPLICA_INTERVAL_SECONDS="1")
+        daemon.wait_for("sync.run_done", ok=True)
+        first = len(daemon.events)
+        daemon.wait_for("sync.run_done", count=4)
+        quiet = daemon.events[first:]
+        assert [e["event"] for e in quiet] == ["sync.run_done"] * len(quiet), quiet
+        assert daemon.stop() == 0
+
+    def test_outage_is_logged_when_it_starts_and_ends(
+        self, start_daemon: Start, server: FaultServer
+    ) -> None:
+        """Every source down for several runs: a handful of lines, then one line when it ends."""
+        for family in ("v1", "v2"):
+            server.script(f"/api/model_references/{family}/metadata/metadata", Reply(reset=True))
+        for category in (C.esrgan, C.blip):
+            server.script(v2_path(category), Reply(reset=True))
+        daemon = start_daemon(HORDE_REPLICA_LOG_LEVEL="info")  # start-up interval: 1 s
+        daemon.wait_for("sync.run_done", count=4, timeout=30)
+        runs = daemon.matching("sync.run_done")
+        sync_lines = [e for e in daemon.events if e["event"].startswith(("sync.", "http."))]
+        outages = daemon.matching("sync.outage")
+        assert len(outages) == 1, outages
+        assert outages[0]["state"] == "started" and outages[0]["next_attempt_in_seconds"] == 1
+        assert "primary" in " ".join(outages[0]["down"])
+        assert len(sync_lines) <= len(runs) + 2, sync_lines  # run_done per run + the outage
+        script_primary(server)
+        daemon.wait_for("sync.outage_ended", timeout=15)
         assert daemon.stop() == 0

@@ -246,7 +246,7 @@ def _log_retry(retry_state: RetryCallState) -> None:
     outcome = retry_state.outcome
     exc = outcome.exception() if outcome is not None else None
     next_action = retry_state.next_action
-    log.warning(
+    log.debug(  # the outage, if it becomes one, is logged once per change (logs.RunLog)
         "http.retry_scheduled",
         attempt=retry_state.attempt_number,
         wait_seconds=round(next_action.sleep, 3) if next_action else None,
