@@ -104,6 +104,12 @@ class Metrics:
             ["category"],
             registry=registry,
         )
+        self.foreign_changes = Counter(
+            f"{PREFIX}_foreign_changes",
+            "Layers whose published files another process rewrote or removed (then repaired).",
+            ["category", "layer"],
+            registry=registry,
+        )
         self.notify_dropped = Counter(
             f"{PREFIX}_notify_dropped",
             "systemd notify messages dropped because the manager's socket was full or gone.",
@@ -139,6 +145,7 @@ class Metrics:
             self.metadata_unusable.labels(category)
             self.rollbacks.labels(category)
         for category, layer in keys:
+            self.foreign_changes.labels(category, layer)
             self.cache_hits.labels(category, layer)
             for reason in MissReason:
                 self.cache_misses.labels(category, layer, reason)
@@ -160,6 +167,8 @@ class Metrics:
         for result in report.results:
             key = (result.category, result.layer)
             self.layer_syncs.labels(*key, result.outcome).inc()
+            if result.foreign_files:
+                self.foreign_changes.labels(*key).inc()
             if result.miss is None:
                 self.cache_hits.labels(*key).inc()
             else:

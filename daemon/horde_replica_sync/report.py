@@ -62,6 +62,7 @@ class LayerResult:
     error_kind: ErrorKind | None = None
     error_source: SourceName | None = None
     verified: bool = False  # confirmed current this run (fetched, or metadata unchanged)
+    foreign_files: tuple[str, ...] = ()  # our files another process rewrote or removed
 
     @property
     def cache_hit(self) -> bool:

@@ -35,6 +35,8 @@ class LayerState(BaseModel):
     records: int | None = None
     upstream_last_updated: int | None = None
     rolled_back_from: int | None = None  # the newer stamp we held when upstream went back
+    foreign_changes: int = 0  # times another process rewrote or removed our files
+    last_foreign_change_at: float | None = None
     fetched_at: float | None = None
     verified_at: float | None = None
     last_outcome: str | None = None

@@ -37,6 +37,7 @@ class LayerStatus:
     upstream_last_updated: int | None
     last_outcome: str | None
     rolled_back_from: int | None  # upstream went back in time from this stamp (we followed)
+    foreign_changes: int  # times another process rewrote our files (each repaired)
     last_error: str | None
     problem: str | None  # None when the layer is present and fresh
 
@@ -77,6 +78,7 @@ def _row(
         upstream_last_updated=layer_state.upstream_last_updated,
         last_outcome=layer_state.last_outcome,
         rolled_back_from=layer_state.rolled_back_from,
+        foreign_changes=layer_state.foreign_changes,
         last_error=layer_state.last_error,
         problem=_problem(present, verdict.of(key), layer_state.last_outcome, settings),
     )
@@ -115,7 +117,12 @@ def render_table(rows: list[LayerStatus]) -> str:
         age = "-" if r.age_seconds is None else _age(r.age_seconds)
         fetched = "-" if r.fetched_seconds_ago is None else _age(r.fetched_seconds_ago)
         rollback = f"rolled back from {r.rolled_back_from}" if r.rolled_back_from else None
-        note = "; ".join(x for x in (r.problem, r.last_error, rollback) if x)
+        foreign = (
+            f"rewritten by another process {r.foreign_changes}x (a reader not in offline mode?)"
+            if r.foreign_changes
+            else None
+        )
+        note = "; ".join(x for x in (r.problem, r.last_error, rollback, foreign) if x)
         lines.append(
             f"{r.category:<21} {r.layer:<6} {age:>8} {fetched:>8} {r.source or '-':<7} "
             f"{r.size or 0:>8} {(r.sha256 or '-')[:12]:<12} "

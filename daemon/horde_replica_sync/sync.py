@@ -22,6 +22,7 @@ The engine imports neither prometheus nor apscheduler: metrics and logs read the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -262,10 +263,47 @@ class SyncEngine:
                 scope=scope,
             )
             elapsed = time.perf_counter() - started
-        return [
-            self._settle(category, layer, miss, answers[layer], published, scope, elapsed)
-            for layer, miss in layers.items()
-        ]
+        results = []
+        for layer, miss in layers.items():
+            foreign = self._foreign_files(category, layer, miss, published)  # before settling
+            result = self._settle(category, layer, miss, answers[layer], published, scope, elapsed)
+            results.append(dataclasses.replace(result, foreign_files=foreign))
+        return results
+
+    def _foreign_files(
+        self,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        miss: MissReason,
+        published: dict[str, bytes | None],
+    ) -> tuple[str, ...]:
+        """Our files that another process rewrote or removed since we published them.
+
+        Only a layer this process holds can miss as `edited_on_disk` (its validation file's
+        mtime moved), so a crash of ours between data and state is never taken for one; the
+        bytes are compared too, so a mere touch is not one either.
+        """
+        if miss is not MissReason.EDITED_ON_DISK:
+            return ()
+        state = self.state.layer(category, layer)
+        changed = tuple(
+            relpath
+            for relpath, record in state.files.items()
+            if relpath in published and _digest(published[relpath]) != record.sha256
+        )
+        if changed:
+            state.foreign_changes += 1
+            state.last_foreign_change_at = self._clock()
+            log.warning(
+                "store.foreign_change",
+                category=category.value,
+                layer=layer.value,
+                files=list(changed),
+                likely_cause="another writer on the replica directory, such as an upstream "
+                "reader not in offline mode (HORDE_MODEL_REFERENCE_OFFLINE=true)",
+                action="repairing from upstream",
+            )
+        return changed
 
     def _settle(
         self,
@@ -453,3 +491,7 @@ def _unproven(category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> Failure:
         f"{category.value} {layer.value}", reason, kind=ErrorKind.UNPROVEN_ABSENCE
     )
     return Failure(error, SourceName.PRIMARY)
+
+
+def _digest(content: bytes | None) -> str | None:
+    return None if content is None else sha256_hex(content)

@@ -350,3 +350,40 @@ class TestLogReadsLikeADiagnosis:
         script_primary(server)
         daemon.wait_for("sync.outage_ended", timeout=15)
         assert daemon.stop() == 0
+
+
+class TestForeignWriters:
+    """A second writer on the replica is seen while the daemon runs, counted, and repaired."""
+
+    def test_rewritten_file_is_counted_logged_shown_and_repaired(
+        self, start_daemon: Start, daemon_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """What a non-offline upstream reader does: it replaces one of our files."""
+        daemon = start_daemon(HORDE_REPLICA_INTERVAL_SECONDS="1")
+        daemon.wait_for("sync.run_done", ok=True)
+        published = tmp_path / "replica" / "esrgan.json"
+        ours = published.read_bytes()
+        published.write_text("{}")  # a second writer's rewrite
+        found = daemon.wait_for("store.foreign_change", category="esrgan", layer="v2")
+        assert found[0]["files"] == ["esrgan.json"] and "offline" in found[0]["likely_cause"]
+        runs = len(daemon.matching("sync.run_done"))
+        daemon.wait_for("sync.category_done", category="esrgan", layer="v2", outcome="updated")
+        daemon.wait_for("sync.run_done", count=runs + 1)  # that run's state is saved
+        assert published.read_bytes() == ours
+        labels = {"category": "esrgan", "layer": "v2"}
+        assert daemon.sample("horde_replica_foreign_changes_total", **labels) == 1
+        assert (
+            daemon.sample("horde_replica_foreign_changes_total", category="blip", layer="v2") == 0
+        )
+        out = subprocess.run(
+            [sys.executable, "-m", "horde_replica_sync", "status", "--json"],
+            env={**daemon_env, "HORDE_REPLICA_INTERVAL_SECONDS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        rows = json.loads(out.stdout)["layers"]
+        row = next(r for r in rows if (r["category"], r["layer"]) == ("esrgan", "v2"))
+        assert row["foreign_changes"] == 1
+        assert daemon.stop() == 0

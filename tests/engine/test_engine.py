@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -195,7 +196,25 @@ class TestDecisions:
         results = by_key(asyncio.run(engine.run()))
         assert results[C.lora, V2].miss is MissReason.EDITED_ON_DISK
         assert results[C.lora, V2].outcome is Outcome.UPDATED
+        assert results[C.lora, V2].foreign_files == ("lora.json",)
+        assert engine.state.layer(C.lora, V2).foreign_changes == 1
         assert store.read("lora.json") == body("l")
+
+    def test_a_touch_is_not_a_foreign_change(self, tmp_path: Path) -> None:
+        """Same bytes with a new mtime: re-verified, but nobody rewrote anything."""
+        clock = FakeClock()
+        store = ReplicaStore(tmp_path / "replica", tmp_path / "state")
+        cache = ReplicaDirectoryBackend(
+            store, categories=CATEGORIES, cache_ttl_seconds=3600, clock=clock
+        )
+        engine = engine_for(cache, MemoryPublisher(), primary=primary_with(), clock=clock)
+        engine.publisher = StorePublisher(store)
+        asyncio.run(engine.run())
+        path = store.path("lora.json")
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        results = by_key(asyncio.run(engine.run()))
+        assert results[C.lora, V2].miss is MissReason.EDITED_ON_DISK
+        assert results[C.lora, V2].foreign_files == ()
 
 
 class TestOverriddenSeedApi:
