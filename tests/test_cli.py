@@ -61,15 +61,16 @@ class TestExitCodes:
         assert (tmp_path / "r" / "lora.json").read_bytes() == records(C.lora, 4)
 
     def test_failed_category_exits_75_naming_it(self, server: FaultServer, tmp_path: Path) -> None:
-        """One broken category exits 75; its log event names category, URL and reason."""
+        """One broken category exits 75; the outage line names category, URL and reason."""
         server.script(v2_path(C.esrgan), Reply(500))
         result = run_cli(*sync_args(server, tmp_path / "r", "--categories", "esrgan,blip"))
         assert result.returncode == 75
         events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-        (failed,) = [e for e in events if e.get("outcome") == "failed"]
-        assert failed["category"] == "esrgan"
-        assert f"{server.url}/api/model_references/v2/esrgan" in failed["error"]
-        assert "HTTP 500" in failed["error"]
+        (outage,) = [e for e in events if e.get("event") == "sync.outage"]
+        assert outage["layers_failing"] == ["esrgan/v2"]
+        assert f"{server.url}/api/model_references/v2/esrgan" in outage["reason"]
+        assert "HTTP 500" in outage["reason"]
+        assert "esrgan" in result.stdout and "HTTP 500" in result.stdout
         assert (tmp_path / "r" / "blip.json").exists()
 
     @pytest.mark.parametrize(
