@@ -117,7 +117,7 @@ class MemoryPublisher:
         self.writes.append(relpath)
         return True
 
-    def save_state(self, state: ReplicaState) -> None:
+    def save_state(self, state: ReplicaState, *, durable: bool) -> None:
         if self.fail_state:
             raise StoreError("cannot write state.json: No space left on device")
         self.saved.append(state.model_dump_json())

@@ -17,8 +17,8 @@ categories. Nothing here writes: the engine publishes what comes back.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -47,8 +47,23 @@ SERVER_DOWN_AFTER: Final = 2
 """Categories whose endpoints failed at the connection level before the server counts as down."""
 CONNECTION_LEVEL: Final = frozenset({ErrorKind.CONNECTION, ErrorKind.TIMEOUT})
 
-Published = Mapping[str, bytes | None]
-"""A category's published files as read once at the start of its task: relpath -> bytes."""
+
+class Published:
+    """A category's published files, each read at most once per run, and only when needed.
+
+    Lazily: on the PRIMARY's path the old bytes are first wanted when the new ones are
+    published, so a run never holds both copies of a large file for the whole download.
+    """
+
+    def __init__(self, read: Callable[[str], bytes | None]) -> None:
+        self._read = read
+        self._files: dict[str, bytes | None] = {}
+
+    def get(self, relpath: str) -> bytes | None:
+        """The published bytes of `relpath` (None when missing), read on first use."""
+        if relpath not in self._files:
+            self._files[relpath] = self._read(relpath)
+        return self._files[relpath]
 
 
 @dataclass(slots=True)
@@ -147,10 +162,8 @@ class SourceChain:
             fallback = dict.fromkeys(layers)
         else:
             primary = self._primary
-            got = await asyncio.gather(
-                *(self._from_primary(primary, category, layer, check, scope) for layer in layers)
-            )
-            for layer, answer in zip(layers, got, strict=True):
+            for layer in layers:  # one body in flight per category: max_concurrency bounds them
+                answer = await self._from_primary(primary, category, layer, check, scope)
                 if (
                     isinstance(answer, Failure)
                     and isinstance(answer.error, SourceUnavailable)
@@ -303,6 +316,8 @@ class _Checker:
             guard = self._max_shrink_fraction
             if guard is not None and relpath == spec_for(self._category).relpath(layer):
                 check_shrink(what, self._previous_records(layer, relpath), payload.records, guard)
+        if layer is Layer.LEGACY:  # cached as text only: let the parsed records go at once
+            payload = dataclasses.replace(payload, data=None)
         size = len(fetched.content) if downloaded is None else downloaded
         return DeliveredFile(relpath, payload, fetched.etag, size)
 

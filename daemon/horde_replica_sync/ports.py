@@ -104,6 +104,6 @@ class Publisher(Protocol):
         """Make `relpath` hold `content` (its bytes now are `current`); True if it changed."""
         ...
 
-    def save_state(self, state: ReplicaState) -> None:
-        """Persist the bookkeeping, after the data it describes."""
+    def save_state(self, state: ReplicaState, *, durable: bool) -> None:
+        """Persist the bookkeeping, after the data it describes (fsynced when `durable`)."""
         ...

@@ -23,9 +23,9 @@ class StorePublisher:
         self._store.write(relpath, content)
         return True
 
-    def save_state(self, state: ReplicaState) -> None:
+    def save_state(self, state: ReplicaState, *, durable: bool) -> None:
         """Write the state file."""
-        self._store.save_state(state)
+        self._store.save_state(state, durable=durable)
 
 
 class ComparingPublisher(StorePublisher):
@@ -35,5 +35,5 @@ class ComparingPublisher(StorePublisher):
         """Whether publishing would change `relpath`."""
         return current != content
 
-    def save_state(self, state: ReplicaState) -> None:
+    def save_state(self, state: ReplicaState, *, durable: bool) -> None:
         """Nothing is saved in a dry run."""

@@ -123,10 +123,14 @@ class ReplicaStore:
             return ReplicaState()
         return state
 
-    def save_state(self, state: ReplicaState) -> None:
-        """Atomically write `state` (after the data it describes)."""
+    def save_state(self, state: ReplicaState, *, durable: bool = True) -> None:
+        """Atomically write `state` (after the data it describes).
+
+        `durable=False` skips the fsyncs: for a state that only records confirmations, whose
+        loss in a crash costs one re-verification, not a wrong replica.
+        """
         content = state.model_dump_json(indent=2).encode() + b"\n"
-        _write_atomic(self.state_path, content)
+        _write_atomic(self.state_path, content, durable=durable)
 
 
 def _take_lock(fd: int, lock_path: Path) -> None:
@@ -143,7 +147,7 @@ def _take_lock(fd: int, lock_path: Path) -> None:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
-def _write_atomic(target: Path, content: bytes) -> None:
+def _write_atomic(target: Path, content: bytes, *, durable: bool = True) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(
@@ -157,7 +161,8 @@ def _write_atomic(target: Path, content: bytes) -> None:
             handle.write(content)
             handle.flush()
             os.fchmod(handle.fileno(), FILE_MODE)
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         Path(temp).replace(target)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -166,7 +171,8 @@ def _write_atomic(target: Path, content: bytes) -> None:
             msg = f"cannot write {target}: {exc.strerror}"
             raise StoreError(msg) from exc
         raise
-    _fsync_directory(target.parent)
+    if durable:
+        _fsync_directory(target.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

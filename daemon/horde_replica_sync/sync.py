@@ -8,7 +8,7 @@
                                                                : first load / rejected
                               legacy: is_legacy_cache_valid? (its seed twin)
                             forced, changed upstream, expired, edited on disk, failed last time
-      3. per category       one task: read the published files once
+      3. per category       one task: each published file read at most once
          (bounded)            -> SourceChain.deliver(layers to fetch)   (chain.py)
                               -> Publisher.publish (store, or a dry run's comparison)
                               -> state + cache bookkeeping
@@ -30,7 +30,15 @@ from dataclasses import dataclass
 import structlog
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
-from horde_replica_sync.chain import Absent, Answer, Delivery, Failure, RunScope, SourceChain
+from horde_replica_sync.chain import (
+    Absent,
+    Answer,
+    Delivery,
+    Failure,
+    Published,
+    RunScope,
+    SourceChain,
+)
 from horde_replica_sync.errors import (
     ErrorKind,
     InvalidPayload,
@@ -40,6 +48,7 @@ from horde_replica_sync.errors import (
     SourceUnavailable,
     StoreError,
 )
+from horde_replica_sync.freshness import layer_keys
 from horde_replica_sync.ports import Primary, Publisher, ReplicaCache
 from horde_replica_sync.report import LayerKey, LayerResult, MissReason, Outcome, SyncReport
 from horde_replica_sync.state import FileRecord, ReplicaState
@@ -83,13 +92,15 @@ class SyncEngine:
         self.dry_run = dry_run
         self._clock = clock
         self._semaphore = asyncio.Semaphore(options.max_concurrency)
+        # Whether the state holds more than new confirmations since it was last saved durably.
+        self._dirty = True
 
     async def run(self, *, force: bool = False) -> SyncReport:
         """One full run over the configured categories."""
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.options.run_timeout_seconds
         scope = await self._detect_changes(force, deadline)
-        misses = {key: self._decide(key, scope) for key in self._keys()}
+        misses = {key: self._decide(key, scope) for key in layer_keys(self.options.categories)}
         hits = [self._hit(key, scope) for key, miss in misses.items() if miss is None]
         fetched = await self._fetch_all(
             {key: miss for key, miss in misses.items() if miss is not None}, scope, deadline
@@ -109,9 +120,6 @@ class SyncEngine:
             metadata_unusable=dict(scope.unconfirmed),
             rollbacks=dict(scope.rollbacks),
         )
-
-    def _keys(self) -> list[LayerKey]:
-        return [(c, layer) for c in self.options.categories for layer in spec_for(c).layers]
 
     # -- 1. change detection ------------------------------------------------------------
 
@@ -253,8 +261,7 @@ class SyncEngine:
         async with self._semaphore:
             started = time.perf_counter()
             spec = spec_for(category)
-            relpaths = {spec.relpath(layer) for layer in layers} | set(spec.github_relpaths)
-            published = {relpath: self.publisher.read(relpath) for relpath in sorted(relpaths)}
+            published = Published(self.publisher.read)
             answers = await self.chain.deliver(
                 category,
                 list(layers),
@@ -275,7 +282,7 @@ class SyncEngine:
         category: MODEL_REFERENCE_CATEGORY,
         layer: Layer,
         miss: MissReason,
-        published: dict[str, bytes | None],
+        published: Published,
     ) -> tuple[str, ...]:
         """Our files that another process rewrote or removed since we published them.
 
@@ -289,10 +296,11 @@ class SyncEngine:
         changed = tuple(
             relpath
             for relpath, record in state.files.items()
-            if relpath in published and _digest(published[relpath]) != record.sha256
+            if _digest(published.get(relpath)) != record.sha256
         )
         if changed:
             state.foreign_changes += 1
+            self._dirty = True
             state.last_foreign_change_at = self._clock()
             log.warning(
                 "store.foreign_change",
@@ -311,7 +319,7 @@ class SyncEngine:
         layer: Layer,
         miss: MissReason,
         answer: Answer,
-        published: dict[str, bytes | None],
+        published: Published,
         scope: RunScope,
         elapsed: float,
     ) -> LayerResult:
@@ -334,7 +342,7 @@ class SyncEngine:
         layer: Layer,
         miss: MissReason,
         delivery: Delivery,
-        published: dict[str, bytes | None],
+        published: Published,
         scope: RunScope,
         elapsed: float,
     ) -> LayerResult:
@@ -384,7 +392,9 @@ class SyncEngine:
             state.rolled_back_from = None
         state.fetched_at = state.verified_at = now
         state.last_outcome, state.last_error = "ok", None
-        text = main.payload.content.decode("utf-8") if main.payload.data is not None else None
+        self._dirty = True
+        # The v2 layer is cached parsed, the legacy layer as its text (see backends/replica.py).
+        text = main.payload.content.decode("utf-8") if layer is Layer.LEGACY else None
         self.cache.accept(category, layer, main.payload.data, text)
 
     def _absent(
@@ -401,6 +411,7 @@ class SyncEngine:
         if vanished:
             log.warning("sync.data_vanished", category=category.value, layer=layer.value)
         state.last_outcome, state.last_error = Outcome.ABSENT.value, vanished
+        self._dirty = True
         state.verified_at = self._clock()
         if not state.files:
             self.cache.accept(category, layer, None)
@@ -459,17 +470,19 @@ class SyncEngine:
     ) -> None:
         state = self.state.layer(category, layer)
         state.last_outcome, state.last_error = outcome.value, error
+        self._dirty = True
         self.cache.invalidate(category, layer)  # retry next run, even if metadata is still
 
     def _save_state(self) -> str | None:
         """Write the state; the error, if it could not be written."""
         try:
-            self.publisher.save_state(self.state)
+            self.publisher.save_state(self.state, durable=self._dirty)
         except StoreError as exc:
             # The data went out first, so the replica is fine; a lost state costs only a
             # re-verification at the next start. Tried again after the next run.
             log.error("state.save_failed", error=str(exc))
             return str(exc)
+        self._dirty = False
         return None
 
 
