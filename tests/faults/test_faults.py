@@ -71,7 +71,7 @@ class TestPrimaryFaults:
         [
             ((Reply(200, b'{"a": {"name": '),), Outcome.REFUSED, "not valid JSON"),
             ((Reply(200, b'[{"name": "x"}]'),), Outcome.REFUSED, "not an object"),
-            ((Reply(200, b'{"x": {"nome": "x"}}'),), Outcome.REFUSED, "bad record"),
+            ((Reply(200, b'{"x": {"nome": "x"}}'),), Outcome.REFUSED, "x: no name"),
             ((Reply(200, b"\xff\xfe{}"),), Outcome.REFUSED, "not UTF-8"),
             ((Reply(200, b"{}"),), Outcome.REFUSED, "would empty the category"),
             ((Reply(200, b"[" * 100_000),), Outcome.REFUSED, "JSON"),
