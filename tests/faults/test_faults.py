@@ -193,6 +193,28 @@ class TestPrimaryFaults:
         assert outcome(report, C.esrgan) is Outcome.UPDATED
         assert len(json.loads((replica / "esrgan.json").read_bytes())) == 1
 
+    async def test_gutted_records_are_refused(
+        self,
+        seeded: dict[str, tuple[bytes, int]],
+        server: FaultServer,
+        sync: SyncFn,
+        replica: Path,
+        state_of: StateOf,
+    ) -> None:
+        """Every name kept, every other field dropped: refused (the shrink guard's override
+        does not help), the records named, the last good copy kept (issue 11 #3)."""
+        good = json.loads(records(C.esrgan, 4))
+        gutted = {key: {"name": record["name"]} for key, record in good.items()}
+        server.script(v2_path(C.esrgan), Reply(body=json.dumps(gutted).encode()))
+        report = await sync(categories=ONE, force=True, allow_shrink=True)
+        assert outcome(report, C.esrgan) is Outcome.REFUSED
+        reason = error(report, C.esrgan)
+        assert "4 of 4 records unusable by upstream's readers: esrgan-0: no config;" in reason
+        assert "esrgan-2: no config (first 3)" in reason
+        assert snapshot(replica) == seeded
+        last_error = state_of().layer(C.esrgan, Layer.V2).last_error
+        assert last_error is not None and "records unusable" in last_error
+
 
 class TestAbsenceMustBeProved:
     """A 404 means "no data" only from a server that shows it is a PRIMARY."""
