@@ -25,8 +25,13 @@ Script = bytes | None | Exception  # a body, a 404, or what the source raises
 
 
 def body(*names: str, extra: str = "") -> bytes:
-    """A valid records object with one record per name."""
-    return json.dumps({n: {"name": n, "extra": extra} for n in names}).encode()
+    """A valid records object with one record per name (with a file, as record_rules wants)."""
+    return json.dumps({n: _record(n, extra) for n in names}).encode()
+
+
+def _record(name: str, extra: str) -> dict[str, object]:
+    download = {"file_name": f"{name}.pth", "file_url": f"https://files.test/{name}.pth"}
+    return {"name": name, "extra": extra, "config": {"download": [download]}}
 
 
 class FakeClock:

@@ -176,12 +176,27 @@ def running() -> Iterator[FaultServer]:
 
 
 def records(category: MODEL_REFERENCE_CATEGORY, count: int, *, tag: str = "a") -> bytes:
-    """A small valid v2-shaped body with `count` records."""
+    """A small valid v2 body with `count` records: the least each passes `record_rules` with.
+
+    `tag` is each record's description, so a test can tell bodies apart.
+    """
     data = {
-        f"{category.value}-{i}": {"name": f"{category.value}-{i}", "description": tag}
+        f"{category.value}-{i}": minimal_record(category, f"{category.value}-{i}", tag)
         for i in range(count)
     }
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def minimal_record(category: MODEL_REFERENCE_CATEGORY, name: str, tag: str) -> dict[str, Any]:
+    """The smallest record of `category` upstream's readers can use (see `record_rules`)."""
+    record: dict[str, Any] = {"name": name, "description": tag}
+    if category is MODEL_REFERENCE_CATEGORY.text_generation:
+        record["parameters"] = 7_000_000_000
+        return record
+    record["config"] = {"download": [{"file_name": f"{name}.pth", "file_url": "https://x/f"}]}
+    if category is MODEL_REFERENCE_CATEGORY.image_generation:
+        record.update(baseline="stable_diffusion_1", nsfw=False)
+    return record
 
 
 def metadata(stamp: int) -> bytes:

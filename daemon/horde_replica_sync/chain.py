@@ -312,7 +312,9 @@ class _Checker:
         if is_csv(relpath):
             payload = parse_models_csv(what, fetched.content)
         else:
-            payload = parse_json_records(what, fetched.content)
+            payload = parse_json_records(
+                what, fetched.content, category=self._category, layer=layer
+            )
             guard = self._max_shrink_fraction
             if guard is not None and relpath == spec_for(self._category).relpath(layer):
                 check_shrink(what, self._previous_records(layer, relpath), payload.records, guard)

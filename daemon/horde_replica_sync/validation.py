@@ -6,6 +6,9 @@ differ from the key (the real controlnet data does this). So: UTF-8 JSON, a top-
 object of name -> record objects, each record with a string `name`. `models.csv` must be
 UTF-8 CSV with a `name` column. The shrink guard refuses payloads that would silently drop
 most of a category.
+
+A v2 file of a known category is held to more: each record must carry what upstream's
+readers need for that category (`record_rules`), or the file is refused, naming the records.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
 from horde_replica_sync.errors import InvalidPayload, ShrinkRefused
+from horde_replica_sync.record_rules import unusable_records
 
 
 class _Record(BaseModel):
@@ -40,14 +45,39 @@ class Payload:
     records: int
 
 
-def parse_json_records(what: str, content: bytes) -> Payload:
-    """Validate a JSON reference file (`{name: record}`); `what` names it in errors."""
+def parse_json_records(
+    what: str,
+    content: bytes,
+    *,
+    category: MODEL_REFERENCE_CATEGORY | None = None,
+    layer: Layer | None = None,
+) -> Payload:
+    """Validate a JSON reference file (`{name: record}`); `what` names it in errors.
+
+    With `category` and `layer=Layer.V2`, every record must also pass that category's rules
+    (`record_rules`); otherwise (legacy, or no category) only the common bar applies.
+    """
     data = load_json_object(what, decode_utf8(what, content))
+    if category is not None and layer is Layer.V2:
+        refused = unusable_records(category, data)
+        if refused:
+            raise InvalidPayload(what, describe_refused(refused, len(data)))
+        return Payload(content, data, len(data))
     try:
         _RECORDS.validate_python(data)
     except ValidationError as exc:
         raise InvalidPayload(what, f"bad record: {describe_validation_error(exc)}") from exc
     return Payload(content, data, len(data))
+
+
+SHOWN_REFUSED = 3  # records named in the error; the rest are counted
+
+
+def describe_refused(refused: list[tuple[str, str]], total: int) -> str:
+    """`N of M records unusable ...: key: reason; ...` naming the first `SHOWN_REFUSED`."""
+    shown = "; ".join(f"{key}: {reason}" for key, reason in refused[:SHOWN_REFUSED])
+    more = f" (first {SHOWN_REFUSED})" if len(refused) > SHOWN_REFUSED else ""
+    return f"{len(refused)} of {total} records unusable by upstream's readers: {shown}{more}"
 
 
 def parse_models_csv(what: str, content: bytes) -> Payload:

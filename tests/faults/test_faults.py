@@ -71,7 +71,7 @@ class TestPrimaryFaults:
         [
             ((Reply(200, b'{"a": {"name": '),), Outcome.REFUSED, "not valid JSON"),
             ((Reply(200, b'[{"name": "x"}]'),), Outcome.REFUSED, "not an object"),
-            ((Reply(200, b'{"x": {"nome": "x"}}'),), Outcome.REFUSED, "bad record"),
+            ((Reply(200, b'{"x": {"nome": "x"}}'),), Outcome.REFUSED, "x: no name"),
             ((Reply(200, b"\xff\xfe{}"),), Outcome.REFUSED, "not UTF-8"),
             ((Reply(200, b"{}"),), Outcome.REFUSED, "would empty the category"),
             ((Reply(200, b"[" * 100_000),), Outcome.REFUSED, "JSON"),
@@ -192,6 +192,28 @@ class TestPrimaryFaults:
         report = await sync(categories=ONE, force=True, allow_shrink=True)
         assert outcome(report, C.esrgan) is Outcome.UPDATED
         assert len(json.loads((replica / "esrgan.json").read_bytes())) == 1
+
+    async def test_gutted_records_are_refused(
+        self,
+        seeded: dict[str, tuple[bytes, int]],
+        server: FaultServer,
+        sync: SyncFn,
+        replica: Path,
+        state_of: StateOf,
+    ) -> None:
+        """Every name kept, every other field dropped: refused (the shrink guard's override
+        does not help), the records named, the last good copy kept (issue 11 #3)."""
+        good = json.loads(records(C.esrgan, 4))
+        gutted = {key: {"name": record["name"]} for key, record in good.items()}
+        server.script(v2_path(C.esrgan), Reply(body=json.dumps(gutted).encode()))
+        report = await sync(categories=ONE, force=True, allow_shrink=True)
+        assert outcome(report, C.esrgan) is Outcome.REFUSED
+        reason = error(report, C.esrgan)
+        assert "4 of 4 records unusable by upstream's readers: esrgan-0: no config;" in reason
+        assert "esrgan-2: no config (first 3)" in reason
+        assert snapshot(replica) == seeded
+        last_error = state_of().layer(C.esrgan, Layer.V2).last_error
+        assert last_error is not None and "records unusable" in last_error
 
 
 class TestAbsenceMustBeProved:

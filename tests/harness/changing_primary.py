@@ -36,7 +36,7 @@ def body_for(
         name = f"{category.value}-model-{i}"
         data[name] = {
             "name": name,
-            "version": version,
+            "version": str(version),  # upstream reads it as a string (record_rules too)
             "layer": layer.value,
             "description": f"{category.value} model {i} as served in version {version}",
             "baseline": "stable_diffusion_xl" if i % 2 else "stable_diffusion_1",
@@ -45,6 +45,7 @@ def body_for(
                 "download": [
                     {
                         "file_name": f"{name}-v{version}.safetensors",
+                        "file_url": f"https://files.test/{name}-v{version}.safetensors",
                         "sha256sum": f"{rng.getrandbits(256):064x}",
                     }
                 ]
