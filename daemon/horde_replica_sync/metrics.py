@@ -79,6 +79,14 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self._define_cache_and_health(registry)
+        self._precreate(registry)
+        self._clock = clock
+        self._ages = _AgeCollector(clock)
+        registry.register(self._ages)
+
+    def _define_cache_and_health(self, registry: CollectorRegistry) -> None:
+        """What the seed API decided, and the signs of trouble a plain outcome does not show."""
         self.cache_hits = Counter(
             f"{PREFIX}_cache_hits",
             "Layers the REPLICA backend's valid cache answered for (nothing fetched).",
@@ -121,6 +129,9 @@ class Metrics:
             ["category"],
             registry=registry,
         )
+
+    def _precreate(self, registry: CollectorRegistry) -> None:
+        """The build info, and the bounded label sets known before any run, at 0."""
         build = Gauge(
             f"{PREFIX}_build_info", "Build information.", ["version", "python"], registry=registry
         )
@@ -134,9 +145,6 @@ class Metrics:
                 self.fetch_errors.labels(source, kind)
         for result in ("ok", "failed"):
             self.runs.labels(result)
-        self._clock = clock
-        self._ages = _AgeCollector(clock)
-        registry.register(self._ages)
 
     def track(self, keys: tuple[LayerKey, ...], state: ReplicaState) -> None:
         """Report ages of `keys` from `state` (the engine's record) from now on."""
