@@ -93,7 +93,7 @@ class SyncEngine:
         self._clock = clock
         self._semaphore = asyncio.Semaphore(options.max_concurrency)
         # Whether the state holds more than new confirmations since it was last saved durably.
-        self._dirty = True
+        self._dirty = False
 
     async def run(self, *, force: bool = False) -> SyncReport:
         """One full run over the configured categories."""

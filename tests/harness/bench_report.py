@@ -132,7 +132,7 @@ def _no_change_rows(out: Report, results: BenchResults) -> None:
     out.add(
         "(a) no-change run: wall time",
         f"{nc.sync.wall:.2f} s (process); {nc.sync.run.run_seconds * 1000:.0f} ms in the engine "
-        "after the metadata poll",
+        "for the whole run, its 2 metadata requests included",
         f"{up.refresh['seconds']:.2f} s (in-process)",
         "—",
         ratio(up.refresh["seconds"], nc.sync.wall) + " faster",

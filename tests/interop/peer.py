@@ -226,7 +226,7 @@ class CliRun:
 
     @property
     def run_seconds(self) -> float:
-        """The engine's own duration of the run (after the metadata poll), from `sync.run_done`."""
+        """The engine's duration of the whole run, change detection included (`sync.run_done`)."""
         done = [e for e in self.events if e.get("event") == "sync.run_done"]
         return float(done[-1]["duration_seconds"]) if done else float("nan")
 
