@@ -79,6 +79,19 @@ class Rig:
         self.primary.stamps[category] = stamp
 
 
+def synced_on_disk(tmp_path: Path) -> tuple[SyncEngine, ReplicaStore]:
+    """An engine over a real replica directory, after its first sync."""
+    clock = FakeClock()
+    store = ReplicaStore(tmp_path / "replica", tmp_path / "state")
+    cache = ReplicaDirectoryBackend(
+        store, categories=CATEGORIES, cache_ttl_seconds=3600, clock=clock
+    )
+    engine = engine_for(cache, MemoryPublisher(), primary=primary_with(), clock=clock)
+    engine.publisher = StorePublisher(store)
+    asyncio.run(engine.run())
+    return engine, store
+
+
 def by_key(report: SyncReport) -> dict[tuple[C, Layer], LayerResult]:
     return {(r.category, r.layer): r for r in report.results}
 
@@ -184,14 +197,7 @@ class TestDecisions:
 
     def test_edited_file_is_edited_on_disk(self, tmp_path: Path) -> None:
         """With a real store, a published file changed by someone else is repaired."""
-        clock = FakeClock()
-        store = ReplicaStore(tmp_path / "replica", tmp_path / "state")
-        cache = ReplicaDirectoryBackend(
-            store, categories=CATEGORIES, cache_ttl_seconds=3600, clock=clock
-        )
-        engine = engine_for(cache, MemoryPublisher(), primary=primary_with(), clock=clock)
-        engine.publisher = StorePublisher(store)
-        asyncio.run(engine.run())
+        engine, store = synced_on_disk(tmp_path)
         store.write("lora.json", b'{"x": {"name": "x"}}')
         results = by_key(asyncio.run(engine.run()))
         assert results[C.lora, V2].miss is MissReason.EDITED_ON_DISK
@@ -202,14 +208,7 @@ class TestDecisions:
 
     def test_a_touch_is_not_a_foreign_change(self, tmp_path: Path) -> None:
         """Same bytes with a new mtime: re-verified, but nobody rewrote anything."""
-        clock = FakeClock()
-        store = ReplicaStore(tmp_path / "replica", tmp_path / "state")
-        cache = ReplicaDirectoryBackend(
-            store, categories=CATEGORIES, cache_ttl_seconds=3600, clock=clock
-        )
-        engine = engine_for(cache, MemoryPublisher(), primary=primary_with(), clock=clock)
-        engine.publisher = StorePublisher(store)
-        asyncio.run(engine.run())
+        engine, store = synced_on_disk(tmp_path)
         path = store.path("lora.json")
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
         results = by_key(asyncio.run(engine.run()))
