@@ -18,6 +18,7 @@ from horde_replica_sync.config import (
     ENV_PREFIX,
     FLAGS,
     Settings,
+    find_config_file,
     load_settings,
     provenance,
 )
@@ -561,3 +562,48 @@ class TestCheckConfigCommand:
         result = check_config(**{TIMEOUT: "-1"})
         assert result.returncode == cli.EXIT_CONFIG
         assert f"from env {TIMEOUT}" in result.stderr
+
+
+class TestBounds:
+    """Every number is finite, in its stated range, and never a boolean: else exit 78 early."""
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [
+            ("interval_seconds", float("inf")),
+            ("interval_seconds", 1e300),
+            ("interval_seconds", True),
+            ("init_interval_seconds", float("inf")),
+            ("misfire_grace_seconds", float("inf")),
+            ("interval_jitter_seconds", 1e300),
+            ("run_timeout_seconds", float("nan")),
+            ("cache_ttl_seconds", True),
+            ("max_staleness_seconds", float("-inf")),
+        ],
+    )
+    def test_absurd_number_is_a_config_error(self, key: str, value: Any) -> None:
+        """inf, NaN, 1e300 and booleans name the setting instead of crashing later."""
+        message = config_error(**{key: value})
+        assert key in message and f"HORDE_REPLICA_{key.upper()}" in message
+
+    def test_toml_boolean_is_not_a_number(self, tmp_path: Path) -> None:
+        """`interval_seconds = true` in the file used to become 1.0 s silently."""
+        message = config_error(write_toml(tmp_path, "interval_seconds = true\n"))
+        assert "interval_seconds" in message and "boolean" in message
+
+    def test_unreadable_home_is_a_clear_error(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """A config search that cannot read $HOME raises ConfigError naming the way out."""
+        monkeypatch.delenv("HORDE_REPLICA_CONFIG", raising=False)
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+        home = tmp_path / "home"
+        home.mkdir()
+
+        def unreadable(self: Path) -> bool:
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "home", lambda: home)
+        monkeypatch.setattr(Path, "is_file", unreadable)
+        with pytest.raises(ConfigError, match="--config"):
+            find_config_file(None)

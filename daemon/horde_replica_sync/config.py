@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -36,6 +36,7 @@ from horde_replica_sync.upstream_env import UpstreamEnvSettingsSource, upstream_
 ENV_PREFIX: Final = "HORDE_REPLICA_"
 DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
 MIB: Final = 1024 * 1024
+DAY: Final = 86400
 
 
 def default_replica_dir() -> Path:
@@ -46,7 +47,11 @@ def default_replica_dir() -> Path:
 class Settings(BaseSettings):
     """Every knob of the daemon, with the documented defaults."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    # Every number is finite (no inf/NaN) and within a stated range: an absurd value exits 78
+    # instead of crashing later (OverflowError) or leaving a daemon that never syncs.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", allow_inf_nan=False
+    )
 
     primary_url: str = DEFAULT_PRIMARY_URL
     github_url: str = GITHUB_URL
@@ -61,22 +66,34 @@ class Settings(BaseSettings):
     )
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
     request_deadline_seconds: float = Field(120.0, gt=0, le=3600)
-    run_timeout_seconds: float = Field(300.0, gt=0)
-    max_body_bytes: int = Field(64 * MIB, ge=1024)
+    run_timeout_seconds: float = Field(300.0, gt=0, le=DAY)
+    max_body_bytes: int = Field(64 * MIB, ge=1024, le=1024 * MIB)
     max_concurrency: int = Field(4, ge=1, le=64)
     retry_attempts: int = Field(3, ge=1, le=20)
-    retry_initial_seconds: float = Field(0.5, ge=0)
-    retry_max_seconds: float = Field(10.0, ge=0)
+    retry_initial_seconds: float = Field(0.5, ge=0, le=600)
+    retry_max_seconds: float = Field(10.0, ge=0, le=3600)
     max_shrink_fraction: float = Field(0.5, ge=0, le=1)
-    cache_ttl_seconds: int = Field(3600, ge=1)
-    interval_seconds: float = Field(60.0, ge=1)
-    init_interval_seconds: float = Field(10.0, ge=1)
-    interval_jitter_seconds: float = Field(6.0, ge=0)
-    misfire_grace_seconds: float = Field(30.0, ge=1)
-    max_staleness_seconds: float = Field(7200.0, ge=1)
+    cache_ttl_seconds: int = Field(3600, ge=1, le=30 * DAY)
+    interval_seconds: float = Field(60.0, ge=1, le=DAY)
+    init_interval_seconds: float = Field(10.0, ge=1, le=3600)
+    interval_jitter_seconds: float = Field(6.0, ge=0, le=3600)
+    misfire_grace_seconds: float = Field(30.0, ge=1, le=DAY)
+    max_staleness_seconds: float = Field(7200.0, ge=1, le=30 * DAY)
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
     metrics_addr: str = "127.0.0.1:9464"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any, info: ValidationInfo) -> Any:
+        numeric = info.field_name is not None and cls.model_fields[info.field_name].annotation in (
+            int,
+            float,
+        )
+        if numeric and isinstance(value, bool):  # TOML `true` would otherwise become 1
+            msg = f"must be a number, not the boolean {value!r}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("primary_url", "github_url")
     @classmethod
@@ -170,10 +187,17 @@ def find_config_file(explicit: Path | None) -> Path | None:
     """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists."""
     if explicit is not None:
         return explicit
-    candidates = config_search_path()
-    if os.environ.get("HORDE_REPLICA_CONFIG"):
-        return candidates[0]
-    return next((path for path in candidates if path.is_file()), None)
+    try:
+        candidates = config_search_path()
+        if os.environ.get("HORDE_REPLICA_CONFIG"):
+            return candidates[0]
+        return next((path for path in candidates if path.is_file()), None)
+    except (OSError, RuntimeError) as exc:  # an unreadable $HOME, or none at all
+        msg = (
+            f"cannot look for a config file ({exc}); name one with --config or "
+            "HORDE_REPLICA_CONFIG, or set XDG_CONFIG_HOME"
+        )
+        raise ConfigError(msg) from exc
 
 
 def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str, str]:
