@@ -51,6 +51,7 @@ class ScriptedPrimary:
     stamps: dict[MODEL_REFERENCE_CATEGORY, int] | Exception = field(default_factory=dict)
     v2: dict[MODEL_REFERENCE_CATEGORY, Script] = field(default_factory=dict)
     legacy: dict[MODEL_REFERENCE_CATEGORY, Script] = field(default_factory=dict)
+    unusable: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)  # metadata entries
     calls: list[str] = field(default_factory=list)
 
     def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
@@ -61,8 +62,6 @@ class ScriptedPrimary:
 
     async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         return self._answer(f"http://primary.test/v1/{category.value}", self.legacy.get(category))
-
-    unusable: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
 
     async def fetch_last_updated(self) -> Stamps:
         self.calls.append("metadata")
