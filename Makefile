@@ -54,10 +54,12 @@ peer:
 sdk:
 	@bash scripts/sdk_venv.sh >/dev/null
 
-# Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill.
+# Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill, nginx
+# (the site cache; /usr/sbin is not on every user's PATH).
 tools:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -x /bin/kill ] || missing="$$missing procps"; \
 	if [ -n "$$missing" ]; then \

@@ -1,0 +1,209 @@
+"""A simulated fleet: many hosts' `sync --once` against one real PRIMARY, with or without the
+site cache (real nginx, config/nginx-site-cache.example.conf) in between.
+
+Each host is its own replica directory, synced by its own `sync --once` process. The PRIMARY
+is changed for one category the way its own data changes offline: edit the legacy file, move
+that category's `last_updated` in `meta/` (both families), restart on the same data dir (v2 is
+re-derived, the other categories keep their stamps). What the PRIMARY sees is read from its
+access log (requests, by path) and a byte-counting relay in front of it (wire bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from tests.faultserver import v1_path, v2_path
+from tests.harness.relay import Relay
+from tests.harness.site_cache import METADATA_MAX_AGE_SECONDS, SiteCache
+from tests.interop.peer import LOCK_FILE_NAME, CliRun, Primary, run_sync
+
+METADATA_PATHS: Final = frozenset(
+    f"/api/model_references/{family}/metadata/metadata" for family in ("v1", "v2")
+)
+# The category an image edit changes, and its two layers' files and PRIMARY paths.
+CHANGED_CATEGORY: Final = "image_generation"
+CHANGED_LEGACY_FILE: Final = "stable_diffusion.json"  # in the PRIMARY's legacy/ and ours
+CHANGED_PATHS: Final = frozenset(
+    {
+        v2_path(MODEL_REFERENCE_CATEGORY(CHANGED_CATEGORY)),
+        v1_path(MODEL_REFERENCE_CATEGORY(CHANGED_CATEGORY)),
+    }
+)
+DEFAULT_INTERVAL_SECONDS: Final = 60.0  # the daemon's defaults the figures extrapolate with
+DEFAULT_JITTER_SECONDS: Final = 6.0
+LOG_SETTLE_SECONDS: Final = 0.15  # uvicorn writes the access line just after the response
+
+_PRIMARY_REQUEST: Final = re.compile(r'"GET (\S+) HTTP/[0-9.]+" [0-9]{3}')
+
+
+# -- the PRIMARY -------------------------------------------------------------------------------
+
+
+def change_category(primary: Primary, marker: str) -> int:
+    """Edit CHANGED_CATEGORY's legacy file and move its stamp (both families); restart the
+    PRIMARY on the same data dir. Returns the new `last_updated`."""
+    primary.stop()
+    legacy = primary.legacy_dir / CHANGED_LEGACY_FILE
+    data = json.loads(legacy.read_text(encoding="utf-8"))
+    first = next(iter(data.values()))
+    first["description"] = f"{first.get('description', '')} [{marker}]"
+    legacy.write_text(json.dumps(data, indent=4) + "\n", encoding="utf-8")
+    stamp = 0
+    for family in ("v2", "legacy"):
+        meta = primary.data_dir / "horde_model_reference" / "meta" / family
+        path = meta / f"{CHANGED_CATEGORY}_metadata.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+        stamp = max(stamp, int(record["last_updated"]) + 60, int(time.time()))
+        record["last_updated"] = stamp
+        path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    primary.start()
+    return stamp
+
+
+def primary_paths(primary: Primary, since: int = 0) -> list[str]:
+    """The paths (query dropped) of the PRIMARY's logged GETs, from the `since`-th one on."""
+    text = primary.log_path.read_text(encoding="utf-8", errors="replace")
+    targets = _PRIMARY_REQUEST.findall(text)[since:]
+    return [target.partition("?")[0] for target in targets]
+
+
+# -- the hosts ---------------------------------------------------------------------------------
+
+
+def seed_hosts(template: Path, root: Path, count: int) -> list[Path]:
+    """`count` host replicas, each a copy of the synced `template` (state included, lock not)."""
+    hosts = [root / f"host-{i:03d}" for i in range(count)]
+    for host in hosts:
+        shutil.copytree(template, host, ignore=shutil.ignore_patterns(LOCK_FILE_NAME))
+    return hosts
+
+
+def sync_hosts(url: str, hosts: Sequence[Path], *, parallel: int = 1) -> list[CliRun]:
+    """Every host's `sync --once` against `url`, `parallel` at a time; each must succeed."""
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        runs = list(pool.map(lambda host: run_sync(url, host), hosts))
+    failed = [run for run in runs if run.returncode != 0]
+    if failed:
+        msg = f"{len(failed)} of {len(runs)} syncs failed; the first:\n{failed[0].describe()}"
+        raise AssertionError(msg)
+    return runs
+
+
+# -- the measurement ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRound:
+    """Every host's `sync --once` in turn, as the PRIMARY saw it."""
+
+    hosts: int
+    metadata_requests: int
+    data_requests: int
+    wire_bytes: int  # every byte the PRIMARY sent (relay)
+    seconds: float  # the whole round, wall time
+    run_seconds: tuple[float, ...]  # each host's engine run (`sync.run_done` duration)
+    replicas_current: int  # hosts whose changed files equal what the PRIMARY serves
+
+    @property
+    def requests(self) -> int:
+        """Requests at the PRIMARY."""
+        return self.metadata_requests + self.data_requests
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSetup:
+    """An idle round (nothing changed) and a change round (one category changed)."""
+
+    idle: FleetRound
+    change: FleetRound
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFigures:
+    """The fleet without and with the site cache, and the size of what the change moved."""
+
+    hosts: int
+    direct: FleetSetup
+    cached: FleetSetup
+    changed_body_bytes: int  # v2 + v1 bodies of CHANGED_CATEGORY
+
+
+def measure_round(
+    primary: Primary, relay: Relay, url: str, hosts: Sequence[Path], expected: dict[str, bytes]
+) -> FleetRound:
+    """Sync every host in turn through `url`; count what reached the PRIMARY behind `relay`.
+
+    `expected`: replica-relative file -> the bytes the PRIMARY serves (checked after).
+    """
+    since, down = len(primary_paths(primary)), relay.bytes_down()
+    started = time.monotonic()
+    runs = sync_hosts(url, hosts)
+    seconds = time.monotonic() - started
+    time.sleep(LOG_SETTLE_SECONDS)
+    paths = primary_paths(primary, since)
+    metadata = sum(1 for path in paths if path in METADATA_PATHS)
+    current = sum(
+        all((host / rel).read_bytes() == body for rel, body in expected.items()) for host in hosts
+    )
+    return FleetRound(
+        hosts=len(hosts),
+        metadata_requests=metadata,
+        data_requests=len(paths) - metadata,
+        wire_bytes=relay.bytes_down() - down,
+        seconds=seconds,
+        run_seconds=tuple(run.run_seconds for run in runs),
+        replicas_current=current,
+    )
+
+
+def served_changed_files(primary: Primary) -> dict[str, bytes]:
+    """The changed category's files as the PRIMARY serves them now (asked directly)."""
+    return {
+        "stable_diffusion.json": primary.v2(CHANGED_CATEGORY),
+        f"legacy/{CHANGED_LEGACY_FILE}": primary.v1(CHANGED_CATEGORY),
+    }
+
+
+def measure_setup(primary: Primary, relay: Relay, url: str, hosts: Sequence[Path]) -> FleetSetup:
+    """An idle round, then change CHANGED_CATEGORY and a change round, all through `url`.
+
+    After the change it waits out the metadata cache period first (with or without a cache,
+    so both setups are timed alike), so every host sees the change in this round.
+    """
+    idle = measure_round(primary, relay, url, hosts, served_changed_files(primary))
+    change_category(primary, f"fleet-{time.monotonic_ns()}")
+    expected = served_changed_files(primary)  # asked directly, before the round is counted
+    time.sleep(METADATA_MAX_AGE_SECONDS + 0.2)
+    change = measure_round(primary, relay, url, hosts, expected)
+    return FleetSetup(idle, change)
+
+
+def measure_fleet(primary: Primary, relay: Relay, work: Path, hosts: int) -> FleetFigures:
+    """`hosts` replicas, seeded from one cold sync; both setups against `primary` (via `relay`).
+
+    The direct setup syncs from the relay; the cached one from nginx, whose upstream is the
+    relay, so the PRIMARY's bytes are counted the same way in both.
+    """
+    template = work / "fleet-template"
+    first = run_sync(relay.url, template)
+    if first.returncode != 0:
+        msg = f"the fleet's template sync failed:\n{first.describe()}"
+        raise AssertionError(msg)
+    replicas = seed_hosts(template, work / "fleet", hosts)
+    direct = measure_setup(primary, relay, relay.url, replicas)
+    cache = SiteCache(work / "site-cache", f"http://127.0.0.1:{relay.port}")
+    try:
+        cached = measure_setup(primary, relay, cache.url, replicas)
+    finally:
+        cache.stop()
+    body = sum(len(b) for b in served_changed_files(primary).values())
+    return FleetFigures(hosts, direct, cached, body)
