@@ -10,8 +10,9 @@ Measured, each by its own function returning its own result: (a) a no-change `sy
 (requests, bytes, files written, CPU), (b) a cold sync of every category and both layers (wall
 time), (c) change propagation (PRIMARY data changed and restarted -> file on disk) after
 SIGUSR1 and on a 5 s schedule, (d) the daemon's resident memory after 100 forced and 100
-unforced runs, (e) the same figures for upstream's client. `run_bench` runs them all;
-`bench_report` turns the results into the table and docs/bench.md.
+unforced runs, (e) the same figures for upstream's client, (f) a fleet of FLEET_HOSTS hosts
+with and without the site cache (`fleet.py`). `run_bench` runs them all; `bench_report` turns
+the results into the table and docs/bench.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import IO, Any, Final
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
 from tests.environment import clean_env
+from tests.harness.fleet import FleetFigures, measure_fleet
 from tests.harness.relay import Relay
 from tests.interop.peer import (
     CliRun,
@@ -54,6 +56,7 @@ NO_CHANGE_REPEATS: Final = 3
 PROPAGATION_TRIALS: Final = 3
 RSS_RUNS: Final = 100
 SCHEDULE_SECONDS: Final = 5
+FLEET_HOSTS: Final = 50
 RUN_POLL_SECONDS: Final = 0.002  # how often a wait for `sync.run_done` looks at the log
 
 Memory = dict[str, int]  # VmRSS / VmHWM in KiB
@@ -512,6 +515,13 @@ def measure_unforced_memory(rig: Rig, daemon: DaemonProcess, started: float) -> 
     return UnforcedMemory(memory, runs, seconds, requests)
 
 
+def measure_fleet_figures(rig: Rig) -> FleetFigures:
+    """(f) FLEET_HOSTS hosts' `sync --once` in turn against the measured PRIMARY (via the
+    relay), directly and through the site cache: an idle round and a change round each."""
+    log(f"(f) a fleet of {FLEET_HOSTS} hosts, without and with the site cache")
+    return measure_fleet(rig.main, rig.relay, rig.work, FLEET_HOSTS)
+
+
 # -- all of it -----------------------------------------------------------------------------------
 
 
@@ -527,6 +537,7 @@ class BenchResults:
     scheduled: ScheduledPropagation
     baseline_memory: BaselineMemory
     unforced_memory: UnforcedMemory
+    fleet: FleetFigures
 
 
 def run_bench(work: Path) -> BenchResults:
@@ -551,6 +562,15 @@ def run_bench(work: Path) -> BenchResults:
         scheduled = measure_scheduled_propagation(r)
         baseline = measure_baseline_memory(r.replica)
         unforced_memory = measure_unforced_memory(r, unforced, unforced_started)
+        fleet = measure_fleet_figures(r)
     return BenchResults(
-        cold, no_change, upstream, sigusr1, forced_memory, scheduled, baseline, unforced_memory
+        cold,
+        no_change,
+        upstream,
+        sigusr1,
+        forced_memory,
+        scheduled,
+        baseline,
+        unforced_memory,
+        fleet,
     )

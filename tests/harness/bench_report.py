@@ -12,15 +12,28 @@ from pathlib import Path
 from typing import Final
 
 from tests.harness.bench import (
+    FLEET_HOSTS,
     NO_CHANGE_REPEATS,
     PROPAGATION_TRIALS,
     RSS_RUNS,
     SCHEDULE_SECONDS,
     BenchResults,
 )
+from tests.harness.fleet import (
+    CHANGED_CATEGORY,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_JITTER_SECONDS,
+    FleetFigures,
+    FleetRound,
+    cached_idle_hour,
+    convergence_bound,
+    direct_idle_hour,
+)
 from tests.interop.peer import peer_python
 
 KIB: Final = 1024
+MIB: Final = 1024 * KIB
+BIG_FLEET: Final = 10_000  # the issue's fleet, for the extrapolated column
 RSS_TARGET_BYTES: Final = 60_000_000  # "≤ 60 MB", MB read as 10^6 bytes
 
 
@@ -40,6 +53,7 @@ class Report:
     """The table rows, the notes under it, and the measures whose target was missed."""
 
     rows: list[Row] = field(default_factory=list)
+    fleet_rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
 
@@ -49,8 +63,14 @@ class Report:
         if verdict.startswith("no"):
             self.missed.append(measure)
 
+    def add_fleet(self, measure: str, cached: str, direct: str, target: str, verdict: str) -> None:
+        """Add a row to the fleet's table (with the site cache, without); "no" counts as missed."""
+        self.fleet_rows.append(Row(measure, cached, direct, target, verdict))
+        if verdict.startswith("no"):
+            self.missed.append(measure)
+
     def table(self) -> str:
-        """The markdown table."""
+        """The markdown tables: ours against upstream's client, then the fleet's."""
         lines = [
             "| measure | horde-replica-sync | upstream client | target | met? / ratio |",
             "| --- | --- | --- | --- | --- |",
@@ -59,6 +79,17 @@ class Report:
             f"| {r.measure} | {r.ours} | {r.upstream} | {r.target} | {r.verdict} |"
             for r in self.rows
         ]
+        if self.fleet_rows:
+            lines += [
+                "",
+                "| fleet measure | with the site cache | without (every host to the PRIMARY) "
+                "| target | met? / ratio |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            lines += [
+                f"| {r.measure} | {r.ours} | {r.upstream} | {r.target} | {r.verdict} |"
+                for r in self.fleet_rows
+            ]
         return "\n".join(lines)
 
 
@@ -90,7 +121,9 @@ def report(results: BenchResults) -> Report:
     _cold_rows(out, results)
     _propagation_rows(out, results)
     _memory_rows(out, results)
+    _fleet_rows(out, results.fleet)
     out.notes += _notes(results)
+    out.notes += _fleet_notes(results.fleet)
     return out
 
 
@@ -207,6 +240,97 @@ def _memory_rows(out: Report, results: BenchResults) -> None:
     )
 
 
+def _traffic(requests: float, wire_bytes: float, hosts: int) -> str:
+    """Requests and bytes for the fleet, then per host."""
+    return (
+        f"{requests:.0f} req, {wire_bytes / MIB:.2f} MiB "
+        f"({requests / hosts:.2f} req, {kib(wire_bytes / hosts)} per host)"
+    )
+
+
+def _fleet_rows(out: Report, fleet: FleetFigures) -> None:
+    cached, direct, hosts = fleet.cached, fleet.direct, fleet.hosts
+    out.add_fleet(
+        f"(f) {hosts} hosts, one {CHANGED_CATEGORY} change: at the PRIMARY in that round",
+        _traffic(cached.change.requests, cached.change.wire_bytes, hosts)
+        + f"; data requests {cached.change.data_requests}",
+        _traffic(direct.change.requests, direct.change.wire_bytes, hosts)
+        + f"; data requests {direct.change.data_requests}",
+        "≤ 1 data request per changed layer per site",
+        yes_no(
+            cached.change.data_requests <= 2,
+            f"{ratio(direct.change.wire_bytes, cached.change.wire_bytes)} fewer bytes",
+        ),
+    )
+    per_host_change = direct.change.wire_bytes / hosts
+    out.add_fleet(
+        f"(f) one {CHANGED_CATEGORY} change at {BIG_FLEET:,} hosts (linear extrapolation)",
+        f"the same per site: {cached.change.wire_bytes / MIB:.2f} MiB",
+        f"{per_host_change * BIG_FLEET / 1e9:.2f} GB",
+        "—",
+        "—",
+    )
+    cached_hour, direct_hour = cached_idle_hour(cached.idle), direct_idle_hour(direct.idle)
+    out.add_fleet(
+        f"(f) {hosts} hosts, idle hour (extrapolated: 60 polls/h at the default "
+        f"{DEFAULT_INTERVAL_SECONDS:.0f} s interval)",
+        _traffic(cached_hour.requests, cached_hour.wire_bytes, hosts) + " (≤ 1440 req at any size)",
+        _traffic(direct_hour.requests, direct_hour.wire_bytes, hosts),
+        "bounded by the cache period, not the hosts",
+        yes_no(
+            cached_hour.requests <= 1440,
+            f"{ratio(direct_hour.wire_bytes, cached_hour.wire_bytes)} fewer bytes",
+        ),
+    )
+    out.add_fleet(
+        f"(f) {hosts} hosts: idle round at the PRIMARY (measured, hosts in turn)",
+        f"{cached.idle.requests} req in {cached.idle.seconds:.1f} s",
+        f"{direct.idle.requests} req in {direct.idle.seconds:.1f} s",
+        "—",
+        "—",
+    )
+    out.add_fleet(
+        f"(f) {hosts} hosts: change → last host converged (bound; interval "
+        f"{DEFAULT_INTERVAL_SECONDS:.0f} s + jitter {DEFAULT_JITTER_SECONDS:.0f} s)",
+        f"≤ {convergence_bound(cached.change, cached=True):.1f} s "
+        f"(slowest run {max(cached.change.run_seconds):.2f} s, "
+        f"median {statistics.median(cached.change.run_seconds):.2f} s)",
+        f"≤ {convergence_bound(direct.change, cached=False):.1f} s "
+        f"(slowest run {max(direct.change.run_seconds):.2f} s, "
+        f"median {statistics.median(direct.change.run_seconds):.2f} s)",
+        "one interval",
+        yes_no(
+            all(
+                r.replicas_current == hosts
+                for r in (cached.idle, cached.change, direct.idle, direct.change)
+            ),
+            "every replica ended with the PRIMARY's bytes",
+        ),
+    )
+
+
+def _fleet_notes(fleet: FleetFigures) -> list[str]:
+    rounds = {
+        "direct idle": fleet.direct.idle,
+        "direct change": fleet.direct.change,
+        "cached idle": fleet.cached.idle,
+        "cached change": fleet.cached.change,
+    }
+    return [
+        f"fleet rounds (metadata + data requests at the PRIMARY, wire bytes, replicas current of "
+        f"{fleet.hosts}): " + ", ".join(f"{name} {_round(r)}" for name, r in rounds.items()),
+        f"the {CHANGED_CATEGORY} change moves {kib(fleet.changed_body_bytes)} of bodies (v2 + v1) "
+        "to each host that downloads it",
+    ]
+
+
+def _round(r: FleetRound) -> str:
+    return (
+        f"{r.metadata_requests}+{r.data_requests} req/{r.wire_bytes / MIB:.2f} MiB/"
+        f"{r.replicas_current}"
+    )
+
+
 def _notes(results: BenchResults) -> list[str]:
     forced, unforced, up = results.forced_memory, results.unforced_memory, results.upstream
     baseline = results.baseline_memory
@@ -304,6 +428,20 @@ Missed targets: {missed}.
   is its client process after the cold fetch and one refresh. "MB" in the target is read as
   10^6 bytes; MiB are shown too. The figure sits close to the target and moves by a few MB
   from one bench run to the next (heap layout, not growth: compare the 25/50/75/100 figures).
+- **Fleet** (f): {fleet_hosts} host replicas, each a copy of one cold-synced replica (state
+  included), each synced by its own `sync --once`, in turn: first straight from the PRIMARY,
+  then through real nginx running `config/nginx-site-cache.example.conf` (tests/harness/
+  site_cache.py). Both reach the PRIMARY through the relay, so bytes are the PRIMARY's wire
+  bytes; requests are its access log's, by path. Per setup: an idle round, then one
+  `image_generation` change (legacy file edited, its `last_updated` moved in `meta/`, PRIMARY
+  restarted; the other categories keep their stamps), 6 s for the site cache's metadata to
+  expire, and a change round. The idle hour is extrapolated with the default 60 s interval:
+  without the cache the idle round times 60; with it 2 metadata requests per 5 s cache period
+  in which any host polls, 2 x 720 x (1 - (1 - 5/60)^hosts) with polls spread by the jitter,
+  ≤ 1440 at any fleet size (the round in turn packs the polls, so its own count is no hourly
+  rate). Convergence: a change is seen at the next tick (≤ interval + jitter = 66 s), plus the
+  metadata's age at the site cache (≤ 6 s), plus the slowest host's run, measured (the engine's
+  `sync.run_done` duration).
 """
 
 
@@ -319,6 +457,7 @@ def document(out: Report, environment: str, seconds: float) -> str:
         schedule_seconds=SCHEDULE_SECONDS,
         propagation_trials=PROPAGATION_TRIALS,
         rss_runs=RSS_RUNS,
+        fleet_hosts=FLEET_HOSTS,
     )
 
 

@@ -23,7 +23,7 @@ from typing import Final
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from tests.faultserver import v1_path, v2_path
 from tests.harness.relay import Relay
-from tests.harness.site_cache import METADATA_MAX_AGE_SECONDS, SiteCache
+from tests.harness.site_cache import METADATA_CACHE_SECONDS, METADATA_MAX_AGE_SECONDS, SiteCache
 from tests.interop.peer import LOCK_FILE_NAME, CliRun, Primary, run_sync
 
 METADATA_PATHS: Final = frozenset(
@@ -40,6 +40,7 @@ CHANGED_PATHS: Final = frozenset(
 )
 DEFAULT_INTERVAL_SECONDS: Final = 60.0  # the daemon's defaults the figures extrapolate with
 DEFAULT_JITTER_SECONDS: Final = 6.0
+POLLS_PER_HOUR: Final = 3600 / DEFAULT_INTERVAL_SECONDS
 LOG_SETTLE_SECONDS: Final = 0.15  # uvicorn writes the access line just after the response
 
 _PRIMARY_REQUEST: Final = re.compile(r'"GET (\S+) HTTP/[0-9.]+" [0-9]{3}')
@@ -207,3 +208,38 @@ def measure_fleet(primary: Primary, relay: Relay, work: Path, hosts: int) -> Fle
         cache.stop()
     body = sum(len(b) for b in served_changed_files(primary).values())
     return FleetFigures(hosts, direct, cached, body)
+
+
+# -- what the figures extrapolate to -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hourly:
+    """Requests and bytes at the PRIMARY per idle hour, for the fleet."""
+
+    requests: float
+    wire_bytes: float
+
+
+def direct_idle_hour(idle: FleetRound) -> Hourly:
+    """Without a cache every host's poll reaches the PRIMARY: the round, POLLS_PER_HOUR times."""
+    return Hourly(idle.requests * POLLS_PER_HOUR, idle.wire_bytes * POLLS_PER_HOUR)
+
+
+def cached_idle_hour(idle: FleetRound) -> Hourly:
+    """With the site cache the PRIMARY sees the 2 metadata requests once per cache period in
+    which any host polls: with the hosts' polls spread evenly over the interval (the jitter's
+    job), 2 x 3600/5 x (1 - (1 - 5/60)^hosts); at most 1440 whatever the fleet's size.
+    Bytes: that many times the round's mean metadata answer."""
+    periods = 3600 / METADATA_CACHE_SECONDS
+    busy = 1 - (1 - METADATA_CACHE_SECONDS / DEFAULT_INTERVAL_SECONDS) ** idle.hosts
+    requests = len(METADATA_PATHS) * periods * busy
+    per_request = idle.wire_bytes / idle.metadata_requests if idle.metadata_requests else 0.0
+    return Hourly(requests, requests * per_request)
+
+
+def convergence_bound(change: FleetRound, *, cached: bool) -> float:
+    """Seconds from a change to the last host holding it: the next tick (interval + jitter at
+    most), plus the metadata's age at the site cache, plus that host's run (the slowest)."""
+    age = METADATA_MAX_AGE_SECONDS if cached else 0.0
+    return DEFAULT_INTERVAL_SECONDS + DEFAULT_JITTER_SECONDS + age + max(change.run_seconds)
