@@ -79,6 +79,10 @@ class RunLog:
                 duration_seconds=round(result.duration_seconds, 4),
                 error=result.error,
             )
+            if result.older_answer:
+                log.warning(
+                    "sync.older_answer", category=result.category.value, detail=result.older_answer
+                )
         self._outage_changes(log, report, next_attempt_seconds)
         log.info(
             "sync.run_done",

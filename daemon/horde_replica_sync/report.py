@@ -63,6 +63,8 @@ class LayerResult:
     error_source: SourceName | None = None
     verified: bool = False  # confirmed current this run (fetched, or metadata unchanged)
     foreign_files: tuple[str, ...] = ()  # our files another process rewrote or removed
+    # The first answer was older than its metadata (a cache), so it was asked for again.
+    older_answer: str | None = None
 
     @property
     def cache_hit(self) -> bool:

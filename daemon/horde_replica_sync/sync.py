@@ -143,7 +143,7 @@ class SyncEngine:
             log.warning("sync.metadata_unusable", error=str(exc))
             return scope
         scope.primary_answered = True  # usable metadata: this is a PRIMARY
-        scope.stamps = stamps.last_updated
+        scope.stamps, scope.operations = stamps.last_updated, stamps.operations
         wanted = self.options.categories
         scope.unconfirmed = {c: why for c, why in stamps.unusable.items() if c in wanted}
         for category, why in scope.unconfirmed.items():
@@ -365,6 +365,7 @@ class SyncEngine:
             bytes_written=sum(len(f.payload.content) for f in written),
             files_written=len(written),
             duration_seconds=elapsed,
+            older_answer=delivery.older_answer,
         )
 
     def _record_success(

@@ -359,10 +359,12 @@ class TestOutcomes:
         """A category that does not answer within the run timeout fails as run_timeout."""
 
         class Hanging(ScriptedPrimary):
-            async def fetch_v2(self, category: C) -> Fetched | None:
+            async def fetch_v2(
+                self, category: C, *, stamp: int | None = None, fresh: bool = False
+            ) -> Fetched | None:
                 if category is C.lora:
                     await asyncio.sleep(60)
-                return await super().fetch_v2(category)
+                return await super().fetch_v2(category, stamp=stamp, fresh=fresh)
 
         primary = Hanging(**vars(primary_with()))
         report = Rig(tmp_path, primary, run_timeout_seconds=0.2).run()
