@@ -81,6 +81,8 @@ class RunScope:
     rollbacks: dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]] = field(default_factory=dict)
     # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
     unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
+    # The PRIMARY answered its metadata with nothing usable: the TTL decides this run.
+    metadata_error: SourceError | None = None
     primary_down: SourceError | None = None
     # Evidence that the server is a PRIMARY, so its 404 means "no data" (absence proved).
     primary_answered: bool = False

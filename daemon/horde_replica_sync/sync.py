@@ -117,7 +117,8 @@ class SyncEngine:
             primary_error_kind=down.kind if down else None,
             state_error=state_error,
             upstream_last_updated=dict(scope.stamps),
-            metadata_unusable=dict(scope.unconfirmed),
+            metadata_unusable=self._metadata_unusable(scope),
+            metadata_error_kind=scope.metadata_error.kind if scope.metadata_error else None,
             rollbacks=dict(scope.rollbacks),
         )
 
@@ -140,7 +141,7 @@ class SyncEngine:
             scope.primary_down = exc
             return scope
         except SourceError as exc:  # answered, but no usable metadata: fall back to the TTL
-            log.warning("sync.metadata_unusable", error=str(exc))
+            scope.metadata_error = exc  # counted for every category, logged as an outage
             return scope
         scope.primary_answered = True  # usable metadata: this is a PRIMARY
         scope.stamps, scope.operations = stamps.last_updated, stamps.operations
@@ -153,6 +154,12 @@ class SyncEngine:
         for category in scope.moved | scope.unconfirmed.keys():
             self.cache.mark_stale(category)
         return scope
+
+    def _metadata_unusable(self, scope: RunScope) -> dict[MODEL_REFERENCE_CATEGORY, str]:
+        """The categories change detection was blind to: one entry, or the whole document."""
+        if scope.metadata_error is None:
+            return dict(scope.unconfirmed)
+        return dict.fromkeys(self.options.categories, str(scope.metadata_error))
 
     def _rollbacks(self, scope: RunScope) -> dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]]:
         """Categories whose stamp went back: the PRIMARY is followed, but it is made visible."""
