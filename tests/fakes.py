@@ -15,7 +15,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.errors import StoreError
 from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import Fetched, Stamps
+from horde_replica_sync.sources.primary import Fetched, Operation, Stamps
 from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine, SyncOptions
@@ -49,28 +49,40 @@ class ScriptedPrimary:
     """A PRIMARY whose answers a test sets per category and layer."""
 
     stamps: dict[MODEL_REFERENCE_CATEGORY, int] | Exception = field(default_factory=dict)
-    v2: dict[MODEL_REFERENCE_CATEGORY, Script] = field(default_factory=dict)
-    legacy: dict[MODEL_REFERENCE_CATEGORY, Script] = field(default_factory=dict)
+    v2: dict[MODEL_REFERENCE_CATEGORY, Script | list[Script]] = field(default_factory=dict)
+    legacy: dict[MODEL_REFERENCE_CATEGORY, Script | list[Script]] = field(default_factory=dict)
     unusable: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)  # metadata entries
+    operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    keys: list[tuple[str, int | None, bool]] = field(default_factory=list)  # (url, stamp, fresh)
 
     def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
         return f"http://primary.test/v2/{category.value}"
 
-    async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
-        return self._answer(self.v2_url(category), self.v2.get(category))
+    async def fetch_v2(
+        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        return self._answer(self.v2_url(category), self.v2.get(category), stamp, fresh)
 
-    async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
-        return self._answer(f"http://primary.test/v1/{category.value}", self.legacy.get(category))
+    async def fetch_legacy(
+        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        url = f"http://primary.test/v1/{category.value}"
+        return self._answer(url, self.legacy.get(category), stamp, fresh)
 
     async def fetch_last_updated(self) -> Stamps:
         self.calls.append("metadata")
         if isinstance(self.stamps, Exception):
             raise self.stamps
-        return Stamps(dict(self.stamps), dict(self.unusable))
+        return Stamps(dict(self.stamps), dict(self.unusable), dict(self.operations))
 
-    def _answer(self, url: str, script: Script) -> Fetched | None:
+    def _answer(
+        self, url: str, script: Script | list[Script], stamp: int | None, fresh: bool
+    ) -> Fetched | None:
         self.calls.append(url)
+        self.keys.append((url, stamp, fresh))
+        if isinstance(script, list):  # answers in turn; the last one repeats
+            script = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(script, Exception):
             raise script
         return None if script is None else Fetched(url, script)

@@ -45,8 +45,9 @@ class Reply:
 class Seen:
     """One request as the server saw it."""
 
-    path: str
+    path: str  # without the query string: routes and counts ignore it, as the PRIMARY does
     headers: dict[str, str]
+    query: str = ""
 
 
 class FaultServer:
@@ -89,10 +90,10 @@ class FaultServer:
         with self._lock:
             return sum(1 for r in self.requests if path is None or r.path == path)
 
-    def next_reply(self, path: str, headers: dict[str, str]) -> Reply:
+    def next_reply(self, path: str, headers: dict[str, str], query: str = "") -> Reply:
         """Record a request and pop its reply (404 for unscripted paths)."""
         with self._lock:
-            self.requests.append(Seen(path, headers))
+            self.requests.append(Seen(path, headers, query))
             queue = self._routes.get(path)
             if not queue:
                 return Reply(404, b'{"detail":"Not Found"}')
@@ -104,7 +105,9 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
-            reply = server.next_reply(self.path, {k.lower(): v for k, v in self.headers.items()})
+            path, _, query = self.path.partition("?")
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            reply = server.next_reply(path, headers, query)
             if reply.delay:
                 time.sleep(reply.delay)
             if reply.reset:

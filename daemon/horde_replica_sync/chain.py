@@ -2,6 +2,9 @@
 
     deliver(category, layers)
       -> PRIMARY: v2/{category} and v1/{name}, each layer on its own   (404 -> absent)
+           keyed by the stamp it must be as new as; a v2 body older than that stamp
+           (evidence.py) is asked for again past every cache, and so is the rest of the
+           category this run
       -> unavailable? GitHub, when the category has a GitHub copy:
            download the category's files once -> legacy layer as is
                                               -> v2 layer converted from them (convert/)
@@ -31,9 +34,10 @@ from horde_replica_sync.errors import (
     SourceName,
     SourceUnavailable,
 )
+from horde_replica_sync.evidence import Evidence, judge
 from horde_replica_sync.ports import Github, Primary
 from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import Fetched
+from horde_replica_sync.sources.primary import Fetched, Operation
 from horde_replica_sync.state import LayerState
 from horde_replica_sync.store import sha256_hex
 from horde_replica_sync.validation import (
@@ -72,14 +76,19 @@ class RunScope:
 
     force: bool
     stamps: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
+    operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
     moved: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
     rollbacks: dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]] = field(default_factory=dict)
     # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
     unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
+    # The PRIMARY answered its metadata with nothing usable: the TTL decides this run.
+    metadata_error: SourceError | None = None
     primary_down: SourceError | None = None
     # Evidence that the server is a PRIMARY, so its 404 means "no data" (absence proved).
     primary_answered: bool = False
     connection_failures: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
+    # Categories a cache answered with a body older than its metadata: asked past caches now.
+    past_caches: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
 
     def primary_failed(self, category: MODEL_REFERENCE_CATEGORY, error: SourceUnavailable) -> None:
         """Count one endpoint's failure; enough of them, on enough categories, is the server."""
@@ -106,6 +115,8 @@ class Delivery:
 
     source: SourceName
     files: tuple[DeliveredFile, ...]
+    # Set when the first answer was older than its metadata and this one came past the caches.
+    older_answer: str | None = None
 
     @property
     def main(self) -> DeliveredFile:
@@ -196,13 +207,26 @@ class SourceChain:
             skipped = SourceUnavailable(primary.v2_url(category), reason, kind=down.kind)
             return Failure(skipped, SourceName.PRIMARY)
         fetch = primary.fetch_v2 if layer is Layer.V2 else primary.fetch_legacy
+        stamp, relpath = scope.stamps.get(category), spec_for(category).relpath(layer)
+        # Forced runs, and categories a cache already misled this run, go past every cache.
+        fresh = scope.force or category in scope.past_caches
         try:
-            fetched = await fetch(category)
+            fetched = await fetch(category, stamp=stamp, fresh=fresh)
             if fetched is None:
                 return ABSENT
             scope.primary_answered = True
-            relpath = spec_for(category).relpath(layer)
-            return Delivery(SourceName.PRIMARY, (check.file(layer, relpath, fetched),))
+            delivered = check.file(layer, relpath, fetched)
+            older = None if fresh else _older_than(delivered, stamp, scope.operations.get(category))
+            if older is None:
+                return Delivery(SourceName.PRIMARY, (delivered,))
+            scope.past_caches.add(category)
+            fetched = await fetch(category, stamp=stamp, fresh=True)
+            if fetched is None:
+                return ABSENT
+            delivered = check.file(layer, relpath, fetched)
+            if _older_than(delivered, stamp, scope.operations.get(category)):
+                older += "; the PRIMARY itself serves no newer body, so it is taken"
+            return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
         except SourceUnavailable as exc:
             scope.primary_failed(category, exc)
             return Failure(exc, SourceName.PRIMARY)
@@ -344,6 +368,20 @@ class _Checker:
             return parse_json_records(relpath, held).records if held else None
         except InvalidPayload:
             return None
+
+
+def _older_than(
+    delivered: DeliveredFile, stamp: int | None, operation: Operation | None
+) -> str | None:
+    """Why a v2 body is older than the stamp it was fetched for; None when it is not."""
+    data = delivered.payload.data
+    if stamp is None or data is None or judge(data, stamp, operation) is not Evidence.OLDER:
+        return None
+    return (
+        f"{delivered.relpath}: the answer for last_updated={stamp} has no record updated since "
+        "(a cache or the PRIMARY served a body older than its metadata); asked again past "
+        "every cache"
+    )
 
 
 def _file_name(relpath: str) -> str:

@@ -79,6 +79,10 @@ class RunLog:
                 duration_seconds=round(result.duration_seconds, 4),
                 error=result.error,
             )
+            if result.older_answer:
+                log.warning(
+                    "sync.older_answer", category=result.category.value, detail=result.older_answer
+                )
         self._outage_changes(log, report, next_attempt_seconds)
         log.info(
             "sync.run_done",
@@ -111,11 +115,19 @@ class RunLog:
             state="started" if not self._outage else "changed",
             down=sorted(f"{source}: {kind}" for source, kind in outage),
             layers_failing=sorted(f"{r.category.value}/{r.layer.value}" for r in failed),
-            reason=report.primary_error or (failed[0].error if failed else report.state_error),
+            reason=report.primary_error or (failed[0].error if failed else None) or _blind(report),
             next_attempt_in_seconds=next_attempt_seconds,
         )
         self._outage = outage
         self._since = now if self._since is None else self._since
+
+
+def _blind(report: SyncReport) -> str | None:
+    """Why change detection was blind this run (the metadata), else the state's error."""
+    if report.metadata_error_kind is not None:
+        reason = next(iter(report.metadata_unusable.values()), "")
+        return f"the PRIMARY's metadata is unusable, so the cache TTL decides: {reason}"
+    return report.state_error
 
 
 def _outage_of(report: SyncReport) -> frozenset[tuple[str, str]]:
@@ -123,6 +135,8 @@ def _outage_of(report: SyncReport) -> frozenset[tuple[str, str]]:
     down = {(r.error_source or "replica", r.error_kind or "error") for r in report.failed}
     if report.primary_error_kind is not None:
         down.add(("primary", report.primary_error_kind))
+    if report.metadata_error_kind is not None:  # answering, but blind to changes
+        down.add(("primary", report.metadata_error_kind))
     if report.state_error is not None:
         down.add(("replica", "store"))
     return frozenset(down)

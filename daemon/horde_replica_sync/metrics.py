@@ -118,6 +118,13 @@ class Metrics:
             ["category", "layer"],
             registry=registry,
         )
+        self.older_answers = Counter(
+            f"{PREFIX}_older_answers",
+            "v2 answers older than the metadata stamp they were fetched for (a cache in "
+            "between, or a PRIMARY ahead of its data), asked for again past every cache.",
+            ["category"],
+            registry=registry,
+        )
         self.notify_dropped = Counter(
             f"{PREFIX}_notify_dropped",
             "systemd notify messages dropped because the manager's socket was full or gone.",
@@ -152,6 +159,7 @@ class Metrics:
         for category in dict.fromkeys(c for c, _ in keys):
             self.metadata_unusable.labels(category)
             self.rollbacks.labels(category)
+            self.older_answers.labels(category)
         for category, layer in keys:
             self.foreign_changes.labels(category, layer)
             self.cache_hits.labels(category, layer)
@@ -177,6 +185,8 @@ class Metrics:
             self.layer_syncs.labels(*key, result.outcome).inc()
             if result.foreign_files:
                 self.foreign_changes.labels(*key).inc()
+            if result.older_answer:
+                self.older_answers.labels(result.category).inc()
             if result.miss is None:
                 self.cache_hits.labels(*key).inc()
             else:

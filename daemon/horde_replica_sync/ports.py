@@ -22,12 +22,16 @@ class Primary(Protocol):
         """The v2 endpoint of `category`, for messages."""
         ...
 
-    async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
-        """The v2 body; None on 404."""
+    async def fetch_v2(
+        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        """The v2 body as new as `stamp` (past every cache when `fresh`); None on 404."""
         ...
 
-    async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
-        """The v1 body; None on 404 or when there is no legacy format."""
+    async def fetch_legacy(
+        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        """The v1 body, keyed alike; None on 404 or when there is no legacy format."""
         ...
 
     async def fetch_last_updated(self) -> Stamps:

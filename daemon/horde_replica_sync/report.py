@@ -63,6 +63,8 @@ class LayerResult:
     error_source: SourceName | None = None
     verified: bool = False  # confirmed current this run (fetched, or metadata unchanged)
     foreign_files: tuple[str, ...] = ()  # our files another process rewrote or removed
+    # The first answer was older than its metadata (a cache), so it was asked for again.
+    older_answer: str | None = None
 
     @property
     def cache_hit(self) -> bool:
@@ -85,6 +87,8 @@ class SyncReport:
     upstream_last_updated: Mapping[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
     # Categories whose metadata entry could not be used, with the reason (counted, logged).
     metadata_unusable: Mapping[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
+    # Set when the whole metadata was unusable (then every category is in `metadata_unusable`).
+    metadata_error_kind: ErrorKind | None = None
     # Categories whose upstream stamp went back in time: (the stamp held, the stamp now).
     rollbacks: Mapping[MODEL_REFERENCE_CATEGORY, tuple[int, int]] = field(default_factory=dict)
 

@@ -117,7 +117,8 @@ class SyncEngine:
             primary_error_kind=down.kind if down else None,
             state_error=state_error,
             upstream_last_updated=dict(scope.stamps),
-            metadata_unusable=dict(scope.unconfirmed),
+            metadata_unusable=self._metadata_unusable(scope),
+            metadata_error_kind=scope.metadata_error.kind if scope.metadata_error else None,
             rollbacks=dict(scope.rollbacks),
         )
 
@@ -140,10 +141,10 @@ class SyncEngine:
             scope.primary_down = exc
             return scope
         except SourceError as exc:  # answered, but no usable metadata: fall back to the TTL
-            log.warning("sync.metadata_unusable", error=str(exc))
+            scope.metadata_error = exc  # counted for every category, logged as an outage
             return scope
         scope.primary_answered = True  # usable metadata: this is a PRIMARY
-        scope.stamps = stamps.last_updated
+        scope.stamps, scope.operations = stamps.last_updated, stamps.operations
         wanted = self.options.categories
         scope.unconfirmed = {c: why for c, why in stamps.unusable.items() if c in wanted}
         for category, why in scope.unconfirmed.items():
@@ -153,6 +154,12 @@ class SyncEngine:
         for category in scope.moved | scope.unconfirmed.keys():
             self.cache.mark_stale(category)
         return scope
+
+    def _metadata_unusable(self, scope: RunScope) -> dict[MODEL_REFERENCE_CATEGORY, str]:
+        """The categories change detection was blind to: one entry, or the whole document."""
+        if scope.metadata_error is None:
+            return dict(scope.unconfirmed)
+        return dict.fromkeys(self.options.categories, str(scope.metadata_error))
 
     def _rollbacks(self, scope: RunScope) -> dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]]:
         """Categories whose stamp went back: the PRIMARY is followed, but it is made visible."""
@@ -365,6 +372,7 @@ class SyncEngine:
             bytes_written=sum(len(f.payload.content) for f in written),
             files_written=len(written),
             duration_seconds=elapsed,
+            older_answer=delivery.older_answer,
         )
 
     def _record_success(

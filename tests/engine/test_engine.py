@@ -359,10 +359,12 @@ class TestOutcomes:
         """A category that does not answer within the run timeout fails as run_timeout."""
 
         class Hanging(ScriptedPrimary):
-            async def fetch_v2(self, category: C) -> Fetched | None:
+            async def fetch_v2(
+                self, category: C, *, stamp: int | None = None, fresh: bool = False
+            ) -> Fetched | None:
                 if category is C.lora:
                     await asyncio.sleep(60)
-                return await super().fetch_v2(category)
+                return await super().fetch_v2(category, stamp=stamp, fresh=fresh)
 
         primary = Hanging(**vars(primary_with()))
         report = Rig(tmp_path, primary, run_timeout_seconds=0.2).run()
@@ -402,3 +404,32 @@ def _legacy_esrgan() -> bytes:
         b' [{"file_name": "RealESRGAN_x4plus.pth", "file_path": "", "file_url":'
         b' "https://example.test/RealESRGAN_x4plus.pth"}]}}}'
     )
+
+
+class TestUnusableMetadata:
+    """The whole metadata unusable: every category counted, the outage logged once."""
+
+    def test_every_category_is_counted_and_the_outage_logged_once(self, tmp_path: Path) -> None:
+        import structlog.testing
+
+        from horde_replica_sync.logs import RunLog
+
+        rig = Rig(tmp_path, primary_with())
+        rig.run()
+        broken = SourceRejected(
+            "http://primary.test/v2/metadata/metadata", "malformed metadata", kind=ErrorKind.INVALID
+        )
+        rig.primary.stamps = broken
+        runlog = RunLog()
+        with structlog.testing.capture_logs() as events:
+            reports = [rig.run(), rig.run()]
+            for report in reports:
+                runlog.report(report)
+        for report in reports:
+            assert set(report.metadata_unusable) == set(CATEGORIES)
+            assert "malformed metadata" in report.metadata_unusable[C.lora]
+            assert all(r.cache_hit and not r.verified for r in report.results)  # TTL fallback
+        outages = [e for e in events if e["event"] == "sync.outage"]
+        assert len(outages) == 1
+        assert outages[0]["down"] == ["primary: invalid"]
+        assert not [e for e in events if e["event"] == "sync.metadata_unusable"]

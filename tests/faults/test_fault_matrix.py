@@ -57,9 +57,9 @@ class SwitchableServer(FaultServer):
         # A client hanging up on a hostile answer is the point, not an error to print.
         server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
 
-    def next_reply(self, path: str, headers: dict[str, str]) -> Reply:
+    def next_reply(self, path: str, headers: dict[str, str], query: str = "") -> Reply:
         """The scripted reply, told to close its connection."""
-        reply = super().next_reply(path, headers)
+        reply = super().next_reply(path, headers, query)
         return dataclasses.replace(reply, headers={**reply.headers, "Connection": "close"})
 
     def close_listener(self) -> None:

@@ -114,10 +114,10 @@ class ChangingPrimary(FaultServer):
             self._version += 1
             return self._version
 
-    def next_reply(self, path: str, headers: dict[str, str]) -> Reply:
+    def next_reply(self, path: str, headers: dict[str, str], query: str = "") -> Reply:
         """Answer metadata with a moving stamp and data with a brand-new version."""
         with self._lock:  # FaultServer's own lock guards `requests`
-            self.requests.append(Seen(path, headers))
+            self.requests.append(Seen(path, headers, query))
         if path in METADATA_PATHS:
             return Reply(body=metadata_body(self.categories, self._next_version()))
         route = self.routes.get(path)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -34,6 +36,22 @@ class _MetadataEntry(BaseModel):
     last_updated: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """The last write the metadata reports for a category: what a body must show."""
+
+    kind: str  # "create", "update" or "delete"
+    model: str
+
+
+def _operation(entry: object) -> Operation | None:
+    """The entry's last operation, if it names one; evidence only, so never an error."""
+    if not isinstance(entry, dict):
+        return None
+    kind, model = entry.get("last_operation_type"), entry.get("last_operation_model")
+    return Operation(kind, model) if isinstance(kind, str) and isinstance(model, str) else None
+
+
 # The document is parsed entry by entry: one bad entry blinds change detection for its
 # category only, never for the others.
 _DOCUMENT: TypeAdapter[dict[str, object]] = TypeAdapter(dict[str, object])
@@ -45,12 +63,19 @@ class Stamps:
 
     last_updated: dict[MODEL_REFERENCE_CATEGORY, int]
     unusable: dict[MODEL_REFERENCE_CATEGORY, str]
+    # The last operation of the family that gave the newest stamp, where it names one.
+    operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
 
 
 class PrimarySource:
     """Reads one PRIMARY (`horde-model-reference` in PRIMARY mode) over HTTP.
 
     `api_url` includes `/api` (e.g. `https://models.aihorde.net/api`) and is otherwise opaque.
+
+    Data requests are content-keyed: they carry the stamp they must be as new as
+    (`?last_updated=`), so every host that saw the same metadata asks for the same URL and any
+    HTTP cache in between fetches it from the PRIMARY once; `fresh` adds a key no cache has
+    seen. The PRIMARY ignores query parameters it does not know. Metadata polls stay plain.
     """
 
     name: Final = SourceName.PRIMARY
@@ -80,16 +105,20 @@ class PrimarySource:
         name = spec_for(category).primary_legacy_name
         return None if name is None else f"{self.api_url}/model_references/v1/{name}"
 
-    async def fetch_v2(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
-        """The v2 body of `category`; None when the PRIMARY has no data for it (404)."""
-        return await self._fetch(self.v2_url(category), category)
+    async def fetch_v2(
+        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        """The v2 body of `category` as new as `stamp`; None when the PRIMARY has none (404)."""
+        return await self._fetch(_keyed(self.v2_url(category), stamp, fresh), category)
 
-    async def fetch_legacy(self, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
-        """The v1 (legacy) body of `category`; None when there is none."""
+    async def fetch_legacy(
+        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        """The v1 (legacy) body of `category` as new as `stamp`; None when there is none."""
         url = self.legacy_url(category)
         if url is None:
             return None
-        return await self._fetch(url, category)
+        return await self._fetch(_keyed(url, stamp, fresh), category)
 
     async def fetch_last_updated(self) -> Stamps:
         """Each category's newest `last_updated` over the v1 and v2 metadata families.
@@ -104,17 +133,26 @@ class PrimarySource:
         )
         merged: dict[MODEL_REFERENCE_CATEGORY, int] = {}
         unusable: dict[MODEL_REFERENCE_CATEGORY, str] = {}
-        for answer in answers:
+        operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = {}
+        for answer in answers:  # v1 first: on a tie, the v2 family's operation is kept
             if isinstance(answer, BaseException):
                 continue
             for category, stamp in answer.last_updated.items():
-                merged[category] = max(stamp, merged.get(category, stamp))
+                held = merged.get(category)
+                if held is not None and stamp < held:
+                    continue
+                if held is None or stamp > held:  # a newer stamp: the older operation is moot
+                    operations.pop(category, None)
+                merged[category] = stamp
+                if category in answer.operations:
+                    operations[category] = answer.operations[category]
             unusable |= answer.unusable
         errors = [a for a in answers if isinstance(a, BaseException)]
         if len(errors) == len(families):
             raise errors[-1]
         # A category one family stamps well is usable, whatever the other family says of it.
-        return Stamps(merged, {c: why for c, why in unusable.items() if c not in merged})
+        usable_only = {c: why for c, why in unusable.items() if c not in merged}
+        return Stamps(merged, usable_only, operations)
 
     async def _fetch(self, url: str, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         try:
@@ -153,7 +191,7 @@ class PrimarySource:
                 f"malformed metadata: {describe_validation_error(exc)}",
                 kind=ErrorKind.INVALID,
             ) from exc
-        stamps, unusable = {}, {}
+        stamps, unusable, operations = {}, {}, {}
         for category in MODEL_REFERENCE_CATEGORY:
             if category.value not in entries:
                 continue
@@ -164,4 +202,14 @@ class PrimarySource:
                 continue
             if entry.last_updated is not None:
                 stamps[category] = entry.last_updated
-        return Stamps(stamps, unusable)
+                if operation := _operation(entries[category.value]):
+                    operations[category] = operation
+        return Stamps(stamps, unusable, operations)
+
+
+def _keyed(url: str, stamp: int | None, fresh: bool) -> str:
+    """`url` with its content key: the stamp it must be as new as, and a one-off key if fresh."""
+    query: dict[str, int | str] = {} if stamp is None else {"last_updated": stamp}
+    if fresh:
+        query["fresh"] = secrets.token_hex(8)
+    return f"{url}?{urlencode(query)}" if query else url

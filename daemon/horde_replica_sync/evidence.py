@@ -1,0 +1,56 @@
+"""Whether a body shows the change its metadata announced (pure; no I/O).
+
+A data request carries the stamp that made the daemon fetch (sources/primary.py), so no cache
+can answer it with a body it stored for an older stamp. A cache that ignores query strings, or
+a PRIMARY that bumps its metadata before its data, still can. v2 records carry
+`metadata.updated_at`, so a v2 body can prove it is at least as new as the stamp S:
+
+- some record was updated at or after S (a create or update at S), or
+- the metadata's last operation is a delete and the deleted model is gone from the body
+  (a delete moves `last_updated` without any record getting newer).
+
+A body whose records carry no timestamps cannot tell either way and is taken as it is.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from horde_replica_sync.sources.primary import Operation
+
+
+class Evidence(enum.StrEnum):
+    """What a v2 body says about the stamp it was fetched for."""
+
+    SHOWN = "shown"  # a record as new as the stamp, or the announced delete done
+    OLDER = "older"  # every timestamp older than the stamp, and no delete explains it
+    SILENT = "silent"  # no record carries a timestamp
+
+
+def judge(records: Mapping[str, object], stamp: int, operation: Operation | None) -> Evidence:
+    """What the v2 `records` say about `stamp`, given the metadata's last `operation`."""
+    newest = max((t for t in map(_updated_at, records.values()) if t is not None), default=None)
+    if newest is None:
+        return Evidence.SILENT
+    if newest >= stamp:
+        return Evidence.SHOWN
+    if operation is not None and operation.kind == "delete" and not _holds(records, operation):
+        return Evidence.SHOWN
+    return Evidence.OLDER
+
+
+def _updated_at(record: object) -> int | None:
+    if not isinstance(record, dict):
+        return None
+    metadata = record.get("metadata")
+    stamp = metadata.get("updated_at") if isinstance(metadata, dict) else None
+    # bool is an int subclass; `true` is not a timestamp
+    return stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
+
+
+def _holds(records: Mapping[str, object], operation: Operation) -> bool:
+    """Whether the body still has the model the operation names (by key or by `name`)."""
+    if operation.model in records:
+        return True
+    return any(isinstance(r, dict) and r.get("name") == operation.model for r in records.values())

@@ -1,0 +1,132 @@
+"""Content-keyed data requests and the rule that no body older than its metadata is recorded.
+
+In process, over the fakes: what the engine asks for (stamp, past caches or not) and what it
+records. The same rule against real sockets is in tests/faults/test_content_keys.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.categories import Layer
+from horde_replica_sync.report import Outcome
+from horde_replica_sync.sources.primary import Operation
+from horde_replica_sync.store import sha256_hex
+from tests.engine.test_engine import CATEGORIES, Rig, by_key, primary_with
+from tests.fakes import ScriptedPrimary
+
+V2, LEGACY = Layer.V2, Layer.LEGACY
+
+
+def stamped(updated_at: dict[str, int]) -> bytes:
+    """A v2 body whose records carry `metadata.updated_at`, as the PRIMARY's do."""
+    records = {
+        name: {
+            "name": name,
+            "metadata": {"schema_version": "2.1.0", "created_at": 1, "updated_at": at},
+            "config": {"download": [{"file_name": f"{name}.pth", "file_url": "https://f.test/x"}]},
+        }
+        for name, at in updated_at.items()
+    }
+    return json.dumps(records).encode()
+
+
+def synced_at(tmp_path: Path, stamp: int) -> tuple[Rig, ScriptedPrimary]:
+    """A rig whose replica holds esrgan at `stamp` (v2 records updated then)."""
+    primary = primary_with(stamp)
+    primary.v2[C.esrgan] = stamped({"a": stamp, "b": stamp})
+    rig = Rig(tmp_path, primary)
+    assert rig.run().ok
+    primary.keys.clear()
+    return rig, primary
+
+
+class TestContentKeys:
+    def test_data_requests_carry_the_stamp_they_must_match(self, tmp_path: Path) -> None:
+        """Every data request names the metadata stamp that caused it; none goes past caches."""
+        rig, primary = synced_at(tmp_path, 100)
+        rig.move(C.esrgan, 200)
+        primary.v2[C.esrgan] = stamped({"a": 100, "b": 200})
+        assert rig.run().ok
+        assert primary.keys == [
+            ("http://primary.test/v2/esrgan", 200, False),
+            ("http://primary.test/v1/esrgan", 200, False),
+        ]
+
+    def test_a_forced_run_goes_past_every_cache(self, tmp_path: Path) -> None:
+        rig, primary = synced_at(tmp_path, 100)
+        assert rig.run(force=True).ok
+        assert {fresh for _, _, fresh in primary.keys} == {True}
+        assert len(primary.keys) == len(CATEGORIES) + 1  # esrgan has two layers
+
+
+class TestNeverOlderThanMetadata:
+    def test_an_older_answer_is_asked_again_past_the_caches(self, tmp_path: Path) -> None:
+        """A cache answers the new stamp with the old body: it is refetched, never recorded."""
+        rig, primary = synced_at(tmp_path, 100)
+        old_body = rig.publisher.files["esrgan.json"]
+        new_body = stamped({"a": 100, "b": 200})
+        rig.move(C.esrgan, 200)
+        primary.v2[C.esrgan] = [old_body, new_body]
+        report = rig.run()
+        results = by_key(report)
+        assert report.ok
+        assert [k for k in primary.keys if "v2/esrgan" in k[0]] == [
+            ("http://primary.test/v2/esrgan", 200, False),
+            ("http://primary.test/v2/esrgan", 200, True),
+        ]
+        assert ("http://primary.test/v1/esrgan", 200, True) in primary.keys  # the rest too
+        assert rig.publisher.files["esrgan.json"] == new_body
+        state = rig.engine.state.layer(C.esrgan, V2)
+        assert (state.upstream_last_updated, state.files["esrgan.json"].sha256) == (
+            200,
+            sha256_hex(new_body),
+        )
+        assert results[C.esrgan, V2].outcome is Outcome.UPDATED
+        assert "last_updated=200" in (results[C.esrgan, V2].older_answer or "")
+        assert results[C.lora, V2].older_answer is None
+
+    def test_a_delete_explains_a_body_with_no_newer_record(self, tmp_path: Path) -> None:
+        """A delete moves the stamp and no record gets newer: that body is new enough."""
+        rig, primary = synced_at(tmp_path, 100)
+        rig.move(C.esrgan, 200)
+        primary.operations[C.esrgan] = Operation("delete", "b")
+        primary.v2[C.esrgan] = stamped({"a": 100})
+        report = rig.run()
+        assert report.ok
+        assert [fresh for url, _, fresh in primary.keys if "v2/esrgan" in url] == [False]
+        assert by_key(report)[C.esrgan, V2].older_answer is None
+
+    def test_a_delete_that_did_not_happen_is_no_excuse(self, tmp_path: Path) -> None:
+        """The metadata announces a delete of b, but the answer still holds b: older."""
+        rig, primary = synced_at(tmp_path, 100)
+        rig.move(C.esrgan, 200)
+        primary.operations[C.esrgan] = Operation("delete", "b")
+        primary.v2[C.esrgan] = [stamped({"a": 100, "b": 100}), stamped({"a": 100})]
+        assert rig.run().ok
+        assert [fresh for url, _, fresh in primary.keys if "v2/esrgan" in url] == [False, True]
+        assert b'"b"' not in rig.publisher.files["esrgan.json"]
+
+    def test_a_body_without_timestamps_is_taken_as_it_is(self, tmp_path: Path) -> None:
+        """Records with no `updated_at` cannot tell: the content key is all there is."""
+        rig = Rig(tmp_path, primary_with(100))
+        assert rig.run().ok
+        rig.move(C.esrgan, 200)
+        rig.primary.keys.clear()
+        assert rig.run().ok
+        assert [fresh for _, _, fresh in rig.primary.keys] == [False, False]
+
+    def test_the_primary_itself_older_is_taken_and_said(self, tmp_path: Path) -> None:
+        """Past every cache the answer is still older: it is the PRIMARY's, so it is taken,
+        and the result says so (a PRIMARY that bumps metadata before its data)."""
+        rig, primary = synced_at(tmp_path, 100)
+        rig.move(C.esrgan, 200)
+        lagging = stamped({"a": 100, "b": 150})
+        primary.v2[C.esrgan] = lagging
+        report = rig.run()
+        result = by_key(report)[C.esrgan, V2]
+        assert [fresh for url, _, fresh in primary.keys if "v2/esrgan" in url] == [False, True]
+        assert rig.publisher.files["esrgan.json"] == lagging
+        assert "the PRIMARY itself serves no newer body" in (result.older_answer or "")
