@@ -2,10 +2,10 @@
 site cache (real nginx, config/nginx-site-cache.example.conf) in between.
 
 Each host is its own replica directory, synced by its own `sync --once` process. The PRIMARY
-is changed for one category the way its own data changes offline: edit the legacy file, move
-that category's `last_updated` in `meta/` (both families), restart on the same data dir (v2 is
-re-derived, the other categories keep their stamps). What the PRIMARY sees is read from its
-access log (requests, by path) and a byte-counting relay in front of it (wire bytes).
+is changed for one category the way its own data changes offline (`change_category`): edit the
+legacy file, drop that category's v2 file and `meta/` records, restart on the same data dir
+(that category is re-initialised, the others keep their stamps). What the PRIMARY sees is read
+from its access log (requests, by path) and a byte-counting relay in front of it (wire bytes).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ METADATA_PATHS: Final = frozenset(
 # The category an image edit changes, and its two layers' files and PRIMARY paths.
 CHANGED_CATEGORY: Final = "image_generation"
 CHANGED_LEGACY_FILE: Final = "stable_diffusion.json"  # in the PRIMARY's legacy/ and ours
+CHANGED_V2_FILE: Final = "stable_diffusion.json"  # the PRIMARY's served v2 file, and ours
 CHANGED_PATHS: Final = frozenset(
     {
         v2_path(MODEL_REFERENCE_CATEGORY(CHANGED_CATEGORY)),
@@ -50,23 +51,33 @@ _PRIMARY_REQUEST: Final = re.compile(r'"GET (\S+) HTTP/[0-9.]+" [0-9]{3}')
 
 
 def change_category(primary: Primary, marker: str) -> int:
-    """Edit CHANGED_CATEGORY's legacy file and move its stamp (both families); restart the
-    PRIMARY on the same data dir. Returns the new `last_updated`."""
+    """Edit CHANGED_CATEGORY's legacy file, restart the PRIMARY so it re-initialises that
+    category alone; returns its new `last_updated`.
+
+    Removing the category's v2 file and its `meta/` records makes the restart derive v2 anew
+    with every record's `updated_at` and the category's `last_updated` set to now, as an edit
+    through the PRIMARY would; the other categories keep their files and stamps. (Moving
+    `last_updated` alone would announce a change no v2 record shows.)
+    """
+    before = primary.get_json("/model_references/v2/metadata/metadata")[CHANGED_CATEGORY]
     primary.stop()
     legacy = primary.legacy_dir / CHANGED_LEGACY_FILE
     data = json.loads(legacy.read_text(encoding="utf-8"))
     first = next(iter(data.values()))
     first["description"] = f"{first.get('description', '')} [{marker}]"
     legacy.write_text(json.dumps(data, indent=4) + "\n", encoding="utf-8")
-    stamp = 0
+    served = primary.data_dir / "horde_model_reference"
+    (served / CHANGED_V2_FILE).unlink()
     for family in ("v2", "legacy"):
-        meta = primary.data_dir / "horde_model_reference" / "meta" / family
-        path = meta / f"{CHANGED_CATEGORY}_metadata.json"
-        record = json.loads(path.read_text(encoding="utf-8"))
-        stamp = max(stamp, int(record["last_updated"]) + 60, int(time.time()))
-        record["last_updated"] = stamp
-        path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        (served / "meta" / family / f"{CHANGED_CATEGORY}_metadata.json").unlink()
+    time.sleep(max(0.0, before["last_updated"] + 1 - time.time()))  # stamps are whole seconds
     primary.start()
+    stamp = int(
+        primary.get_json("/model_references/v2/metadata/metadata")[CHANGED_CATEGORY]["last_updated"]
+    )
+    if stamp <= before["last_updated"]:
+        msg = f"{CHANGED_CATEGORY}'s stamp did not move: {before['last_updated']} -> {stamp}"
+        raise AssertionError(msg)
     return stamp
 
 
@@ -169,7 +180,7 @@ def measure_round(
 def served_changed_files(primary: Primary) -> dict[str, bytes]:
     """The changed category's files as the PRIMARY serves them now (asked directly)."""
     return {
-        "stable_diffusion.json": primary.v2(CHANGED_CATEGORY),
+        CHANGED_V2_FILE: primary.v2(CHANGED_CATEGORY),
         f"legacy/{CHANGED_LEGACY_FILE}": primary.v1(CHANGED_CATEGORY),
     }
 
