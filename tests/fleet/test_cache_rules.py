@@ -11,7 +11,12 @@ from typing import Final
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
-from tests.harness.site_cache import METADATA_CACHE_SECONDS, METADATA_MAX_AGE_SECONDS, SiteCache
+from tests.harness.site_cache import (
+    EXAMPLE,
+    METADATA_CACHE_SECONDS,
+    METADATA_MAX_AGE_SECONDS,
+    SiteCache,
+)
 
 ESRGAN: Final = MODEL_REFERENCE_CATEGORY.esrgan
 METADATA: Final = "/api/model_references/v2/metadata/metadata"
@@ -135,3 +140,19 @@ def test_everything_else_is_refused_without_asking_the_primary(
     ):
         assert get(scripted_cache, target)[0] == 404, target
     assert scripted.requests == []
+
+
+def test_the_example_verifies_the_primary_and_listens_on_loopback() -> None:
+    """As shipped (before the per-site values are set): TLS to the public PRIMARY with SNI and
+    verification, and nothing reachable from off the host."""
+    directives = {
+        line.split("#")[0].strip() for line in EXAMPLE.read_text(encoding="utf-8").splitlines()
+    }
+    for expected in (
+        "proxy_pass https://models.aihorde.net;",
+        "proxy_ssl_server_name on;",
+        "proxy_ssl_verify on;",
+        "listen 127.0.0.1:8080;",
+    ):
+        assert expected in directives, expected
+    assert not any(d.startswith("listen") and "127.0.0.1" not in d for d in directives)
