@@ -298,7 +298,7 @@ def _fleet_rows(out: Report, fleet: FleetFigures) -> None:
         f"≤ {convergence_bound(direct.change, cached=False):.1f} s "
         f"(slowest run {max(direct.change.run_seconds):.2f} s, "
         f"median {statistics.median(direct.change.run_seconds):.2f} s)",
-        "one interval",
+        "one interval + jitter (+ cache age) + one run",
         yes_no(
             all(
                 r.replicas_current == hosts
