@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -52,12 +53,18 @@ class Seen:
 class FaultServer:
     """A threaded HTTP/1.1 server whose answers are scripted per path."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._routes: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self.requests: list[Seen] = []
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
+        if tls is not None:  # HTTPS; the handshake happens in the handler thread
+            server.socket = tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            server.handle_error = _quiet  # type: ignore[method-assign]  # refused handshakes
+        self.scheme = "http" if tls is None else "https"
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -67,7 +74,7 @@ class FaultServer:
     def url(self) -> str:
         """The server's base URL."""
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
     def start(self) -> FaultServer:
         """Start serving in a background thread."""
@@ -97,6 +104,10 @@ class FaultServer:
             if not queue:
                 return Reply(404, b'{"detail":"Not Found"}')
             return queue.pop(0) if len(queue) > 1 else queue[0]
+
+
+def _quiet(request: object, client_address: object) -> None:
+    """A client that refused our certificate is what a TLS test expects: no traceback."""
 
 
 def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
@@ -163,9 +174,9 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def running() -> Iterator[FaultServer]:
-    """A started `FaultServer`, stopped on exit."""
-    server = FaultServer().start()
+def running(tls: ssl.SSLContext | None = None) -> Iterator[FaultServer]:
+    """A started `FaultServer` (HTTPS with `tls`), stopped on exit."""
+    server = FaultServer(tls).start()
     try:
         yield server
     finally:
