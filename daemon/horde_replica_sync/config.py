@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         # JSON dumps are what gets logged and printed (daemon.starting, check-config).
         return redact_url(value)
 
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # `HORDE_REPLICA_CA_BUNDLE=` means none
+
     @field_validator("ca_bundle")
     @classmethod
     def _pem_bundle(cls, value: Path | None) -> Path | None:

@@ -23,6 +23,7 @@ import trustme
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
+from horde_replica_sync.config import load_settings
 from horde_replica_sync.errors import ErrorKind
 from tests.environment import clean_env, free_port
 from tests.faults.conftest import SyncFn
@@ -272,6 +273,10 @@ class TestTls:
         result = cli("check-config", env=clean_env(HORDE_REPLICA_CA_BUNDLE=str(bundle)))
         assert result.returncode == 78, result.stdout
         assert "ca_bundle" in result.stderr and "HORDE_REPLICA_CA_BUNDLE" in result.stderr
+
+    def test_empty_ca_bundle_is_unset(self) -> None:
+        """`HORDE_REPLICA_CA_BUNDLE=` (an env file's blank) means no extra CA, not `.`."""
+        assert load_settings(ca_bundle="").ca_bundle is None
 
 
 class TestProxies:
