@@ -7,6 +7,7 @@ request is recorded. It plays both a PRIMARY and raw.githubusercontent.com.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -53,7 +54,9 @@ class Seen:
 class FaultServer:
     """A threaded HTTP/1.1 server whose answers are scripted per path."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, tls: ssl.SSLContext | None = None, basic_auth: tuple[str, str] | None = None
+    ) -> None:
         self._routes: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self.requests: list[Seen] = []
@@ -65,6 +68,12 @@ class FaultServer:
             )
             server.handle_error = _quiet  # type: ignore[method-assign]  # refused handshakes
         self.scheme = "http" if tls is None else "https"
+        # With `basic_auth`, a request without exactly these credentials gets 401.
+        self.authorization = (
+            None
+            if basic_auth is None
+            else "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()
+        )
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -116,6 +125,8 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             reply = server.next_reply(self.path, {k.lower(): v for k, v in self.headers.items()})
+            if server.authorization and self.headers.get("Authorization") != server.authorization:
+                reply = Reply(401, b'{"detail":"Not authenticated"}', {"WWW-Authenticate": "Basic"})
             if reply.delay:
                 time.sleep(reply.delay)
             if reply.reset:
@@ -174,9 +185,11 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def running(tls: ssl.SSLContext | None = None) -> Iterator[FaultServer]:
-    """A started `FaultServer` (HTTPS with `tls`), stopped on exit."""
-    server = FaultServer(tls).start()
+def running(
+    tls: ssl.SSLContext | None = None, basic_auth: tuple[str, str] | None = None
+) -> Iterator[FaultServer]:
+    """A started `FaultServer` (HTTPS with `tls`, requiring `basic_auth`), stopped on exit."""
+    server = FaultServer(tls, basic_auth).start()
     try:
         yield server
     finally:

@@ -6,7 +6,6 @@ reads everything the process printed, logged and stored.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import signal
@@ -73,7 +72,7 @@ class TestCredentialsInUrls:
     def test_used_for_requests_and_redacted_everywhere(self, tmp_path: Path) -> None:
         """Basic auth reaches the server; no output, log line, dump or file holds the secret."""
         replica = tmp_path / "replica"
-        with running() as server:
+        with running(basic_auth=(USER, PASSWORD)) as server:
             script_primary(server)
             server.script(v2_path(C.blip), Reply(500))  # retries, a failed layer, last_error
             env = clean_env(
@@ -87,10 +86,12 @@ class TestCredentialsInUrls:
             commands = (["sync", "--once"], ["status"], ["status", "--json"], ["check-config"])
             shown = [cli(*args, env=env) for args in (*commands, ["check-config", "--json"])]
             daemon_log = self._daemon_log(env, tmp_path)
-            expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             assert server.requests, "the server saw no request"
-            assert all(r.headers.get("authorization") == expected for r in server.requests)
+            assert all(
+                r.headers.get("authorization") == server.authorization for r in server.requests
+            )
         assert shown[0].returncode == 75, shown[0].stderr  # blip failed, esrgan synced
+        assert layer_state(replica, ONE)["last_outcome"] == "ok"  # the server let us in
         assert "blip" in layer_state(replica, "blip")["last_error"]
         texts = [p.stdout + p.stderr for p in shown] + [daemon_log, everything_under(replica)]
         for text in texts:
