@@ -63,3 +63,26 @@ class TestSettingsUrls:
         with pytest.raises(ConfigError) as info:
             load_settings(github_url="ftp://u:pw@host")
         assert "pw" not in str(info.value) and "ftp://***@host" in str(info.value)
+
+
+def test_a_traceback_quoting_a_url_loses_its_userinfo() -> None:
+    """Behind redact_url: any log line (a traceback too) is scrubbed of `://user:pw@`."""
+    import io
+    import json
+
+    import structlog
+
+    from horde_replica_sync import logs
+
+    stream = io.StringIO()
+    logs.configure(stream=stream, json=True)
+    try:
+        raise RuntimeError("cannot reach http://bob:hunter2@proxy.test:3128/")
+    except RuntimeError:
+        structlog.get_logger("test").exception("daemon.unexpected_error", note="u:pw@x")
+    finally:
+        structlog.reset_defaults()
+    line = json.loads(stream.getvalue())
+    assert "hunter2" not in stream.getvalue()
+    assert "http://***@proxy.test:3128/" in line["exception"]
+    assert line["note"] == "u:pw@x"  # no scheme: not a URL, left alone
