@@ -7,10 +7,12 @@ request is recorded. It plays both a PRIMARY and raw.githubusercontent.com.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -53,12 +55,26 @@ class Seen:
 class FaultServer:
     """A threaded HTTP/1.1 server whose answers are scripted per path."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, tls: ssl.SSLContext | None = None, basic_auth: tuple[str, str] | None = None
+    ) -> None:
         self._routes: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self.requests: list[Seen] = []
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
+        if tls is not None:  # HTTPS; the handshake happens in the handler thread
+            server.socket = tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            server.handle_error = _quiet  # type: ignore[method-assign]  # refused handshakes
+        self.scheme = "http" if tls is None else "https"
+        # With `basic_auth`, a request without exactly these credentials gets 401.
+        self.authorization = (
+            None
+            if basic_auth is None
+            else "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()
+        )
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -68,7 +84,7 @@ class FaultServer:
     def url(self) -> str:
         """The server's base URL."""
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
     def start(self) -> FaultServer:
         """Start serving in a background thread."""
@@ -100,6 +116,10 @@ class FaultServer:
             return queue.pop(0) if len(queue) > 1 else queue[0]
 
 
+def _quiet(request: object, client_address: object) -> None:
+    """A client that refused our certificate is what a TLS test expects: no traceback."""
+
+
 def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -108,6 +128,8 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             path, _, query = self.path.partition("?")
             headers = {k.lower(): v for k, v in self.headers.items()}
             reply = server.next_reply(path, headers, query)
+            if server.authorization and self.headers.get("Authorization") != server.authorization:
+                reply = Reply(401, b'{"detail":"Not authenticated"}', {"WWW-Authenticate": "Basic"})
             if reply.delay:
                 time.sleep(reply.delay)
             if reply.reset:
@@ -166,9 +188,11 @@ def _handler_for(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def running() -> Iterator[FaultServer]:
-    """A started `FaultServer`, stopped on exit."""
-    server = FaultServer().start()
+def running(
+    tls: ssl.SSLContext | None = None, basic_auth: tuple[str, str] | None = None
+) -> Iterator[FaultServer]:
+    """A started `FaultServer` (HTTPS with `tls`, requiring `basic_auth`), stopped on exit."""
+    server = FaultServer(tls, basic_auth).start()
     try:
         yield server
     finally:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
+import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
 
-from horde_replica_sync.config import Settings
-from horde_replica_sync.errors import SourceError, SourceRejected, SourceUnavailable
+from horde_replica_sync.config import Settings, load_settings
+from horde_replica_sync.errors import ErrorKind, SourceError, SourceRejected, SourceUnavailable
+from horde_replica_sync.runtime import make_client
 from horde_replica_sync.sources.http import (
     PASSED_STATUSES,
     Response,
@@ -413,3 +417,109 @@ class TestGetOddHeaders:
         error = await fetch_error(response)
         assert type(error) is SourceUnavailable
         assert error.retry_after is None
+
+
+def gzipped(data: bytes) -> bytes:
+    """`data` as a gzip member."""
+    return gzip.compress(data)
+
+
+class TestGetDecoding:
+    """Bodies are decoded as they stream, and bounded by their decoded size."""
+
+    @pytest.mark.parametrize(
+        ("encoding", "encode"),
+        [
+            ("gzip", gzip.compress),
+            ("x-gzip", gzip.compress),
+            ("deflate", zlib.compress),
+            ("deflate", lambda d: zlib.compress(d, wbits=-zlib.MAX_WBITS)),  # raw, no header
+            ("identity", lambda d: d),
+        ],
+        ids=["gzip", "x-gzip", "deflate-zlib", "deflate-raw", "identity"],
+    )
+    async def test_decoded(self, encoding: str, encode: Callable[[bytes], bytes]) -> None:
+        """Each supported encoding is decoded to the original bytes."""
+        plain = b'{"a": {"name": "a"}}' * 20
+        body = ChunkedBody([encode(plain)])
+        response = httpx.Response(200, headers={"Content-Encoding": encoding}, stream=body)
+        assert (await fetch(response)).content == plain
+
+    async def test_bomb_stops_at_the_cap(self) -> None:
+        """A small gzip body that inflates far past the cap is OVERSIZE, read only partly."""
+        bomb = gzipped(bytes(64 * CAP))
+        body = ChunkedBody([bomb[i : i + 16] for i in range(0, len(bomb), 16)])
+        response = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=body)
+        error = await fetch_error(response)
+        assert type(error) is SourceRejected and error.kind is ErrorKind.OVERSIZE
+        assert f"{CAP}-byte cap" in str(error)
+        assert body.sent < len(body.chunks)
+
+    async def test_body_exactly_at_cap_when_compressed(self) -> None:
+        """A gzip body whose decoded size is exactly the cap is accepted."""
+        body = ChunkedBody([gzipped(b"x" * CAP)])
+        response = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=body)
+        assert len((await fetch(response)).content) == CAP
+
+    @pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])
+    async def test_unsupported_encoding_rejected(self, encoding: str) -> None:
+        """An encoding we did not ask for is refused, naming it."""
+        body = ChunkedBody([b"xx"])
+        response = httpx.Response(200, headers={"Content-Encoding": encoding}, stream=body)
+        error = await fetch_error(response)
+        assert type(error) is SourceRejected and error.kind is ErrorKind.INVALID
+        assert encoding in str(error)
+
+    async def test_corrupt_gzip(self) -> None:
+        """A body that is not the gzip it claims is a SourceUnavailable naming the encoding."""
+        body = ChunkedBody([b"nope"])
+        response = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=body)
+        error = await fetch_error(response)
+        assert type(error) is SourceUnavailable and "corrupt gzip body" in str(error)
+
+    async def test_accept_encoding_of_the_client(self) -> None:
+        """The daemon's client asks only for the encodings it bounds."""
+        async with make_client(load_settings()) as client:
+            assert client.headers["accept-encoding"] == "gzip, deflate"
+
+
+class TestGetTlsAndProxies:
+    """TLS failures are their own kind; a connection failure names the proxy it used."""
+
+    async def test_certificate_failure_is_tls(self) -> None:
+        """An untrusted certificate is kind tls, says what to do, and is not retried."""
+        cause = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        cause.verify_message = "self-signed certificate"
+        connect = httpx.ConnectError("handshake")
+        connect.__cause__ = cause
+        recorder = Recorder(connect)
+        async with client_for(recorder) as client:
+            with pytest.raises(SourceUnavailable) as info:
+                await get_with_retry(client, URL, policy=FAST, max_bytes=CAP)
+        assert info.value.kind is ErrorKind.TLS
+        assert "self-signed certificate" in str(info.value) and "ca_bundle" in str(info.value)
+        assert recorder.calls == 1
+
+    async def test_proxy_named_and_redacted(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The proxy for the URL's scheme is named, without its credentials."""
+        for name in ("HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", "http://u:pw@proxy.local:3128")
+        error = await fetch_error(httpx.ConnectError("refused"))
+        assert "via proxy http://***@proxy.local:3128" in str(error)
+
+    async def test_no_proxy_bypass(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A host NO_PROXY exempts is reported without a proxy."""
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
+        monkeypatch.setenv("NO_PROXY", "primary.test")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("https_proxy", raising=False)
+        error = await fetch_error(httpx.ConnectError("refused"))
+        assert "proxy" not in str(error)
+
+    async def test_redirect_location_redacted(self) -> None:
+        """A redirect's Location is shown without credentials."""
+        response = httpx.Response(302, headers={"Location": "https://u:pw@elsewhere/x"})
+        error = await fetch_error(response)
+        assert "pw" not in str(error) and "https://***@elsewhere/x" in str(error)

@@ -49,7 +49,7 @@ from horde_replica_sync.validation import (
 
 SERVER_DOWN_AFTER: Final = 2
 """Categories whose endpoints failed at the connection level before the server counts as down."""
-CONNECTION_LEVEL: Final = frozenset({ErrorKind.CONNECTION, ErrorKind.TIMEOUT})
+CONNECTION_LEVEL: Final = frozenset({ErrorKind.CONNECTION, ErrorKind.TLS, ErrorKind.TIMEOUT})
 
 
 class Published:

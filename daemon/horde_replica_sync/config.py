@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,6 +39,7 @@ from horde_replica_sync.categories import (
     parse_categories,
 )
 from horde_replica_sync.errors import ConfigError
+from horde_replica_sync.redact import redact_url
 from horde_replica_sync.upstream_env import UpstreamEnvSettingsSource, upstream_origin
 
 ENV_PREFIX: Final = "HORDE_REPLICA_"
@@ -81,6 +90,7 @@ class Settings(BaseSettings):
     max_staleness_seconds: float = Field(7200.0, ge=1, le=30 * DAY)
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
     metrics_addr: str = "127.0.0.1:9464"
+    ca_bundle: Path | None = None  # PEM file of extra CAs, trusted besides the system store
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("*", mode="before")
@@ -99,10 +109,38 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            msg = f"must be an http(s) URL with a host, got {value!r}"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            msg = f"must be an http(s) URL with a host, got {redact_url(value)!r}"
+            raise ValueError(msg)
+        if parts.query or parts.fragment or value.endswith(("?", "#")):
+            # Paths are appended to the base, so a query would end up in the middle of them.
+            msg = (
+                f"must have no query string or fragment, got {redact_url(value)!r} "
+                "(credentials go in the URL's userinfo: https://user:password@host/...)"
+            )
             raise ValueError(msg)
         return value.rstrip("/")
+
+    @field_serializer("primary_url", "github_url", when_used="json")
+    def _shown_url(self, value: str) -> str:
+        # JSON dumps are what gets logged and printed (daemon.starting, check-config).
+        return redact_url(value)
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # `HORDE_REPLICA_CA_BUNDLE=` means none
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _pem_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=value)
+            except (OSError, ssl.SSLError) as exc:
+                msg = f"must be a readable PEM file of CA certificates: {value}: {exc}"
+                raise ValueError(msg) from None
+        return value
 
     @field_validator("metrics_addr")
     @classmethod

@@ -4,7 +4,7 @@
     ├── ConfigError            bad settings; the CLI exits 78 before any I/O
     ├── LockHeldError          another process owns the replica directory
     ├── SourceError            a source could not deliver one file (carries the URL)
-    │   ├── SourceUnavailable  connection error, timeout, 5xx, 429, redirect: try the fallback
+    │   ├── SourceUnavailable  connection, TLS, timeout, 5xx, 429, redirect: try the fallback
     │   └── SourceRejected     the source answered, but not with data (422, other 4xx)
     ├── InvalidPayload         the body is not what readers can load; nothing is published
     │   └── ShrinkRefused      the body would drop too many records
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import enum
 
+from horde_replica_sync.redact import redact_url
+
 
 class SourceName(enum.StrEnum):
     """Where a body came from (a bounded metrics label)."""
@@ -32,6 +34,7 @@ class ErrorKind(enum.StrEnum):
 
     TIMEOUT = "timeout"
     CONNECTION = "connection"
+    TLS = "tls"  # certificate not trusted, or the handshake failed
     HTTP_5XX = "http_5xx"
     RATE_LIMITED = "rate_limited"
     HTTP_4XX = "http_4xx"
@@ -65,7 +68,10 @@ class LockHeldError(ReplicaSyncError):
 
 
 class SourceError(ReplicaSyncError):
-    """Raised by a source when one URL did not deliver a body."""
+    """Raised by a source when one URL did not deliver a body.
+
+    `url` is redacted (no credentials, no query values): the error is logged and stored.
+    """
 
     def __init__(
         self,
@@ -76,12 +82,12 @@ class SourceError(ReplicaSyncError):
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        self.url = url
+        self.url = redact_url(url)
         self.reason = reason
         self.kind = kind
         self.status = status
         self.retry_after = retry_after
-        super().__init__(f"{url}: {reason}")
+        super().__init__(f"{self.url}: {reason}")
 
 
 class SourceUnavailable(SourceError):

@@ -7,6 +7,7 @@ otherwise. See `RunLog` for what a run logs.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -32,12 +33,27 @@ def configure(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _scrub_userinfo,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+
+
+# The last line of defence behind `redact.redact_url`: a traceback or a third-party message
+# may quote a URL we never saw, so any `scheme://userinfo@` in a log line loses its userinfo.
+_USERINFO: Final = re.compile(r"(?<=://)[^/\s@]+@")
+
+
+def _scrub_userinfo(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    for key, value in event.items():
+        if isinstance(value, str) and "@" in value:
+            event[key] = _USERINFO.sub("***@", value)
+    return event
 
 
 LEVELS: Final = {

@@ -13,9 +13,11 @@ from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.config import Settings
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
+from horde_replica_sync.sources.decoding import ACCEPT_ENCODING
 from horde_replica_sync.sources.github import GithubSource
 from horde_replica_sync.sources.http import RetryPolicy
 from horde_replica_sync.sources.primary import PrimarySource
+from horde_replica_sync.sources.tls import ssl_context
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine, SyncOptions
 
@@ -30,11 +32,19 @@ class RunFlags:
 
 
 def make_client(settings: Settings) -> httpx.AsyncClient:
-    """The one pooled client every source shares. Redirects are errors, not surprises."""
+    """The one pooled client every source shares. Redirects are errors, not surprises.
+
+    TLS trusts the system store plus `ca_bundle`; only encodings whose decoding is bounded
+    are asked for. Proxies come from the environment (`*_PROXY`, `NO_PROXY`).
+    """
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_seconds),
         follow_redirects=False,
-        headers={"User-Agent": f"horde-replica-sync/{__version__}"},
+        verify=ssl_context(settings.ca_bundle),
+        headers={
+            "User-Agent": f"horde-replica-sync/{__version__}",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        },
         limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
     )
 

@@ -17,13 +17,17 @@ import httpx
 
 from horde_replica_sync.categories import GithubRepo
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected
+from horde_replica_sync.redact import redact_url
 from horde_replica_sync.sources.http import Cooldown, RetryPolicy, get_with_retry
 from horde_replica_sync.sources.primary import Fetched
 
 
 @dataclass(frozen=True, slots=True)
 class NotModified:
-    """GitHub answered 304 to our `If-None-Match`: the published copy is current."""
+    """GitHub answered 304 to our `If-None-Match`: the published copy is current.
+
+    `url` is redacted: it is only ever shown.
+    """
 
     url: str
     etag: str
@@ -74,9 +78,9 @@ class GithubSource:
                 headers=headers,
             )
         if response.status == 304 and etag:
-            return NotModified(url, etag)
+            return NotModified(redact_url(url), etag)
         if response.status != 200:
             raise SourceRejected(
                 url, f"HTTP {response.status}", kind=ErrorKind.HTTP_4XX, status=response.status
             )
-        return Fetched(url, response.content, response.etag)
+        return Fetched(redact_url(url), response.content, response.etag)

@@ -1,7 +1,8 @@
 """One bounded GET with error translation and a retry policy, shared by both sources.
 
-Every httpx error is translated here, at the edge, into a `SourceError` that names the URL,
-so the rest of the package never sees httpx exceptions.
+Every httpx error is translated here, at the edge, into a `SourceError` that names the URL
+(redacted), so the rest of the package never sees httpx exceptions. A TLS failure is its own
+kind, and a connection failure names the proxy it went through.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import asyncio
 import contextlib
 import email.utils
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -25,6 +28,9 @@ from tenacity import (
 )
 
 from horde_replica_sync.errors import ErrorKind, SourceError, SourceRejected, SourceUnavailable
+from horde_replica_sync.redact import redact_url
+from horde_replica_sync.sources import tls
+from horde_replica_sync.sources.decoding import read_decoded
 
 log = structlog.get_logger(__name__)
 
@@ -82,8 +88,7 @@ async def get(
             url, f"timed out ({type(exc).__name__})", kind=ErrorKind.TIMEOUT
         ) from exc
     except httpx.HTTPError as exc:
-        reason = f"connection failed ({type(exc).__name__}: {exc})"
-        raise SourceUnavailable(url, reason, kind=ErrorKind.CONNECTION) from exc
+        raise _connection_error(url, exc) from exc
     return Response(url, response.status_code, content, response.headers.get("etag"))
 
 
@@ -99,8 +104,8 @@ async def get_with_retry(
     """`get` under `policy`: retries only what a later attempt can fix."""
 
     def retryable(exc: BaseException) -> bool:
-        if not isinstance(exc, SourceUnavailable):
-            return False
+        if not isinstance(exc, SourceUnavailable) or exc.kind is ErrorKind.TLS:
+            return False  # an untrusted certificate stays untrusted on the next attempt
         return exc.retry_after is None or exc.retry_after <= policy.max_retry_after_seconds
 
     retrying = AsyncRetrying(
@@ -188,7 +193,7 @@ def _raise_for_status(url: str, response: httpx.Response) -> None:
     if status in PASSED_STATUSES:
         return
     if 300 <= status < 400:
-        location = response.headers.get("location", "?")
+        location = redact_url(response.headers.get("location", "?"))
         raise SourceUnavailable(
             url,
             f"unexpected redirect (HTTP {status} to {location})",
@@ -217,16 +222,31 @@ async def _read_capped(url: str, response: httpx.Response, max_bytes: int) -> by
     if declared is not None and _is_count(declared) and int(declared) > max_bytes:
         reason = f"body of {declared} bytes exceeds the {max_bytes}-byte cap"
         raise SourceRejected(url, reason, kind=ErrorKind.OVERSIZE)
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in response.aiter_bytes():
-        received += len(chunk)
-        if received > max_bytes:
-            raise SourceRejected(
-                url, f"body exceeds the {max_bytes}-byte cap", kind=ErrorKind.OVERSIZE
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_decoded(url, response, max_bytes)
+
+
+def _connection_error(url: str, exc: httpx.HTTPError) -> SourceUnavailable:
+    """A failure below HTTP, told apart as TLS or not, naming the proxy it went through."""
+    if tls_error := tls.tls_failure(exc):
+        return SourceUnavailable(url, tls.describe(tls_error), kind=ErrorKind.TLS)
+    proxy = proxy_for(url)
+    via = f" via proxy {redact_url(proxy)}" if proxy else ""
+    reason = f"connection failed{via} ({type(exc).__name__}: {exc})"
+    return SourceUnavailable(url, reason, kind=ErrorKind.CONNECTION)
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy httpx uses for `url` (trust_env: `*_PROXY`, `NO_PROXY`), if any.
+
+    httpx reads the same variables through `urllib.request.getproxies`; its own mapping is
+    private, so this is the public equivalent for the message only.
+    """
+    proxies = urllib.request.getproxies()
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if urllib.request.proxy_bypass(host):  # on Linux: NO_PROXY, as httpx reads it
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def _backoff(policy: RetryPolicy) -> Callable[[RetryCallState], float]:

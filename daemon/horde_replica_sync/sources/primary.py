@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected
+from horde_replica_sync.redact import redact_url
 from horde_replica_sync.sources.http import (
     Cooldown,
     Response,
@@ -24,7 +25,7 @@ from horde_replica_sync.validation import describe_validation_error
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """One body as a source delivered it."""
+    """One body as a source delivered it; `url` is redacted (it is only ever shown)."""
 
     url: str
     content: bytes
@@ -166,7 +167,7 @@ class PrimarySource:
             return None
         if response.status != 200:
             raise SourceRejected(url, f"unexpected HTTP {response.status}", kind=ErrorKind.HTTP_4XX)
-        return Fetched(url, response.content)
+        return Fetched(redact_url(url), response.content)
 
     async def _get(self, url: str) -> Response:
         with self.cooldown.guard(url):
@@ -198,7 +199,7 @@ class PrimarySource:
             try:
                 entry = _MetadataEntry.model_validate(entries[category.value])
             except ValidationError as exc:
-                unusable[category] = f"{url}: {describe_validation_error(exc)}"
+                unusable[category] = f"{redact_url(url)}: {describe_validation_error(exc)}"
                 continue
             if entry.last_updated is not None:
                 stamps[category] = entry.last_updated
