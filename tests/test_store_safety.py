@@ -209,7 +209,7 @@ class TestStoreInProcess:
         """write() over a symlink to /dev/null: a StoreError naming the path and what it is."""
         store = ReplicaStore(tmp_path, tmp_path / ".state")
         (tmp_path / "esrgan.json").symlink_to("/dev/null")
-        with pytest.raises(StoreError, match="esrgan.json is a symlink to a character device"):
+        with pytest.raises(StoreError, match=r"esrgan\.json is a symlink to a character device"):
             store.write("esrgan.json", b"{}")
 
     def test_state_file_fifo_loads_empty_and_save_fails(self, tmp_path: Path) -> None:
@@ -219,5 +219,5 @@ class TestStoreInProcess:
         os.mkfifo(store.state_path)
         state = store.load_state()
         assert state.categories == {}
-        with pytest.raises(StoreError, match="state.json is a FIFO"):
+        with pytest.raises(StoreError, match=r"state\.json is a FIFO"):
             store.save_state(state)

@@ -23,9 +23,9 @@ replaced by a regular file of ours: the rename replaces the link, never what it 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
-import errno
 import os
 import stat
 import tempfile
@@ -215,7 +215,7 @@ def _read_regular(path: Path) -> bytes | None:
     then the opened file is checked again, so a swap in between changes nothing.
     """
     try:
-        if not _is_regular(os.stat(path)):
+        if not _is_regular(path.stat()):
             return None
         fd = os.open(path, _READ_OPEN)
     except OSError:
@@ -244,9 +244,9 @@ def _refuse_foreign_target(target: Path) -> None:
     operator's mistake into an error naming the path instead of a silent deletion.
     """
     try:
-        info = os.lstat(target)
+        info = target.lstat()
         if stat.S_ISLNK(info.st_mode):
-            pointed = os.stat(target)
+            pointed = target.stat()
             if not stat.S_ISREG(pointed.st_mode):
                 kind = f"a symlink to {_kind(pointed.st_mode)}"
                 msg = f"{target} is {kind}, not a regular file; refusing to replace it"
