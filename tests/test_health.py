@@ -19,6 +19,7 @@ from horde_replica_sync.health import (
     MAX_CONNECTIONS,
     REQUEST_DEADLINE_SECONDS,
     HealthServer,
+    Refusal,
     Verdict,
 )
 
@@ -40,8 +41,10 @@ def serving(
     *,
     max_connections: int = MAX_CONNECTIONS,
     request_deadline_seconds: float = REQUEST_DEADLINE_SECONDS,
+    refusals: list[Refusal] | None = None,
 ) -> Iterator[HealthServer]:
-    """A started server with a test counter in its registry, stopped on exit."""
+    """A started server with a test counter in its registry, stopped on exit; what it
+    refused is appended to `refusals`."""
     registry = CollectorRegistry()
     Counter("probe_test", "a sample", registry=registry).inc()
     server = HealthServer(
@@ -52,6 +55,7 @@ def serving(
         ready=lambda: Verdict(ok=False, detail={"never_synced": ["esrgan/v2"]}),
         max_connections=max_connections,
         request_deadline_seconds=request_deadline_seconds,
+        on_refusal=(refusals if refusals is not None else []).append,
     )
     server.start()
     try:
@@ -116,11 +120,13 @@ class TestRoutes:
 
     def test_other_methods_are_refused(self) -> None:
         """POST is 405; a line that is not HTTP is 400; HEAD has headers and no body."""
-        with serving() as server:
+        refusals: list[Refusal] = []
+        with serving(refusals=refusals) as server:
             assert raw(server, b"POST /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
             assert raw(server, b"hello\r\n\r\n").startswith(b"HTTP/1.1 400 ")
             head = raw(server, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+        assert refusals == [Refusal.BAD_REQUEST, Refusal.BAD_REQUEST]
 
 
 class TestBounds:
@@ -128,7 +134,8 @@ class TestBounds:
 
     def test_slowloris_is_dropped_after_the_deadline(self) -> None:
         """One header byte every 0.2 s: dropped after the deadline, not served forever."""
-        with serving(request_deadline_seconds=DEADLINE) as server:
+        refusals: list[Refusal] = []
+        with serving(request_deadline_seconds=DEADLINE, refusals=refusals) as server:
             sock = socket.create_connection(("127.0.0.1", port_of(server)))
             stop = threading.Event()
 
@@ -147,6 +154,7 @@ class TestBounds:
                 stop.set()
                 dripper.join()
                 sock.close()
+        assert refusals == [Refusal.TIMEOUT]
 
     def test_idle_connection_is_dropped(self) -> None:
         """A client that connects and says nothing is closed after the deadline."""
@@ -158,15 +166,18 @@ class TestBounds:
 
     def test_oversized_request_is_refused(self) -> None:
         """A request head past the size limit gets 431 and the connection closed."""
-        with serving() as server:
+        refusals: list[Refusal] = []
+        with serving(refusals=refusals) as server:
             huge = b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"y" * 20_000 + b"\r\n\r\n"
             assert raw(server, huge).startswith(b"HTTP/1.1 431 ")
+        assert refusals == [Refusal.OVERSIZE]
 
     def test_flood_evicts_the_oldest_and_healthz_answers(self) -> None:
         """200 idle connections over a cap of 8: the newest, /healthz, is still served at once,
         and the server holds no thread per connection."""
         threads_before = threading.active_count()
-        with serving(max_connections=8, request_deadline_seconds=30) as server:
+        refusals: list[Refusal] = []
+        with serving(max_connections=8, request_deadline_seconds=30, refusals=refusals) as server:
             idle = [socket.create_connection(("127.0.0.1", port_of(server))) for _ in range(200)]
             try:
                 time.sleep(0.3)
@@ -178,6 +189,7 @@ class TestBounds:
             finally:
                 for sock in idle:
                     sock.close()
+        assert refusals.count(Refusal.EVICTED) >= 200 - 8
 
 
 class TestAddresses:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import json
 import socket
 import threading
@@ -36,6 +37,15 @@ MAX_REQUEST_BYTES: Final = 8192
 LISTEN_BACKLOG: Final = 64
 """Connections the kernel queues before they are accepted (and, if need be, evicted)."""
 JSON: Final = "application/json"
+
+
+class Refusal(enum.StrEnum):
+    """Why the server cut a client short (a bounded metrics label, pre-created at 0)."""
+
+    TIMEOUT = "timeout"  # idle, or too slow (slowloris), past the deadline
+    EVICTED = "evicted"  # the oldest connection still unread, to admit a new one
+    OVERSIZE = "oversize"  # a request head past MAX_REQUEST_BYTES (answered 431)
+    BAD_REQUEST = "bad_request"  # not an HTTP/1.x GET or HEAD (answered 400 or 405)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +90,17 @@ class HealthServer:
         ready: Callable[[], Verdict],
         max_connections: int = MAX_CONNECTIONS,
         request_deadline_seconds: float = REQUEST_DEADLINE_SECONDS,
+        on_refusal: Callable[[Refusal], None] = lambda _: None,
     ) -> None:
         self._registry, self._alive, self._ready = registry, alive, ready
+        self._on_refusal = on_refusal  # called in the server's thread
         self._max_connections = max_connections
         self._deadline = request_deadline_seconds
         self._socket = _listen(host, port)
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
-        self._reading: dict[asyncio.Task[None], None] = {}  # oldest first: eviction order
+        self._open: set[asyncio.StreamWriter] = set()
+        self._reading: dict[asyncio.StreamWriter, None] = {}  # oldest first: eviction order
         self._handlers: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, name="health-server", daemon=True)
 
@@ -125,52 +138,61 @@ class HealthServer:
         async with server:
             await self._stopping.wait()
             server.close()
-            for task in self._handlers:
-                task.cancel()
+            for writer in self._open:
+                writer.transport.abort()  # each handler then ends as if its client left
             await asyncio.gather(*self._handlers, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None  # a connection handler always runs as a task
-        self._admit(task)
+        self._handlers.add(task)
+        self._admit(writer)
         answered = False
         try:
             async with asyncio.timeout(self._deadline):
                 answer = await self._answer(reader)
-                self._reading.pop(task, None)
+                self._reading.pop(writer, None)
                 writer.write(answer.encode())
                 await writer.drain()
                 answered = True
-        except (TimeoutError, ConnectionError):
-            pass  # too slow, or gone: dropped below
+        except TimeoutError:
+            self._on_refusal(Refusal.TIMEOUT)  # dropped below
+        except ConnectionError:
+            pass  # the client left
         finally:
-            self._reading.pop(task, None)
+            self._reading.pop(writer, None)
+            self._open.discard(writer)
             self._handlers.discard(task)
             if answered:
                 writer.close()
-            else:  # timed out, evicted (cancelled) or gone: free the descriptor now
+            else:  # timed out, evicted or gone: free the descriptor now
                 writer.transport.abort()
 
-    def _admit(self, task: asyncio.Task[None]) -> None:
-        if len(self._handlers) >= self._max_connections and self._reading:
+    def _admit(self, writer: asyncio.StreamWriter) -> None:
+        if len(self._open) >= self._max_connections and self._reading:
             oldest = next(iter(self._reading))
             del self._reading[oldest]
-            oldest.cancel()  # its `finally` closes the socket
-        self._handlers.add(task)
-        self._reading[task] = None
+            # Not Task.cancel(): asyncio 3.11 logs a traceback for every cancelled handler.
+            # Its reader sees the connection lost and the handler ends on its own.
+            oldest.transport.abort()
+            self._on_refusal(Refusal.EVICTED)
+        self._open.add(writer)
+        self._reading[writer] = None
 
     async def _answer(self, reader: asyncio.StreamReader) -> _Answer:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
+            self._on_refusal(Refusal.OVERSIZE)
             return _error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
         except asyncio.IncompleteReadError as exc:
             raise ConnectionResetError from exc  # the client left mid-request
         method, path = _request_line(head)
-        if method is None:
-            return _error(HTTPStatus.BAD_REQUEST)
         if method not in ("GET", "HEAD"):
-            return _error(HTTPStatus.METHOD_NOT_ALLOWED)
+            self._on_refusal(Refusal.BAD_REQUEST)
+            return _error(
+                HTTPStatus.BAD_REQUEST if method is None else HTTPStatus.METHOD_NOT_ALLOWED
+            )
         answer = self._route(path)
         return dataclasses.replace(answer, head_only=True) if method == "HEAD" else answer
 

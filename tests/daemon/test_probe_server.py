@@ -200,7 +200,10 @@ def test_flood_of_idle_and_slow_clients(start_daemon: Start, tmp_path: Path) -> 
     assert max(held.threads, peak.threads) <= idle.threads + 2
     assert max(held.fds, peak.fds) <= idle.fds + 80
     assert daemon.get("/healthz")[0] == 200
+    evicted = daemon.sample("horde_replica_probe_requests_refused_total", reason="evicted")
+    assert evicted is not None and evicted >= IDLE_CLIENTS - 16
     assert daemon.stop() == 0
+    assert not [line for line in daemon.raw if "Traceback" in line]  # no handler crashed
 
 
 def _free_ipv6_port() -> int | None:
