@@ -37,9 +37,19 @@ def _bounded() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
-def sync_once(server: FaultServer, replica: Path) -> subprocess.CompletedProcess[str]:
+def without_root_overrides() -> list[str]:
+    """A command prefix under which root, too, obeys file permissions (no DAC override)."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def sync_once(
+    server: FaultServer, replica: Path, *, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """`sync --once` for esrgan and blip, bounded in time and memory."""
     argv = [
+        *prefix,
         sys.executable,
         "-m",
         "horde_replica_sync",
@@ -123,6 +133,38 @@ class TestLockFile:
         assert result.returncode == EXIT_CANTCREAT, result.stderr
         assert str(replica) in result.stderr
         assert replica.read_text() == "not a directory\n"
+
+    @pytest.mark.parametrize(
+        ("lock_mode", "dir_mode", "needle"),
+        [
+            pytest.param(0o000, 0o755, "cannot open the lock file", id="lock-not-openable"),
+            pytest.param(None, 0o555, "cannot open the lock file", id="dir-not-writable"),
+            pytest.param(0o644, 0o555, "is not writable", id="dir-not-writable-lock-exists"),
+        ],
+    )
+    def test_permissions_are_permanent(
+        self,
+        server: FaultServer,
+        tmp_path: Path,
+        lock_mode: int | None,
+        dir_mode: int,
+        needle: str,
+    ) -> None:
+        """A lock or replica directory this user may not write: exit 73 naming the path."""
+        replica = tmp_path / "r"
+        replica.mkdir()
+        if lock_mode is not None:
+            (replica / LOCK_FILE).touch()
+            (replica / LOCK_FILE).chmod(lock_mode)
+        replica.chmod(dir_mode)
+        try:
+            result = sync_once(server, replica, prefix=tuple(without_root_overrides()))
+        finally:
+            replica.chmod(0o755)
+        assert result.returncode == EXIT_CANTCREAT, result.stderr
+        assert needle in result.stderr
+        assert str(replica) in result.stderr
+        assert not (replica / "esrgan.json").exists()
 
     def test_lock_held_by_a_live_process_stays_temporary(
         self, server: FaultServer, tmp_path: Path
