@@ -263,3 +263,11 @@ class TestStoreInProcess:
         assert state.categories == {}
         with pytest.raises(StoreError, match=r"state\.json is a FIFO"):
             store.save_state(state)
+
+    def test_a_directory_named_like_a_temp_is_left_alone(self, tmp_path: Path) -> None:
+        """Start-up cleanup removes our stale temp files, not a directory that looks like one."""
+        store = ReplicaStore(tmp_path, tmp_path / ".state")
+        (tmp_path / ".esrgan.json.x.hrs-tmp").mkdir()
+        (tmp_path / ".blip.json.y.hrs-tmp").write_bytes(b"partial")
+        assert store.remove_stale_temps() == [tmp_path / ".blip.json.y.hrs-tmp"]
+        assert (tmp_path / ".esrgan.json.x.hrs-tmp").is_dir()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import ipaddress
 import json
 import socket
 import threading
@@ -207,8 +208,13 @@ class HealthServer:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on HOST:PORT, IPv4 or IPv6 as the host resolves."""
-    family, *_ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    """A listening socket on HOST:PORT: IPv6 for an IPv6 address, else IPv4 (a host name
+    included, as before: `localhost` keeps meaning 127.0.0.1 where it resolves to ::1 first)."""
+    try:
+        ipv6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        ipv6 = False
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 

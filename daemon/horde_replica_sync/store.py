@@ -114,7 +114,8 @@ class ReplicaStore:
         removed = []
         for directory in (self.replica_dir, self.replica_dir / LEGACY_DIR, self.state_dir):
             for stale in directory.glob(f".*{TEMP_SUFFIX}"):
-                with contextlib.suppress(FileNotFoundError):
+                # A directory by that name is not ours (we make files): left alone.
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                     stale.unlink()
                     removed.append(stale)
         return removed
