@@ -42,11 +42,13 @@ def serving(
     max_connections: int = MAX_CONNECTIONS,
     request_deadline_seconds: float = REQUEST_DEADLINE_SECONDS,
     refusals: list[Refusal] | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> Iterator[HealthServer]:
     """A started server with a test counter in its registry, stopped on exit; what it
     refused is appended to `refusals`."""
-    registry = CollectorRegistry()
-    Counter("probe_test", "a sample", registry=registry).inc()
+    if registry is None:
+        registry = CollectorRegistry()
+        Counter("probe_test", "a sample", registry=registry).inc()
     server = HealthServer(
         host,
         0,
@@ -190,6 +192,36 @@ class TestBounds:
                 for sock in idle:
                     sock.close()
         assert refusals.count(Refusal.EVICTED) >= 200 - 8
+
+    def test_when_every_connection_is_being_answered_a_new_one_is_closed(self) -> None:
+        """Two clients that never read a large /metrics hold the cap of 2 while their answers
+        wait; a third is closed at once (busy), the two are dropped at the deadline (their
+        descriptors are not kept until they read)."""
+        registry = CollectorRegistry()
+        big = Counter("probe_big", "many series", ["n"], registry=registry)
+        for n in range(40_000):  # ~1 MB of text: more than the socket buffers hold
+            big.labels(str(n)).inc()
+        refusals: list[Refusal] = []
+        with serving(
+            max_connections=2,
+            request_deadline_seconds=3 * DEADLINE,
+            refusals=refusals,
+            registry=registry,
+        ) as server:
+            stuck = []
+            for _ in range(2):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(("127.0.0.1", port_of(server)))
+                sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+                stuck.append(sock)
+            time.sleep(2.0)  # both answers are being written, and block
+            with socket.create_connection(("127.0.0.1", port_of(server))) as third:
+                assert dropped_within(third, 1.0) < 1.0
+            time.sleep(2 * DEADLINE)  # past the deadline of the two that never read
+            for sock in stuck:
+                sock.close()
+        assert refusals == [Refusal.BUSY, Refusal.TIMEOUT, Refusal.TIMEOUT]
 
 
 class TestAddresses:

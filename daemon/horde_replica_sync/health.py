@@ -45,6 +45,7 @@ class Refusal(enum.StrEnum):
 
     TIMEOUT = "timeout"  # idle, or too slow (slowloris), past the deadline
     EVICTED = "evicted"  # the oldest connection still unread, to admit a new one
+    BUSY = "busy"  # every connection held is being answered: the new one is closed
     OVERSIZE = "oversize"  # a request head past MAX_REQUEST_BYTES (answered 431)
     BAD_REQUEST = "bad_request"  # not an HTTP/1.x GET or HEAD (answered 400 or 405)
 
@@ -147,14 +148,20 @@ class HealthServer:
         task = asyncio.current_task()
         assert task is not None  # a connection handler always runs as a task
         self._handlers.add(task)
-        self._admit(writer)
+        if not self._admit(writer):
+            self._handlers.discard(task)
+            writer.transport.abort()
+            return
         answered = False
         try:
             async with asyncio.timeout(self._deadline):
                 answer = await self._answer(reader)
                 self._reading.pop(writer, None)
                 writer.write(answer.encode())
-                await writer.drain()
+                writer.close()
+                # Until the client has it all: a closed transport would otherwise keep the
+                # socket, and its descriptor, for as long as a client declines to read.
+                await writer.wait_closed()
                 answered = True
         except TimeoutError:
             self._on_refusal(Refusal.TIMEOUT)  # dropped below
@@ -164,13 +171,16 @@ class HealthServer:
             self._reading.pop(writer, None)
             self._open.discard(writer)
             self._handlers.discard(task)
-            if answered:
-                writer.close()
-            else:  # timed out, evicted or gone: free the descriptor now
+            if not answered:  # timed out, evicted or gone: free the descriptor now
                 writer.transport.abort()
 
-    def _admit(self, writer: asyncio.StreamWriter) -> None:
-        if len(self._open) >= self._max_connections and self._reading:
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Hold `writer`'s connection, evicting the oldest unread one if need be; False when
+        every connection held is being answered (which takes milliseconds)."""
+        if len(self._open) >= self._max_connections:
+            if not self._reading:
+                self._on_refusal(Refusal.BUSY)
+                return False
             oldest = next(iter(self._reading))
             del self._reading[oldest]
             # Not Task.cancel(): asyncio 3.11 logs a traceback for every cancelled handler.
@@ -179,6 +189,7 @@ class HealthServer:
             self._on_refusal(Refusal.EVICTED)
         self._open.add(writer)
         self._reading[writer] = None
+        return True
 
     async def _answer(self, reader: asyncio.StreamReader) -> _Answer:
         try:
