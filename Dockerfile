@@ -57,6 +57,9 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonex
     && mkdir -p /data/horde_model_reference \
     && chown -R 10001:10001 /data
 COPY --from=build /opt/horde-replica-sync /opt/horde-replica-sync
+# Metrics on 0.0.0.0 of the container's own network namespace: reachable from outside only
+# where the operator publishes the port (`-p 127.0.0.1:9464:9464`, or a Prometheus network).
+# The probe server bounds connections, time and size per client (README "Metrics and probes").
 ENV PATH=/opt/horde-replica-sync/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

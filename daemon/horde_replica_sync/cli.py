@@ -1,8 +1,9 @@
 """Command line: `run`, `sync --once`, `status`, `check-config`.
 
 Exit codes (sysexits): 0 fine; 75 some category failed or was refused but the replica is
-consistent, or another process holds the replica; 78 configuration error; 1 anything
-unexpected. `status` exits 1 when a layer is missing or stale.
+consistent, or another process holds the replica (temporary: retrying helps); 73 the replica
+directory or its lock file is unusable (permanent until an operator fixes it); 78
+configuration error; 1 anything unexpected. `status` exits 1 when a layer is missing or stale.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import structlog
 
 from horde_replica_sync import __version__, logs, status
 from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
-from horde_replica_sync.errors import ConfigError, ReplicaSyncError
+from horde_replica_sync.errors import ConfigError, ReplicaSyncError, ReplicaUnusable
 from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
 from horde_replica_sync.store import ReplicaStore
 
 EXIT_OK: Final = 0
 EXIT_UNEXPECTED: Final = 1
+EXIT_CANTCREAT: Final = 73  # sysexits: "a (user specified) output file cannot be created"
 EXIT_TEMPFAIL: Final = 75
 EXIT_CONFIG: Final = 78
 
@@ -50,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. the metrics address is taken
         print(f"horde-replica-sync: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ReplicaUnusable as exc:  # e.g. the lock file is a symlink: restarting cannot help
+        print(f"horde-replica-sync: {exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
     except ReplicaSyncError as exc:  # e.g. the replica is locked by another process
         print(f"horde-replica-sync: {exc}", file=sys.stderr)
         return EXIT_TEMPFAIL

@@ -8,6 +8,7 @@ names the key, its environment variable and the rule, and the CLI exits 78 befor
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import ssl
 import tomllib
@@ -51,6 +52,18 @@ DAY: Final = 86400
 def default_replica_dir() -> Path:
     """`$AIWORKER_CACHE_HOME/horde_model_reference`, upstream's default (`./models` if unset)."""
     return Path(os.environ.get("AIWORKER_CACHE_HOME") or "./models") / "horde_model_reference"
+
+
+def _bracketed_ipv6(host: str, value: str) -> None:
+    """An IPv6 host must be `[ADDRESS]`: without brackets `::1:9464` could be a port or not."""
+    inner = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.IPv6Address(inner)
+    except ValueError:
+        inner = ""
+    if not inner or host != f"[{inner}]":
+        msg = f"an IPv6 address goes in brackets, e.g. [::1]:9464, got {value!r}"
+        raise ValueError(msg)
 
 
 class Settings(BaseSettings):
@@ -149,13 +162,15 @@ class Settings(BaseSettings):
         if not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
             msg = f"must be HOST:PORT with a port from 0 to 65535, got {value!r}"
             raise ValueError(msg)
+        if host.startswith("[") or host.endswith("]") or ":" in host:
+            _bracketed_ipv6(host, value)
         return value
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:
         """`metrics_addr` split into host and port (IPv6 brackets removed)."""
         host, _, port = self.metrics_addr.rpartition(":")
-        return host.strip("[]"), int(port)
+        return host.removeprefix("[").removesuffix("]"), int(port)
 
     @field_validator("categories", mode="before")
     @classmethod

@@ -129,7 +129,12 @@ class Daemon:
         host, port = self.settings.metrics_host_port
         try:
             return HealthServer(
-                host, port, registry=self._registry, alive=self._alive, ready=self.ready
+                host,
+                port,
+                registry=self._registry,
+                alive=self._alive,
+                ready=self.ready,
+                on_refusal=lambda reason: self._metrics.probe_refusals.labels(reason).inc(),
             )
         except OSError as exc:
             msg = (

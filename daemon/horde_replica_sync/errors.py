@@ -9,6 +9,7 @@
     ├── InvalidPayload         the body is not what readers can load; nothing is published
     │   └── ShrinkRefused      the body would drop too many records
     └── StoreError             the replica or state directory could not be written
+        └── ReplicaUnusable    the replica or its lock is unusable until an operator acts
 
 The sync engine catches `ReplicaSyncError` per category, so one bad category never stops
 the others; anything else is a bug and propagates. Which source to blame is not a property
@@ -119,3 +120,8 @@ class StoreError(ReplicaSyncError):
     """Raised by the store when a file or the state could not be written."""
 
     kind = ErrorKind.STORE
+
+
+class ReplicaUnusable(StoreError):
+    """Raised by the store when the replica directory or its lock file cannot be used (not a
+    directory, not writable, a symlink or FIFO lock): permanent, so the CLI exits 73."""

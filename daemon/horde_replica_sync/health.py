@@ -1,19 +1,53 @@
 """One small HTTP server: /metrics, /healthz (the loop is alive), /readyz (the data is fresh).
 
-It runs in its own thread so a scrape never waits on a sync, and reads only immutable
-snapshots the loop publishes.
+It runs its own asyncio loop in its own thread, so a scrape never waits on a sync and a sync
+never waits on a scrape, and it reads only immutable snapshots the daemon's loop publishes.
+
+Bounded, because the port may face a network (the container binds 0.0.0.0): one thread in
+all, never one per connection; at most `max_connections` connections held (file descriptors
+the sync needs are never taken), the oldest still-unread one evicted to admit a new one, so a
+flood of idle clients cannot lock a probe out; a deadline on each whole exchange, so idle and
+slowloris clients are dropped; a request head capped at `MAX_REQUEST_BYTES`. Why not the
+stdlib's ThreadingHTTPServer with a pool: a pool of blocking handlers is held by as many idle
+clients as it has threads, and then /healthz waits; an event loop holds idle sockets for free.
+Why not the daemon's loop: /healthz must still answer (503) when that loop is stuck.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import enum
+import ipaddress
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http import HTTPStatus
+from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+MAX_CONNECTIONS: Final = 16
+"""Held at once; Prometheus and two probes need 3. Far below systemd's soft limit of 1,024."""
+REQUEST_DEADLINE_SECONDS: Final = 5.0
+"""For reading the request and writing the answer; a scrape on 127.0.0.1 takes milliseconds."""
+MAX_REQUEST_BYTES: Final = 8192
+"""The request line and headers; a probe's are a few hundred bytes."""
+LISTEN_BACKLOG: Final = 64
+"""Connections the kernel queues before they are accepted (and, if need be, evicted)."""
+JSON: Final = "application/json"
+
+
+class Refusal(enum.StrEnum):
+    """Why the server cut a client short (a bounded metrics label, pre-created at 0)."""
+
+    TIMEOUT = "timeout"  # idle, or too slow (slowloris), past the deadline
+    EVICTED = "evicted"  # the oldest connection still unread, to admit a new one
+    BUSY = "busy"  # every connection held is being answered: the new one is closed
+    OVERSIZE = "oversize"  # a request head past MAX_REQUEST_BYTES (answered 431)
+    BAD_REQUEST = "bad_request"  # not an HTTP/1.x GET or HEAD (answered 400 or 405)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +58,29 @@ class Verdict:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    head_only: bool = False  # HEAD: the headers GET would send, no body
+
+    def encode(self) -> bytes:
+        status = HTTPStatus(self.status)
+        head = (
+            f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+            f"Content-Type: {self.content_type}\r\n"
+            f"Content-Length: {len(self.body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        return head if self.head_only else head + self.body
+
+
 class HealthServer:
-    """Serves metrics and probes on HOST:PORT until `stop`."""
+    """Serves metrics and probes on HOST:PORT until `stop`.
+
+    The socket is bound here, so a taken or unusable address fails at construction.
+    """
 
     def __init__(
         self,
@@ -35,58 +90,159 @@ class HealthServer:
         registry: CollectorRegistry,
         alive: Callable[[], Verdict],
         ready: Callable[[], Verdict],
+        max_connections: int = MAX_CONNECTIONS,
+        request_deadline_seconds: float = REQUEST_DEADLINE_SECONDS,
+        on_refusal: Callable[[Refusal], None] = lambda _: None,
     ) -> None:
-        handler = _handler(registry, alive, ready)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
+        self._registry, self._alive, self._ready = registry, alive, ready
+        self._on_refusal = on_refusal  # called in the server's thread
+        self._max_connections = max_connections
+        self._deadline = request_deadline_seconds
+        self._socket = _listen(host, port)
+        self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
+        self._open: set[asyncio.StreamWriter] = set()
+        self._reading: dict[asyncio.StreamWriter, None] = {}  # oldest first: eviction order
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._thread = threading.Thread(target=self._run, name="health-server", daemon=True)
 
     @property
     def address(self) -> str:
-        """HOST:PORT actually bound (the port may have been 0)."""
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        """HOST:PORT actually bound (the port may have been 0); IPv6 in brackets."""
+        host, port = self._socket.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def start(self) -> None:
         """Serve in a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving, drop open connections and release the port."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(timeout=5)
+        elif not self._loop.is_closed():
+            self._loop.close()  # never started
+        self._socket.close()
+
+    # -- the server's own loop ----------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(
+            self._handle, sock=self._socket, backlog=LISTEN_BACKLOG, limit=MAX_REQUEST_BYTES
+        )
+        async with server:
+            await self._stopping.wait()
+            server.close()
+            for writer in self._open:
+                writer.transport.abort()  # each handler then ends as if its client left
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # a connection handler always runs as a task
+        self._handlers.add(task)
+        if not self._admit(writer):
+            self._handlers.discard(task)
+            writer.transport.abort()
+            return
+        answered = False
+        try:
+            async with asyncio.timeout(self._deadline):
+                answer = await self._answer(reader)
+                self._reading.pop(writer, None)
+                writer.write(answer.encode())
+                writer.close()
+                # Until the client has it all: a closed transport would otherwise keep the
+                # socket, and its descriptor, for as long as a client declines to read.
+                await writer.wait_closed()
+                answered = True
+        except TimeoutError:
+            self._on_refusal(Refusal.TIMEOUT)  # dropped below
+        except ConnectionError:
+            pass  # the client left
+        finally:
+            self._reading.pop(writer, None)
+            self._open.discard(writer)
+            self._handlers.discard(task)
+            if not answered:  # timed out, evicted or gone: free the descriptor now
+                writer.transport.abort()
+
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Hold `writer`'s connection, evicting the oldest unread one if need be; False when
+        every connection held is being answered (which takes milliseconds)."""
+        if len(self._open) >= self._max_connections:
+            if not self._reading:
+                self._on_refusal(Refusal.BUSY)
+                return False
+            oldest = next(iter(self._reading))
+            del self._reading[oldest]
+            # Not Task.cancel(): asyncio 3.11 logs a traceback for every cancelled handler.
+            # Its reader sees the connection lost and the handler ends on its own.
+            oldest.transport.abort()
+            self._on_refusal(Refusal.EVICTED)
+        self._open.add(writer)
+        self._reading[writer] = None
+        return True
+
+    async def _answer(self, reader: asyncio.StreamReader) -> _Answer:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            self._on_refusal(Refusal.OVERSIZE)
+            return _error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectionResetError from exc  # the client left mid-request
+        method, path = _request_line(head)
+        if method not in ("GET", "HEAD"):
+            self._on_refusal(Refusal.BAD_REQUEST)
+            return _error(
+                HTTPStatus.BAD_REQUEST if method is None else HTTPStatus.METHOD_NOT_ALLOWED
+            )
+        answer = self._route(path)
+        return dataclasses.replace(answer, head_only=True) if method == "HEAD" else answer
+
+    def _route(self, path: str) -> _Answer:
+        if path == "/metrics":
+            return _Answer(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+        if path == "/healthz":
+            return _verdict(self._alive())
+        if path == "/readyz":
+            return _verdict(self._ready())
+        return _error(HTTPStatus.NOT_FOUND)
 
 
-def _handler(
-    registry: CollectorRegistry, alive: Callable[[], Verdict], ready: Callable[[], Verdict]
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._verdict(alive())
-            elif path == "/readyz":
-                self._verdict(ready())
-            else:
-                self._send(404, b'{"error": "not found"}\n', "application/json")
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on HOST:PORT: IPv6 for an IPv6 address, else IPv4 (a host name
+    included, as before: `localhost` keeps meaning 127.0.0.1 where it resolves to ::1 first)."""
+    try:
+        ipv6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        ipv6 = False
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
-        def _verdict(self, verdict: Verdict) -> None:
-            body = {"status": "ok" if verdict.ok else "unavailable", **verdict.detail}
-            payload = json.dumps(body, sort_keys=True).encode() + b"\n"
-            self._send(200 if verdict.ok else 503, payload, "application/json")
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def _request_line(head: bytes) -> tuple[str | None, str]:
+    """(method, path without the query) of an HTTP/1.x request; (None, "") if it is not one."""
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None, ""
+    return parts[0], parts[1].split("?", 1)[0]
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # scrapes every 15 s would drown the structured log
 
-    return Handler
+def _verdict(verdict: Verdict) -> _Answer:
+    body = {"status": "ok" if verdict.ok else "unavailable", **verdict.detail}
+    payload = json.dumps(body, sort_keys=True).encode() + b"\n"
+    return _Answer(200 if verdict.ok else 503, payload)
+
+
+def _error(status: HTTPStatus) -> _Answer:
+    return _Answer(status, json.dumps({"error": status.phrase.lower()}).encode() + b"\n")

@@ -22,6 +22,7 @@ from horde_replica_sync import __version__
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import ErrorKind, SourceName
 from horde_replica_sync.freshness import age_or_nan
+from horde_replica_sync.health import Refusal
 from horde_replica_sync.report import LayerKey, MissReason, SyncReport
 from horde_replica_sync.state import ReplicaState
 
@@ -125,6 +126,13 @@ class Metrics:
             ["category"],
             registry=registry,
         )
+        self.probe_refusals = Counter(
+            f"{PREFIX}_probe_requests_refused",
+            "Clients of /metrics, /healthz and /readyz cut short: timeout (idle or slow), "
+            "evicted (to admit a newer one), oversize, bad_request.",
+            ["reason"],
+            registry=registry,
+        )
         self.notify_dropped = Counter(
             f"{PREFIX}_notify_dropped",
             "systemd notify messages dropped because the manager's socket was full or gone.",
@@ -152,6 +160,8 @@ class Metrics:
                 self.fetch_errors.labels(source, kind)
         for result in ("ok", "failed"):
             self.runs.labels(result)
+        for refusal in Refusal:
+            self.probe_refusals.labels(refusal)
 
     def track(self, keys: tuple[LayerKey, ...], state: ReplicaState) -> None:
         """Report ages of `keys` from `state` (the engine's record) from now on."""

@@ -14,7 +14,7 @@ from typing import Final
 
 import pytest
 
-from horde_replica_sync.cli import EXIT_CONFIG, EXIT_TEMPFAIL
+from horde_replica_sync.cli import EXIT_CANTCREAT, EXIT_CONFIG, EXIT_TEMPFAIL
 from horde_replica_sync.config import ENV_PREFIX, Settings, load_settings
 from tests.deploy.conftest import (
     CONSOLE_SCRIPT,
@@ -165,10 +165,14 @@ class TestDaemonUnit:
         assert "systemctl kill -s USR1 horde-replica-sync" in unit.comments
 
     def test_restart_policy(self) -> None:
-        """Restarted on failure, never after a configuration error (exit 78)."""
+        """Restarted on failure, never after a permanent one: a configuration error (78) or
+        an unusable replica directory or lock file (73)."""
         unit = Unit.read(DAEMON)
         assert unit.one("Restart") == "on-failure"
-        assert str(EXIT_CONFIG) in unit.one("RestartPreventExitStatus").split()
+        permanent = unit.one("RestartPreventExitStatus").split()
+        assert str(EXIT_CONFIG) in permanent
+        assert str(EXIT_CANTCREAT) in permanent
+        assert str(EXIT_TEMPFAIL) not in permanent
         assert seconds(unit.one("RestartSec")) >= 1
 
     def test_install_section(self) -> None:
@@ -190,6 +194,7 @@ class TestOnceUnitAndTimer:
         assert unit.one("ExecStartPost") == f"{INSTALLED_BINARY} status"
         assert str(EXIT_TEMPFAIL) in unit.one("SuccessExitStatus").split()
         assert str(EXIT_CONFIG) not in unit.one("SuccessExitStatus").split()
+        assert str(EXIT_CANTCREAT) not in unit.one("SuccessExitStatus").split()
         assert not unit.all("WatchdogSec")
         assert not unit.all("WantedBy", "Install")  # started by the timer, never enabled alone
 

@@ -1,0 +1,237 @@
+"""The probe server of a real daemon: a flood never starves it, and it binds IPv6.
+
+A flood of idle and slowloris clients on the metrics port never starves the daemon.
+A real daemon under systemd's usual soft limit of 1,024 file descriptors, here lowered to
+256, gets 1,000 idle connections, 20 clients that send a header byte per second, and 200 new
+idle connections a second. `/healthz`
+must still answer at once, a forced sync must still succeed and save its state, and the
+daemon's threads and file descriptors stay bounded. Run with `-s` to see the figures.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import resource
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.processes import DaemonProcess, LoggedProcess
+
+Start = Callable[..., DaemonProcess]
+
+NOFILE = 256
+IDLE_CLIENTS = 1000
+SLOW_CLIENTS = 20
+CHURN_PER_SECOND = 200
+FLOOD_SECONDS = 12.0  # the kernel re-offers connections its full accept queue dropped
+HEALTHZ_WITHIN_SECONDS = 2.0
+SLOW_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 100
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the daemon holds, from /proc/PID."""
+
+    fds: int
+    sockets: int
+    threads: int
+    rss_kib: int
+
+    def __str__(self) -> str:
+        return (
+            f"fds={self.fds} sockets={self.sockets} threads={self.threads} rss={self.rss_kib} KiB"
+        )
+
+
+def figures(pid: int) -> Figures:
+    """Open fds, socket fds, threads and RSS of process `pid`."""
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            links.append(fd.readlink())
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return Figures(
+        fds=len(links),
+        sockets=sum(str(link).startswith("socket:") for link in links),
+        threads=int(status["Threads"]),
+        rss_kib=int(status["VmRSS"].split()[0]),
+    )
+
+
+def peak_while(pid: int, seconds: float) -> Figures:
+    """The largest figures of `pid` sampled every 0.25 s for `seconds`."""
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples.append(figures(pid))
+        time.sleep(0.25)
+    return Figures(
+        fds=max(f.fds for f in samples),
+        sockets=max(f.sockets for f in samples),
+        threads=max(f.threads for f in samples),
+        rss_kib=max(f.rss_kib for f in samples),
+    )
+
+
+@contextlib.contextmanager
+def flood(port: int) -> Iterator[list[socket.socket]]:
+    """`IDLE_CLIENTS` silent connections, `SLOW_CLIENTS` sending one byte per second, and
+    `CHURN_PER_SECOND` fresh idle connections replacing the oldest for as long as it lasts."""
+    idle = _connect_steadily(port, IDLE_CLIENTS)
+    slow = _connect_steadily(port, SLOW_CLIENTS)
+    stop = threading.Event()
+
+    def drip() -> None:
+        sent = 0
+        while not stop.wait(1.0) and sent < len(SLOW_REQUEST):
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(SLOW_REQUEST[sent : sent + 1])
+            sent += 1
+
+    def churn() -> None:
+        fresh: collections.deque[socket.socket] = collections.deque()
+        while not stop.wait(0.1):
+            fresh.extend(_connect(port) for _ in range(CHURN_PER_SECOND // 10))
+            while len(fresh) > IDLE_CLIENTS:
+                fresh.popleft().close()
+        for sock in fresh:
+            sock.close()
+
+    helpers = [threading.Thread(target=work, daemon=True) for work in (drip, churn)]
+    for helper in helpers:
+        helper.start()
+    try:
+        yield idle + slow
+    finally:
+        stop.set()
+        for helper in helpers:
+            helper.join(timeout=5)
+        for sock in idle + slow:
+            sock.close()
+
+
+def established(socks: list[socket.socket], *, within: float) -> int:
+    """Wait until every socket connected (the kernel retries dropped SYNs) or `within` s pass;
+    return how many did."""
+    done, deadline = 0, time.monotonic() + within
+    with selectors.DefaultSelector() as waiting:  # epoll: select() stops at fd 1024
+        for sock in socks:
+            waiting.register(sock, selectors.EVENT_WRITE)
+        while waiting.get_map() and time.monotonic() < deadline:
+            for key, _ in waiting.select(timeout=0.2):
+                waiting.unregister(key.fileobj)
+                client = key.fileobj
+                assert isinstance(client, socket.socket)
+                done += client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    return done
+
+
+def _connect_steadily(port: int, count: int) -> list[socket.socket]:
+    # A few at a time, as a steady attacker would: a burst beyond the listen backlog has its
+    # SYNs dropped and retried over tens of seconds.
+    socks = []
+    for n in range(count):
+        socks.append(_connect(port))
+        if n % 4 == 3:
+            time.sleep(0.005)
+    return socks
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)  # a full accept queue must not block the test
+    sock.connect_ex(("127.0.0.1", port))
+    return sock
+
+
+def timed_healthz(port: int) -> tuple[int | None, float]:
+    """GET /healthz: (status or None on no answer within 5 s, seconds taken)."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            status: int | None = reply.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError:
+        status = None
+    return status, time.monotonic() - started
+
+
+def test_flood_of_idle_and_slow_clients(start_daemon: Start, tmp_path: Path) -> None:
+    """1,000 idle + 20 slowloris clients under 256 fds: probes, syncs and state all work."""
+    daemon = start_daemon()
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+    daemon.wait_for("sync.run_done", ok=True)
+    state_file = tmp_path / "replica" / ".horde-replica-sync" / "state.json"
+    saved_before = state_file.stat().st_mtime_ns
+    idle = figures(daemon.proc.pid)
+    with flood(daemon.port) as clients:
+        connected = established(clients, within=20.0)
+        first_status, first_took = timed_healthz(daemon.port)  # while every client is fresh
+        held = peak_while(daemon.proc.pid, FLOOD_SECONDS)
+        status, took = timed_healthz(daemon.port)
+        daemon.signal(signal.SIGUSR1)
+        run = daemon.wait_for("sync.run_done", count=2, timeout=30)[-1]
+        peak = figures(daemon.proc.pid)
+    print(f"\nclients connected: {connected} of {len(clients)}\nidle: {idle}")
+    print(f"flooded (peak over {FLOOD_SECONDS:.0f} s): {held}\nafter forced sync: {peak}")
+    print(f"/healthz at once: {first_status} in {first_took:.3f} s")
+    print(f"/healthz after {FLOOD_SECONDS:.0f} s: {status} in {took:.3f} s")
+    print(f"forced run ok={run.get('ok')}")
+    assert (first_status, status) == (200, 200), daemon.tail()
+    assert max(first_took, took) < HEALTHZ_WITHIN_SECONDS
+    assert run["ok"] is True, daemon.tail()
+    assert state_file.stat().st_mtime_ns > saved_before
+    assert max(held.threads, peak.threads) <= idle.threads + 2
+    assert max(held.fds, peak.fds) <= idle.fds + 80
+    assert daemon.get("/healthz")[0] == 200
+    evicted = daemon.sample("horde_replica_probe_requests_refused_total", reason="evicted")
+    assert evicted is not None and evicted >= IDLE_CLIENTS - 16
+    assert daemon.stop() == 0
+    assert not [line for line in daemon.raw if "Traceback" in line]  # no handler crashed
+
+
+def _free_ipv6_port() -> int | None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+            port: int = sock.getsockname()[1]
+            return port
+    except OSError:
+        return None
+
+
+IPV6_PORT = _free_ipv6_port()
+
+
+@pytest.mark.skipif(IPV6_PORT is None, reason="this host has no IPv6 loopback")
+def test_daemon_serves_probes_on_ipv6_loopback(daemon_env: dict[str, str]) -> None:
+    """`--metrics-addr [::1]:PORT`: the daemon binds AF_INET6 and is scraped there."""
+    address = f"[::1]:{IPV6_PORT}"
+    argv = [sys.executable, "-m", "horde_replica_sync", "run", "--metrics-addr", address]
+    daemon = LoggedProcess(argv, daemon_env)
+    try:
+        daemon.wait_for("daemon.listening", address=address)
+        daemon.wait_for("sync.run_done", ok=True)
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+            assert reply.status == 200
+            assert b"horde_replica_sync_runs_total" in reply.read()
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        daemon.close()
