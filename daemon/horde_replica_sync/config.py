@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -82,6 +90,8 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
     metrics_addr: str = "127.0.0.1:9464"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    on_change_command: str | None = None
+    on_change_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -112,6 +122,26 @@ class Settings(BaseSettings):
             msg = f"must be HOST:PORT with a port from 0 to 65535, got {value!r}"
             raise ValueError(msg)
         return value
+
+    @field_validator("on_change_command")
+    @classmethod
+    def _command_line(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_command(value)
+        return value
+
+    @field_serializer("on_change_command", when_used="json")
+    def _program_only(self, value: str | None) -> str | None:
+        """Logged and printed as its program only: arguments may carry a token."""
+        if value is None:
+            return None
+        program, *arguments = shlex.split(value)
+        return f"{program} (+{len(arguments)} arguments, not shown)" if arguments else program
+
+    @property
+    def on_change_argv(self) -> tuple[str, ...] | None:
+        """The on-change command as the argv it runs with (no shell), or None."""
+        return None if self.on_change_command is None else _split_command(self.on_change_command)
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:
@@ -168,7 +198,21 @@ FLAGS: Final = {
     "categories": "--categories",
     "interval_seconds": "--interval",
     "metrics_addr": "--metrics-addr",
+    "on_change_command": "--on-change",
 }
+
+
+def _split_command(value: str) -> tuple[str, ...]:
+    """`value` split into words as a shell would, without running one (`sh -c '…'` for that)."""
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError as exc:  # e.g. "No closing quotation"
+        msg = f"cannot be split into a command and its arguments: {exc}"
+        raise ValueError(msg) from exc
+    if not argv:
+        msg = "is empty: give a command (no shell; write sh -c '...' for one), or leave it unset"
+        raise ValueError(msg)
+    return argv
 
 
 def config_search_path(environ: dict[str, str] | None = None) -> list[Path]:
