@@ -4,7 +4,8 @@
     SIGUSR1 -------------------force---> Requests -> loop: reload? run? stop?
     SIGHUP --------------------reload-/                   |
     SIGTERM/SIGINT ------------stop--/                     v
-                                         engine.run() -> metrics, logs, STATUS, READY
+                                         engine.run() -> metrics, logs, STATUS, READY,
+                                                         on-change hook (a task: hook.py)
 
 Runs never overlap: the loop owns them. A stop cancels the run in flight between files (a
 publish is synchronous, so no file is ever left half-written) and exits within a bound.

@@ -104,6 +104,8 @@ async def run_hook(command: HookCommand, changed: Collection[MODEL_REFERENCE_CAT
         code, tail = await _finish(proc, command.timeout_seconds)
     except asyncio.CancelledError:  # the daemon is stopping and the bound is spent
         _kill_group(proc)
+        with contextlib.suppress(TimeoutError):  # reap it, so no process outlives its record
+            await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_SECONDS)
         log.warning("hook.killed", changed=value, reason="daemon stopping")
         raise
     seconds = time.monotonic() - started

@@ -102,6 +102,28 @@ class TestAnnouncements:
         assert hook_runs(daemon, "ok") == 2
         assert daemon.stop() == 0
 
+    def test_reload_sets_the_command_for_the_next_run(
+        self,
+        start_daemon: Start,
+        server: FaultServer,
+        hook: tuple[Path, Path],
+        daemon_env: dict[str, str],
+    ) -> None:
+        """SIGHUP with a command in the config file: the next change runs it."""
+        script, log = hook
+        daemon = start_daemon(HOOK_LOG=str(log))
+        daemon.wait_for("sync.run_done", ok=True)
+        config = Path(daemon_env["HORDE_REPLICA_CONFIG"])
+        config.write_text(f"on_change_command = {json.dumps(str(script))}\n")
+        daemon.signal(signal.SIGHUP)
+        (reloaded,) = daemon.wait_for("config.reloaded")
+        assert reloaded["changed"] == {"on_change_command": str(script)}
+        change_upstream(server, C.blip, 2000, "changed")
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for("hook.done", result="ok")
+        assert [c.changed for c in calls(log)] == [("blip",)]
+        assert daemon.stop() == 0
+
 
 class TestBadHooks:
     """A hanging, failing or missing hook is counted and logged; the daemon stays healthy."""
