@@ -256,13 +256,12 @@ class ChangeHook:
 
         What is dropped is announced again at the next start (every category held)."""
         self._closing = True
+        task = self._task
+        if task is not None and not task.done():
+            _, running = await asyncio.wait({task}, timeout=grace_seconds)
+            if running:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._pending or self._due:
             log.info("hook.dropped", changed=changed_value(self._pending | self._due))
-        task = self._task
-        if task is None or task.done():
-            return
-        _, running = await asyncio.wait({task}, timeout=grace_seconds)
-        if running:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
