@@ -21,6 +21,7 @@ import structlog
 from horde_replica_sync import __version__, logs, status
 from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
 from horde_replica_sync.errors import ConfigError, ReplicaSyncError, ReplicaUnusable
+from horde_replica_sync.hook import HookCommand, HookResult, run_hook
 from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
 from horde_replica_sync.store import ReplicaStore
@@ -30,6 +31,8 @@ EXIT_UNEXPECTED: Final = 1
 EXIT_CANTCREAT: Final = 73  # sysexits: "a (user specified) output file cannot be created"
 EXIT_TEMPFAIL: Final = 75
 EXIT_CONFIG: Final = 78
+
+ON_CHANGE_HELP: Final = "command to run after a sync published changes (no shell)"
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +81,21 @@ def _cmd_sync(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
     flags = RunFlags(force=args.force, dry_run=args.dry_run, allow_shrink=args.allow_shrink)
     report = asyncio.run(_sync_once(settings, flags))
     print(render_report(report))
-    return EXIT_OK if report.ok else EXIT_TEMPFAIL
+    hook_ok = _run_hook_once(settings, report)
+    return EXIT_OK if report.ok and hook_ok else EXIT_TEMPFAIL
+
+
+def _run_hook_once(settings: Settings, report: SyncReport) -> bool:
+    """After publishing changes, run the on-change hook and wait for it (never in a dry run;
+    the lock is released first). False when it did not succeed."""
+    command = HookCommand.from_settings(settings)
+    if command is None or report.dry_run or not report.changed:
+        return True
+    run = asyncio.run(run_hook(command, report.changed))
+    if run.result is HookResult.OK:
+        return True
+    print(f"on-change hook failed ({run.result.value}): {run.error or run.output_tail.strip()}")
+    return False
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
@@ -154,6 +171,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["interval_seconds"] = args.interval
     if getattr(args, "metrics_addr", None) is not None:
         overrides["metrics_addr"] = args.metrics_addr
+    if getattr(args, "on_change", None) is not None:
+        overrides["on_change_command"] = args.on_change
     return overrides
 
 
@@ -169,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings_flags(run)
     run.add_argument("--interval", type=float, metavar="SECONDS", help="sync period (60)")
     run.add_argument("--metrics-addr", metavar="HOST:PORT", help="metrics/health (127.0.0.1:9464)")
+    run.add_argument("--on-change", metavar="CMD", help=ON_CHANGE_HELP)
     run.set_defaults(handler=_cmd_run)
 
     sync = commands.add_parser("sync", help="sync the replica once and exit with the result")
@@ -181,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish payloads that drop most records (overrides the shrink guard)",
     )
+    sync.add_argument("--on-change", metavar="CMD", help=ON_CHANGE_HELP)
     sync.set_defaults(handler=_cmd_sync)
 
     stat = commands.add_parser("status", help="show the replica's state (no daemon needed)")
@@ -192,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings_flags(check)
     check.add_argument("--interval", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     check.add_argument("--metrics-addr", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    check.add_argument("--on-change", metavar="CMD", help=argparse.SUPPRESS)
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=_cmd_check_config)
     return parser

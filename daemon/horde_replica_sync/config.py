@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shlex
 import ssl
 import tomllib
 from pathlib import Path
@@ -105,6 +106,8 @@ class Settings(BaseSettings):
     metrics_addr: str = "127.0.0.1:9464"
     ca_bundle: Path | None = None  # PEM file of extra CAs, trusted besides the system store
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    on_change_command: str | None = None
+    on_change_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -166,6 +169,26 @@ class Settings(BaseSettings):
             _bracketed_ipv6(host, value)
         return value
 
+    @field_validator("on_change_command")
+    @classmethod
+    def _command_line(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_command(value)
+        return value
+
+    @field_serializer("on_change_command", when_used="json")
+    def _program_only(self, value: str | None) -> str | None:
+        """Logged and printed as its program only: arguments may carry a token."""
+        if value is None:
+            return None
+        program, *arguments = shlex.split(value)
+        return f"{program} (+{len(arguments)} arguments, not shown)" if arguments else program
+
+    @property
+    def on_change_argv(self) -> tuple[str, ...] | None:
+        """The on-change command as the argv it runs with (no shell), or None."""
+        return None if self.on_change_command is None else _split_command(self.on_change_command)
+
     @property
     def metrics_host_port(self) -> tuple[str, int]:
         """`metrics_addr` split into host and port (IPv6 brackets removed)."""
@@ -221,7 +244,21 @@ FLAGS: Final = {
     "categories": "--categories",
     "interval_seconds": "--interval",
     "metrics_addr": "--metrics-addr",
+    "on_change_command": "--on-change",
 }
+
+
+def _split_command(value: str) -> tuple[str, ...]:
+    """`value` split into words as a shell would, without running one (`sh -c '…'` for that)."""
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError as exc:  # e.g. "No closing quotation"
+        msg = f"cannot be split into a command and its arguments: {exc}"
+        raise ValueError(msg) from exc
+    if not argv:
+        msg = "is empty: give a command (no shell; write sh -c '...' for one), or leave it unset"
+        raise ValueError(msg)
+    return argv
 
 
 def config_search_path(environ: dict[str, str] | None = None) -> list[Path]:

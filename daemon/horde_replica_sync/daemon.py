@@ -4,7 +4,8 @@
     SIGUSR1 -------------------force---> Requests -> loop: reload? run? stop?
     SIGHUP --------------------reload-/                   |
     SIGTERM/SIGINT ------------stop--/                     v
-                                         engine.run() -> metrics, logs, STATUS, READY
+                                         engine.run() -> metrics, logs, STATUS, READY,
+                                                         on-change hook (a task: hook.py)
 
 Runs never overlap: the loop owns them. A stop cancels the run in flight between files (a
 publish is synchronous, so no file is ever left half-written) and exits within a bound.
@@ -30,6 +31,7 @@ from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.freshness import layer_keys, staleness
 from horde_replica_sync.health import HealthServer, Verdict
+from horde_replica_sync.hook import ChangeHook, HookCommand, announce
 from horde_replica_sync.metrics import Metrics
 from horde_replica_sync.notify import Notifier
 from horde_replica_sync.report import SyncReport
@@ -96,6 +98,9 @@ class Daemon:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # noise
         self._metrics = Metrics(self._registry, clock=self._clock)
         self._notifier.on_drop = self._metrics.notify_dropped.inc
+        self._hook = ChangeHook(
+            HookCommand.from_settings(self.settings), record=self._metrics.observe_hook
+        )
         self._track()
         health = self._health_server()
         health.start()
@@ -118,6 +123,7 @@ class Daemon:
             self._notifier.stopping()
             log.info("daemon.stopping")
             self._ticker.shutdown()
+            await self._hook.close(self.settings.shutdown_timeout_seconds)
             if self._handle_signals:
                 signals.uninstall(loop)
             for task in helpers:
@@ -188,6 +194,7 @@ class Daemon:
         self._run_log.report(report, next_attempt_seconds=self._next_interval(report))
         self._metrics.observe(report)
         self._notifier.status(_summary(report))
+        self._hook.notify(announce(report, first_success=report.ok and not self._succeeded))
         if report.ok and not self._succeeded:
             self._succeeded = True
             self._ticker.set_interval(self.settings.interval_seconds)
@@ -208,6 +215,7 @@ class Daemon:
         self.engine = build_engine(new, self._client, previous=self.engine)
         await old_client.aclose()
         self.settings = new
+        self._hook.command = HookCommand.from_settings(new)
         if self._succeeded:
             self._ticker.set_interval(new.interval_seconds)
         self._track()

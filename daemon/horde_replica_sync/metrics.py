@@ -23,6 +23,7 @@ from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import ErrorKind, SourceName
 from horde_replica_sync.freshness import age_or_nan
 from horde_replica_sync.health import Refusal
+from horde_replica_sync.hook import HookResult
 from horde_replica_sync.report import LayerKey, MissReason, SyncReport
 from horde_replica_sync.state import ReplicaState
 
@@ -81,6 +82,7 @@ class Metrics:
             registry=registry,
         )
         self._define_cache_and_health(registry)
+        self._define_hook(registry)
         self._precreate(registry)
         self._clock = clock
         self._ages = _AgeCollector(clock)
@@ -144,6 +146,30 @@ class Metrics:
             ["category"],
             registry=registry,
         )
+
+    def _define_hook(self, registry: CollectorRegistry) -> None:
+        """The on-change hook's runs, every result at 0 from the start."""
+        self.hook_runs = Counter(
+            f"{PREFIX}_hook_runs",
+            "On-change hook runs by result (ok, failed, timeout, error; coalesced: a change "
+            "that joined a follow-up run already waiting).",
+            ["result"],
+            registry=registry,
+        )
+        self.hook_duration = Histogram(
+            f"{PREFIX}_hook_duration_seconds",
+            "Wall time of one on-change hook run.",
+            buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+            registry=registry,
+        )
+        for result in HookResult:
+            self.hook_runs.labels(result)
+
+    def observe_hook(self, result: HookResult, seconds: float | None) -> None:
+        """Account for one hook run (`seconds` None: a coalesced change, not a run)."""
+        self.hook_runs.labels(result).inc()
+        if seconds is not None:
+            self.hook_duration.observe(seconds)
 
     def _precreate(self, registry: CollectorRegistry) -> None:
         """The build info, and the bounded label sets known before any run, at 0."""

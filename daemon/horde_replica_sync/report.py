@@ -114,3 +114,10 @@ class SyncReport:
         return tuple(
             dict.fromkeys(r.category for r in self.results if r.outcome is Outcome.UPDATED)
         )
+
+    @property
+    def held(self) -> tuple[MODEL_REFERENCE_CATEGORY, ...]:
+        """The categories with at least one layer in the replica after this run (published or
+        confirmed), in run order, once each."""
+        kept = (Outcome.UPDATED, Outcome.UNCHANGED)
+        return tuple(dict.fromkeys(r.category for r in self.results if r.outcome in kept))

@@ -324,6 +324,7 @@ class TestLogReadsLikeADiagnosis:
         """After the first sync, a run in which nothing changed logs `sync.run_done` only."""
         daemon = start_daemon(HORDE_REPLICA_LOG_LEVEL="info", HORDE_REPLICA_INTERVAL_SECONDS="1")
         daemon.wait_for("sync.run_done", ok=True)
+        daemon.wait_for("daemon.ready")  # logged after the first run's run_done
         first = len(daemon.events)
         daemon.wait_for("sync.run_done", count=4)
         quiet = daemon.events[first:]

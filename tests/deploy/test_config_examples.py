@@ -16,8 +16,8 @@ from tests.deploy.conftest import CONFIG_DIR
 TOML_EXAMPLE: Final = CONFIG_DIR / "config.example.toml"
 ENV_EXAMPLE: Final = CONFIG_DIR / "env.example"
 # No environment-independent default (replica_dir follows AIWORKER_CACHE_HOME) or none at all
-# (state_dir, ca_bundle): documented, but commented out.
-COMMENTED_OUT: Final = frozenset({"replica_dir", "state_dir", "ca_bundle"})
+# (state_dir, ca_bundle, on_change_command): documented, but commented out.
+COMMENTED_OUT: Final = frozenset({"replica_dir", "state_dir", "ca_bundle", "on_change_command"})
 NOT_SETTINGS: Final = frozenset({"HORDE_REPLICA_CONFIG"})  # where the TOML file is
 
 

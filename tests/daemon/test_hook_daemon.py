@@ -1,0 +1,247 @@
+"""The on-change hook in a real daemon: a real script, real upstream changes, real signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
+from tests.hookscript import calls, gone, overlapped, wait_for_calls, write_hook
+from tests.processes import DaemonProcess
+
+Start = Callable[..., DaemonProcess]
+V2_METADATA = "/api/model_references/v2/metadata/metadata"
+
+
+def change_upstream(server: FaultServer, category: C, stamp: int, tag: str) -> None:
+    """The PRIMARY publishes a new version of `category` (metadata moves, the body changes)."""
+    moved = json.loads(metadata(1000))
+    moved[category.value]["last_updated"] = stamp
+    server.script(V2_METADATA, Reply(body=json.dumps(moved).encode()))
+    server.script(v2_path(category), Reply(body=records(category, 4, tag=tag)))
+
+
+def hook_runs(daemon: DaemonProcess, result: str) -> float | None:
+    return daemon.sample("horde_replica_hook_runs_total", result=result)
+
+
+@pytest.fixture(name="hook")
+def _hook(tmp_path: Path) -> tuple[Path, Path]:
+    return write_hook(tmp_path)
+
+
+class TestAnnouncements:
+    """Once at start, once per run that published changes, with the right categories."""
+
+    def test_once_at_start_then_per_change(
+        self, start_daemon: Start, server: FaultServer, hook: tuple[Path, Path], tmp_path: Path
+    ) -> None:
+        """Start: every category held; a change upstream: that category only."""
+        script, log = hook
+        daemon = start_daemon("--on-change", str(script), HOOK_LOG=str(log))
+        daemon.wait_for("hook.done", result="ok")
+        (first,) = calls(log)
+        assert first.changed == ("blip", "esrgan")
+        assert first.replica_dir == str(tmp_path / "replica")
+        daemon.signal(signal.SIGUSR1)  # a run that changes nothing announces nothing
+        daemon.wait_for("sync.run_done", forced=True)
+        change_upstream(server, C.esrgan, 2000, "changed")
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for("hook.done", result="ok", count=2)
+        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("esrgan",)]
+        assert hook_runs(daemon, "ok") == 2
+        for result in ("failed", "timeout", "error", "coalesced"):
+            assert hook_runs(daemon, result) == 0, result
+        assert daemon.stop() == 0
+
+    def test_restart_announces_again(self, start_daemon: Start, hook: tuple[Path, Path]) -> None:
+        """A restart with nothing new upstream still announces once: no event is lost."""
+        script, log = hook
+        first = start_daemon("--on-change", str(script), HOOK_LOG=str(log))
+        first.wait_for("hook.done", result="ok")
+        assert first.stop() == 0
+        second = start_daemon("--on-change", str(script), HOOK_LOG=str(log))
+        second.wait_for("hook.done", result="ok")
+        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("blip", "esrgan")]
+        assert second.stop() == 0
+
+    def test_slow_hook_and_two_changes_coalesce(
+        self, start_daemon: Start, server: FaultServer, hook: tuple[Path, Path]
+    ) -> None:
+        """Two changes while the hook runs: one follow-up with both, never two at once."""
+        script, log = hook
+        daemon = start_daemon("--on-change", str(script), HOOK_LOG=str(log), HOOK_SLEEP="3")
+        wait_for_calls(log, 1)  # the start-up announcement is running (for 3 s)
+        change_upstream(server, C.esrgan, 2000, "one")
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for(
+            "sync.category_done", category="esrgan", layer="v2", outcome="updated", count=2
+        )
+        moved = json.loads(metadata(1000))
+        moved["esrgan"]["last_updated"] = 2000
+        moved["blip"]["last_updated"] = 3000
+        server.script(V2_METADATA, Reply(body=json.dumps(moved).encode()))
+        server.script(v2_path(C.blip), Reply(body=records(C.blip, 4, tag="two")))
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for(
+            "sync.category_done", category="blip", layer="v2", outcome="updated", count=2
+        )
+        assert len(calls(log)) == 1  # the sync runs did not wait for the hook
+        daemon.wait_for("hook.done", result="ok", count=2, timeout=15)
+        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("blip", "esrgan")]
+        assert not overlapped(log)
+        assert hook_runs(daemon, "coalesced") == 1
+        assert hook_runs(daemon, "ok") == 2
+        assert daemon.stop() == 0
+
+    def test_reload_sets_the_command_for_the_next_run(
+        self,
+        start_daemon: Start,
+        server: FaultServer,
+        hook: tuple[Path, Path],
+        daemon_env: dict[str, str],
+    ) -> None:
+        """SIGHUP with a command in the config file: the next change runs it."""
+        script, log = hook
+        daemon = start_daemon(HOOK_LOG=str(log))
+        daemon.wait_for("sync.run_done", ok=True)
+        config = Path(daemon_env["HORDE_REPLICA_CONFIG"])
+        config.write_text(f"on_change_command = {json.dumps(str(script))}\n")
+        daemon.signal(signal.SIGHUP)
+        (reloaded,) = daemon.wait_for("config.reloaded")
+        assert reloaded["changed"] == {"on_change_command": str(script)}
+        change_upstream(server, C.blip, 2000, "changed")
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for("hook.done", result="ok")
+        assert [c.changed for c in calls(log)] == [("blip",)]
+        assert daemon.stop() == 0
+
+
+class TestBadHooks:
+    """A hanging, failing or missing hook is counted and logged; the daemon stays healthy."""
+
+    def test_hanging_hook_is_killed_and_never_delays_a_sync(
+        self, start_daemon: Start, tmp_path: Path
+    ) -> None:
+        """A hook past `on_change_timeout_seconds` is killed; syncs go on meanwhile."""
+        pid_file = tmp_path / "hook.pid"
+        daemon = start_daemon(
+            "--on-change",
+            f"sh -c 'echo $$ > {pid_file}; exec sleep 300'",
+            HORDE_REPLICA_ON_CHANGE_TIMEOUT_SECONDS="3",
+        )
+        daemon.wait_for("sync.run_done", ok=True)
+        sent = time.monotonic()
+        daemon.signal(signal.SIGUSR1)  # while the hook hangs
+        daemon.wait_for("sync.run_done", forced=True, timeout=5)
+        assert time.monotonic() - sent < 1.0
+        (done,) = daemon.wait_for("hook.done", result="timeout", timeout=10)
+        assert done["timeout_seconds"] == 3
+        assert gone(int(pid_file.read_text()))
+        assert hook_runs(daemon, "timeout") == 1
+        assert daemon.get("/healthz")[0] == 200
+        assert daemon.get("/readyz")[0] == 200
+        assert daemon.stop() == 0
+
+    def test_failing_hook_is_counted_logged_and_retried(
+        self, start_daemon: Start, hook: tuple[Path, Path]
+    ) -> None:
+        """A non-zero exit is logged with its code and stderr, and retried after the next run."""
+        script, log = hook
+        daemon = start_daemon("--on-change", str(script), HOOK_LOG=str(log), HOOK_EXIT="5")
+        (done,) = daemon.wait_for("hook.done", result="failed")
+        assert done["exit_code"] == 5
+        assert "reload refused: worker busy" in done["output"]
+        assert hook_runs(daemon, "failed") == 1
+        daemon.signal(signal.SIGUSR1)  # nothing changed, but the failed announcement is due
+        daemon.wait_for("hook.done", result="failed", count=2)
+        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("blip", "esrgan")]
+        assert daemon.get("/healthz")[0] == 200
+        assert daemon.get("/readyz")[0] == 200
+        assert daemon.stop() == 0
+
+    def test_missing_command_is_an_error_naming_the_setting(
+        self, start_daemon: Start, tmp_path: Path
+    ) -> None:
+        """A command that cannot start is counted as `error`, the log names the setting."""
+        daemon = start_daemon("--on-change", str(tmp_path / "no-such-hook"))
+        (done,) = daemon.wait_for("hook.done", result="error")
+        assert "on_change_command" in done["error"]
+        assert "no-such-hook" in done["error"]
+        assert hook_runs(daemon, "error") == 1
+        assert daemon.get("/readyz")[0] == 200
+        assert daemon.stop() == 0
+
+    def test_sigterm_during_a_hook_kills_it_within_the_bound(
+        self, start_daemon: Start, tmp_path: Path
+    ) -> None:
+        """SIGTERM waits for a running hook up to `shutdown_timeout_seconds`, then kills it."""
+        pid_file = tmp_path / "hook.pid"
+        daemon = start_daemon(
+            "--on-change",
+            f"sh -c 'echo $$ > {pid_file}; exec sleep 300'",
+            HORDE_REPLICA_SHUTDOWN_TIMEOUT_SECONDS="1",
+        )
+        daemon.wait_for("sync.run_done", ok=True)
+        deadline = time.monotonic() + 5
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline, "the hook never started"
+            time.sleep(0.02)
+        sent = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - sent < 4
+        assert gone(int(pid_file.read_text()))
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "horde_replica_sync", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+class TestCommandLine:
+    """The flag, its validation, and `sync --once`."""
+
+    def test_empty_command_exits_78_naming_the_setting(self, daemon_env: dict[str, str]) -> None:
+        """`--on-change ''` is a configuration error before any I/O."""
+        done = run_cli("run", "--on-change", "", env=daemon_env)
+        assert done.returncode == 78
+        assert "on_change_command" in done.stderr
+        assert "HORDE_REPLICA_ON_CHANGE_COMMAND" in done.stderr
+
+    def test_sync_once_runs_the_hook_when_something_changed(
+        self, daemon_env: dict[str, str], hook: tuple[Path, Path], server: FaultServer
+    ) -> None:
+        """`sync --once` runs the hook after publishing changes, not when nothing changed,
+        never in a dry run; a failing hook makes it exit 75."""
+        script, log = hook
+        env = {**daemon_env, "HOOK_LOG": str(log)}
+        dry = run_cli("sync", "--once", "--dry-run", "--on-change", str(script), env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert calls(log) == []
+        first = run_cli("sync", "--once", "--on-change", str(script), env=env)
+        assert first.returncode == 0, first.stderr
+        assert [c.changed for c in calls(log)] == [("blip", "esrgan")]
+        again = run_cli("sync", "--once", "--on-change", str(script), env=env)
+        assert again.returncode == 0, again.stderr
+        assert len(calls(log)) == 1
+        change_upstream(server, C.blip, 2000, "changed")
+        failing = run_cli(
+            "sync", "--once", "--on-change", str(script), env={**env, "HOOK_EXIT": "2"}
+        )
+        assert failing.returncode == 75
+        assert "on-change hook failed" in failing.stdout
+        assert [c.changed for c in calls(log)][-1] == ("blip",)
