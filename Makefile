@@ -54,10 +54,12 @@ peer:
 sdk:
 	@bash scripts/sdk_venv.sh >/dev/null
 
-# Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill.
+# Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill,
+# faketime (libfaketime steps a daemon's wall clock).
 tools:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -x /bin/kill ] || missing="$$missing procps"; \
 	if [ -n "$$missing" ]; then \
