@@ -28,6 +28,12 @@ def hold() -> None:
         signal.signal(signum, _record)
 
 
+def rehold() -> None:
+    """Hold again once the loop gave the signals back (shutting down), if this process held them."""
+    if _held:
+        hold()
+
+
 def take() -> list[signal.Signals]:
     """The signals recorded since `hold`, in order, each once; clears them."""
     taken = list(dict.fromkeys(_pending))
@@ -37,8 +43,10 @@ def take() -> list[signal.Signals]:
 
 def release() -> None:
     """Give the held signals their defaults back and deliver what arrived meanwhile."""
+    global _held
     if not _held:  # e.g. `cli.main` called in-process: the handlers are not ours to reset
         return
+    _held = False
     for signum in HELD:
         signal.signal(signum, signal.SIG_DFL)
     for signum in take():

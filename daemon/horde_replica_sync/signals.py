@@ -74,10 +74,10 @@ def install(loop: asyncio.AbstractEventLoop, requests: Requests) -> None:
 
 
 def uninstall(loop: asyncio.AbstractEventLoop) -> None:
-    """Take the signals off the loop; HUP/USR1/TERM are held again while the daemon shuts down."""
+    """Take the signals off the loop (held again while the daemon shuts down, as at start)."""
     for signum in (signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
-    early.hold()
+    early.rehold()
 
 
 def _interrupt(requests: Requests) -> None:

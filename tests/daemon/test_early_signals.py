@@ -11,10 +11,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from tests.environment import free_port
 from tests.faultserver import FaultServer, Reply, records, v2_path
 from tests.processes import DaemonProcess, LoggedProcess
 
@@ -57,6 +59,21 @@ class TestSignalsDuringStartup:
         assert daemon.proc.wait(timeout=15) == 0, daemon.tail()
         daemon.close()
         assert daemon.matching("daemon.stopped"), daemon.tail()
+
+
+def test_the_console_script_holds_them_too(daemon_env: dict[str, str]) -> None:
+    """`horde-replica-sync run` (the installed script, as systemd and the image start it)."""
+    script = Path(sys.executable).with_name("horde-replica-sync")
+    argv = [str(script), "run", "--metrics-addr", f"127.0.0.1:{free_port()}"]
+    daemon = LoggedProcess(argv, daemon_env)
+    try:
+        time.sleep(0.1)
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+        daemon.wait_for("config.reloaded")
+        os.kill(daemon.proc.pid, signal.SIGTERM)
+        assert daemon.proc.wait(timeout=15) == 0
+    finally:
+        daemon.close()
 
 
 def test_sync_once_still_stops_at_once_on_sigterm(
