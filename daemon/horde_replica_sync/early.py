@@ -2,7 +2,7 @@
 
 Until the daemon's loop takes them over (`signals.install`), these signals are only recorded,
 so one sent during start-up is acted on once the daemon is up instead of killing it. Commands
-other than `run` give them back (`release`): there they keep their default, prompt effect.
+other than `run` give them back (`release`): there they, and SIGINT, end the process at once.
 Kept to the standard library's `signal`, so the window left is the interpreter's own start-up.
 """
 
@@ -12,6 +12,10 @@ import signal
 from types import FrameType
 
 HELD = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM)
+# What a one-shot command gets back: the default action, at once. SIGINT too: asyncio's own
+# handler only cancels the run, and a cancelled request retry can outlast the operator's patience.
+# Publishing is atomic, so a kill leaves at most a temp file (removed at the next start).
+ONE_SHOT_DEFAULTS = (*HELD, signal.SIGINT)
 _pending: list[signal.Signals] = []
 _held = False
 
@@ -47,7 +51,7 @@ def release() -> None:
     if not _held:  # e.g. `cli.main` called in-process: the handlers are not ours to reset
         return
     _held = False
-    for signum in HELD:
+    for signum in ONE_SHOT_DEFAULTS:
         signal.signal(signum, signal.SIG_DFL)
     for signum in take():
         signal.raise_signal(signum)

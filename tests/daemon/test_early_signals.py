@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from tests.environment import free_port
-from tests.faultserver import FaultServer, Reply, records, v2_path
+from tests.faultserver import FaultServer, Reply
 from tests.processes import DaemonProcess, LoggedProcess
 
 Start = Callable[..., DaemonProcess]
@@ -25,6 +24,7 @@ Start = Callable[..., DaemonProcess]
 # After Popen: inside our imports, settings, lock and cache warm-up (the interpreter's own
 # start-up, before our first line, ends after 0.03-0.06 s here: see the README, Signals).
 MOMENTS = (0.1, 0.2, 0.4, 0.8)
+FAILING_503 = Reply(status=503)
 
 
 def _started_then_signalled(
@@ -76,17 +76,27 @@ def test_the_console_script_holds_them_too(daemon_env: dict[str, str]) -> None:
         daemon.close()
 
 
-def test_sync_once_still_stops_at_once_on_sigterm(
-    daemon_env: dict[str, str], server: FaultServer
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_sync_once_stops_at_once(
+    daemon_env: dict[str, str], server: FaultServer, signum: signal.Signals
 ) -> None:
-    """`sync --once` does not defer signals: TERM ends it at once, as it always did."""
-    server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4), delay=4.0))
-    once = LoggedProcess([sys.executable, "-m", "horde_replica_sync", "sync", "--once"], daemon_env)
+    """`sync --once` does not defer signals: TERM or INT (Ctrl-C) ends it at once."""
+    # A failing PRIMARY retried after long backoffs: the run would last; the signal must not wait.
+    for family in ("v1", "v2"):
+        server.script(f"/api/model_references/{family}/metadata/metadata", FAILING_503)
+    env = {
+        **daemon_env,
+        "HORDE_REPLICA_RETRY_INITIAL_SECONDS": "3",
+        "HORDE_REPLICA_RETRY_MAX_SECONDS": "3",
+    }
+    once = LoggedProcess([sys.executable, "-m", "horde_replica_sync", "sync", "--once"], env)
     try:
-        time.sleep(0.3)
+        while server.count() == 0 and once.proc.poll() is None:  # the run is under way
+            time.sleep(0.02)
+        time.sleep(0.5)
         sent = time.monotonic()
-        os.kill(once.proc.pid, signal.SIGTERM)
-        assert once.proc.wait(timeout=5) == -signal.SIGTERM
+        os.kill(once.proc.pid, signum)
+        assert once.proc.wait(timeout=10) == -signum
         assert time.monotonic() - sent < 1.0
     finally:
         once.close()
