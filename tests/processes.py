@@ -28,7 +28,6 @@ class LoggedProcess:
         self, argv: list[str], env: dict[str, str], *, cwd: Path | None = None, umask: int = -1
     ) -> None:
         self.argv = argv
-        self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

@@ -1,7 +1,7 @@
 """Signals from the first instant: HUP/USR1/TERM during start-up are remembered, never fatal.
 
-Each daemon is a real `run` process; the signal is sent a fixed time after `Popen`, before
-(or while) the daemon imports, reads its settings, takes the lock and warms its cache.
+Each daemon is a real `run` process; the signal is sent while it imports, reads its settings,
+takes the lock and warms its cache.
 """
 
 from __future__ import annotations
@@ -21,17 +21,30 @@ from tests.processes import DaemonProcess, LoggedProcess
 
 Start = Callable[..., DaemonProcess]
 
-# After Popen: inside our imports, settings, lock and cache warm-up (the interpreter's own
-# start-up, before our first line, ends after 0.03-0.06 s here: see the README, Signals).
-MOMENTS = (0.1, 0.2, 0.4, 0.8)
+# After the daemon is into its own imports (`_ssl` mapped, as httpx loads it), so the
+# interpreter's start-up before our first line (19-111 ms after Popen here, the window left:
+# see the README's Signals) cannot make the test flaky. Before the fix the handlers came
+# about 0.35 s after that mark.
+MOMENTS = (0.0, 0.05, 0.1, 0.2)
 FAILING_503 = Reply(status=503)
+
+
+def _into_its_imports(daemon: DaemonProcess, timeout: float = 10.0) -> None:
+    maps = Path(f"/proc/{daemon.proc.pid}/maps")
+    deadline = time.monotonic() + timeout
+    while True:
+        assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.tail()
+        if "_ssl" in maps.read_text():
+            return
+        time.sleep(0.002)
 
 
 def _started_then_signalled(
     start_daemon: Start, signum: signal.Signals, after: float
 ) -> DaemonProcess:
     daemon = start_daemon()
-    time.sleep(max(0.0, after - (time.monotonic() - daemon.started_at)))
+    _into_its_imports(daemon)
+    time.sleep(after)
     daemon.signal(signum)
     return daemon
 
