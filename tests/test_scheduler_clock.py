@@ -1,13 +1,12 @@
 """The Ticker keeps its period across a wall step of an hour either way (in-process).
 
-APScheduler reads the wall clock through `datetime.now`; the test steps that (and `time.time`)
-while the event loop's monotonic clock runs on, which is what an NTP step does to a process.
+APScheduler reads the wall clock through `datetime.now`; the test steps that while the event
+loop's monotonic clock runs on, which is what an NTP step does to a process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime, timedelta, tzinfo
 
 import apscheduler.executors.base
@@ -21,7 +20,6 @@ from horde_replica_sync.scheduler import Ticker
 HOUR = 3600.0
 INTERVAL = 0.5
 REAL_DATETIME = datetime
-REAL_TIME = time.time
 
 
 class Wall:
@@ -47,7 +45,6 @@ def _stepped_wall(monkeypatch: pytest.MonkeyPatch) -> None:
         scheduler,
     ):
         monkeypatch.setattr(module, "datetime", SteppedDatetime)
-    monkeypatch.setattr(time, "time", lambda: REAL_TIME() + Wall.offset)
 
 
 async def _ticks_around_steps(*steps: float) -> tuple[list[int], int]:

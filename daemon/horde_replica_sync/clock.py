@@ -23,6 +23,17 @@ FUTURE_TOLERANCE_SECONDS: Final = 60.0
 STEP_TOLERANCE_SECONDS: Final = 1.0
 
 
+def _elapsed() -> float:
+    """CLOCK_BOOTTIME where there is one: monotonic too, and it counts a suspend of the host,
+    so an age measured across one stays true (CLOCK_MONOTONIC stops while suspended)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+ELAPSED: Final[Callable[[], float]] = (
+    _elapsed if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+)
+
+
 class Clock:
     """Monotonic time on the wall clock's scale at start; the wall clock itself for dates."""
 
@@ -30,7 +41,7 @@ class Clock:
         self,
         *,
         wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = ELAPSED,
     ) -> None:
         self._wall = wall
         self._monotonic = monotonic
@@ -44,9 +55,13 @@ class Clock:
         """The wall clock, for what is shown or stored as a date."""
         return self._wall()
 
+    def offset(self) -> float:
+        """Wall minus steady now: 0 at start, moved only by steps of the wall clock."""
+        return self._wall() - self.now()
+
     def wall_step(self) -> float:
         """How far the wall clock stepped since start (0 below `STEP_TOLERANCE_SECONDS`)."""
-        step = self._wall() - self.now()
+        step = self.offset()
         return step if abs(step) >= STEP_TOLERANCE_SECONDS else 0.0
 
 

@@ -13,13 +13,14 @@ step forward needs none: `coalesce` makes the backlog one tick.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from horde_replica_sync.clock import SYSTEM
 
 JOB_ID = "sync"
 MIN_MARGIN_SECONDS = 1.0
@@ -45,7 +46,7 @@ class Ticker:
         self._misfire_grace = misfire_grace
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._backstop: asyncio.TimerHandle | None = None
-        self._wall_offset = _wall_minus_monotonic()
+        self._offset_at_tick = SYSTEM.offset()
         self.interval = interval
 
     def start(self) -> None:
@@ -85,7 +86,7 @@ class Ticker:
         return self.interval + self._jitter + max(MIN_MARGIN_SECONDS, self.interval / 2)
 
     async def _tick(self) -> None:
-        self._wall_offset = _wall_minus_monotonic()
+        self._offset_at_tick = SYSTEM.offset()
         self._arm_backstop()
         self._on_due()
 
@@ -99,7 +100,7 @@ class Ticker:
         log.warning(
             "scheduler.clock_step",
             overdue_seconds=round(self.overdue_after, 3),
-            wall_step_seconds=round(_wall_minus_monotonic() - self._wall_offset, 3),
+            wall_step_seconds=round(SYSTEM.offset() - self._offset_at_tick, 3),
             action="running now and rescheduling from now",
         )
         self._on_clock_step()
@@ -109,8 +110,3 @@ class Ticker:
 
     def _trigger(self, interval: float) -> IntervalTrigger:
         return IntervalTrigger(seconds=interval, jitter=self._jitter or None, timezone=UTC)
-
-
-def _wall_minus_monotonic() -> float:
-    """Changes only when the wall clock is stepped (or slewed), which is what it measures."""
-    return time.time() - time.monotonic()
