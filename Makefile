@@ -55,11 +55,13 @@ sdk:
 	@bash scripts/sdk_venv.sh >/dev/null
 
 # Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill, nginx
-# (the site cache; /usr/sbin is not on every user's PATH).
+# (the site cache; /usr/sbin is not on every user's PATH), faketime (libfaketime steps a
+# daemon's wall clock).
 tools:
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	[ -x /bin/kill ] || missing="$$missing procps"; \
 	if [ -n "$$missing" ]; then \

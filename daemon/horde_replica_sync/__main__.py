@@ -1,7 +1,7 @@
-"""`python -m horde_replica_sync` is the console script."""
+"""`python -m horde_replica_sync` is the console script (signals held from its first line)."""
 
 from __future__ import annotations
 
-from horde_replica_sync.cli import main
+from horde_replica_sync.early import main
 
 raise SystemExit(main())

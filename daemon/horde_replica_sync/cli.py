@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import structlog
 
-from horde_replica_sync import __version__, logs, status
+from horde_replica_sync import __version__, early, logs, status
 from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
 from horde_replica_sync.errors import ConfigError, ReplicaSyncError, ReplicaUnusable
 from horde_replica_sync.hook import HookCommand, HookResult, run_hook
@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if args.handler is not _cmd_run:  # only the daemon defers signals until it is up
+        early.release()
     logs.configure()
     overrides = _overrides(args)
     try:

@@ -27,6 +27,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
+from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.freshness import layer_keys, staleness
@@ -58,7 +59,7 @@ class Daemon:
         notifier: Notifier | None = None,
         registry: CollectorRegistry | None = None,
         handle_signals: bool = True,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = SYSTEM.now,
     ) -> None:
         self.settings = settings
         self.requests = signals.Requests()
@@ -110,6 +111,7 @@ class Daemon:
             interval=self.settings.init_interval_seconds,
             jitter=self.settings.interval_jitter_seconds,
             misfire_grace=self.settings.misfire_grace_seconds,
+            on_clock_step=self._metrics.clock_steps.inc,
         )
         self._announce_if_ready("replica valid from disk")
         helpers = [asyncio.create_task(self._beat()), asyncio.create_task(self._watchdog())]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
+from horde_replica_sync.clock import past_or_long_ago
 from horde_replica_sync.report import LayerKey
 from horde_replica_sync.state import ReplicaState
 
@@ -24,8 +25,11 @@ def layer_keys(categories: Iterable[MODEL_REFERENCE_CATEGORY]) -> tuple[LayerKey
 
 
 def age_seconds(verified_at: float | None, now: float) -> float | None:
-    """Seconds since a layer was last confirmed; None when it never was."""
-    return None if verified_at is None else max(0.0, now - verified_at)
+    """Seconds since a layer was last confirmed; None when it never was.
+
+    A stamp in the future (written under a wrong clock) is infinitely old, never "age 0".
+    """
+    return None if verified_at is None else max(0.0, now - past_or_long_ago(verified_at, now))
 
 
 def age_or_nan(state: ReplicaState, key: LayerKey, now: float) -> float:

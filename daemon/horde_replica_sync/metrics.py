@@ -10,7 +10,6 @@ and error kinds.
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -20,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from horde_replica_sync import __version__
 from horde_replica_sync.categories import Layer
+from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.errors import ErrorKind, SourceName
 from horde_replica_sync.freshness import age_or_nan
 from horde_replica_sync.health import Refusal
@@ -35,7 +35,11 @@ class Metrics:
     """The daemon's metrics. `observe` a report after each run."""
 
     def __init__(
-        self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time
+        self,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = SYSTEM.now,
+        wall: Callable[[], float] = SYSTEM.wall,
     ) -> None:
         self.runs = Counter(
             f"{PREFIX}_sync_runs",
@@ -84,7 +88,7 @@ class Metrics:
         self._define_cache_and_health(registry)
         self._define_hook(registry)
         self._precreate(registry)
-        self._clock = clock
+        self._wall = wall
         self._ages = _AgeCollector(clock)
         registry.register(self._ages)
 
@@ -113,6 +117,11 @@ class Metrics:
             f"{PREFIX}_rollbacks",
             "Runs in which a category's upstream last_updated went back in time.",
             ["category"],
+            registry=registry,
+        )
+        self.clock_steps = Counter(
+            f"{PREFIX}_scheduler_clock_steps",
+            "Ticks overdue on the monotonic clock (the wall clock stepped back): run at once.",
             registry=registry,
         )
         self.foreign_changes = Counter(
@@ -240,7 +249,7 @@ class Metrics:
             for source in SourceName:
                 self.active_source.labels(source).set(1 if source == active else 0)
         if report.ok:
-            self.last_success.set(self._clock())
+            self.last_success.set(self._wall())  # a date, so the wall clock
 
 
 class _AgeCollector(Collector):

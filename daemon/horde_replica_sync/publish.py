@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from horde_replica_sync.clock import SYSTEM, Clock
 from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore
 
@@ -9,8 +10,9 @@ from horde_replica_sync.store import ReplicaStore
 class StorePublisher:
     """Publishes into the replica directory through the store (atomic, only changed bytes)."""
 
-    def __init__(self, store: ReplicaStore) -> None:
+    def __init__(self, store: ReplicaStore, *, clock: Clock = SYSTEM) -> None:
         self._store = store
+        self._clock = clock
 
     def read(self, relpath: str) -> bytes | None:
         """The published bytes of `relpath`."""
@@ -24,8 +26,9 @@ class StorePublisher:
         return True
 
     def save_state(self, state: ReplicaState, *, durable: bool) -> None:
-        """Write the state file."""
-        self._store.save_state(state, durable=durable)
+        """Write the state file, its stamps as wall dates (see clock.py)."""
+        step = self._clock.wall_step()
+        self._store.save_state(state.shifted(step) if step else state, durable=durable)
 
 
 class ComparingPublisher(StorePublisher):

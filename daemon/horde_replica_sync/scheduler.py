@@ -2,17 +2,30 @@
 
 The job does not sync; it raises the "due" flag, and the daemon's loop runs syncs one at a
 time. That keeps signal-triggered and scheduled runs on one path and makes overlap impossible.
+
+APScheduler 3 reckons next run times on the wall clock, so a wall step back (an NTP
+correction) would hold the next tick back by the step. A backstop on the event loop's
+monotonic clock catches that: a tick overdue by more than the jitter and a margin is logged
+(`scheduler.clock_step`), counted, and run at once, and the job is rescheduled from now. A
+step forward needs none: `coalesce` makes the backlog one tick.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from horde_replica_sync.clock import SYSTEM
+
 JOB_ID = "sync"
+MIN_MARGIN_SECONDS = 1.0
+
+log = structlog.get_logger(__name__)
 
 
 class Ticker:
@@ -25,17 +38,21 @@ class Ticker:
         interval: float,
         jitter: float,
         misfire_grace: float,
+        on_clock_step: Callable[[], None] = lambda: None,
     ) -> None:
         self._on_due = on_due
+        self._on_clock_step = on_clock_step
         self._jitter = jitter
         self._misfire_grace = misfire_grace
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._backstop: asyncio.TimerHandle | None = None
+        self._offset_at_tick = SYSTEM.offset()
         self.interval = interval
 
     def start(self) -> None:
         """Start ticking (inside the running event loop); the first tick is immediate."""
         self._scheduler.add_job(
-            self._on_due,
+            self._tick,  # a coroutine function: APScheduler runs it on the loop, not a thread
             self._trigger(self.interval),
             id=JOB_ID,
             next_run_time=datetime.now(UTC),
@@ -47,17 +64,49 @@ class Ticker:
             misfire_grace_time=round(self._misfire_grace),
         )
         self._scheduler.start()
+        self._arm_backstop()
 
     def set_interval(self, interval: float) -> None:
         """Change the period (e.g. from the first-success retry period to the normal one)."""
         if interval != self.interval:
             self.interval = interval
             self._scheduler.reschedule_job(JOB_ID, trigger=self._trigger(interval))
+            self._arm_backstop()
 
     def shutdown(self) -> None:
         """Stop ticking; never waits for the (instant) job."""
+        if self._backstop is not None:
+            self._backstop.cancel()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    @property
+    def overdue_after(self) -> float:
+        """Seconds without a tick after which the wall clock is taken to have stepped back."""
+        return self.interval + self._jitter + max(MIN_MARGIN_SECONDS, self.interval / 2)
+
+    async def _tick(self) -> None:
+        self._offset_at_tick = SYSTEM.offset()
+        self._arm_backstop()
+        self._on_due()
+
+    def _arm_backstop(self) -> None:
+        if self._backstop is not None:
+            self._backstop.cancel()
+        loop = asyncio.get_running_loop()  # call_later runs on the loop's monotonic clock
+        self._backstop = loop.call_later(self.overdue_after, self._overdue)
+
+    def _overdue(self) -> None:
+        log.warning(
+            "scheduler.clock_step",
+            overdue_seconds=round(self.overdue_after, 3),
+            wall_step_seconds=round(SYSTEM.offset() - self._offset_at_tick, 3),
+            action="running now and rescheduling from now",
+        )
+        self._on_clock_step()
+        # The trigger reckons the next run from this one, so the step is left behind.
+        self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
+        self._arm_backstop()
 
     def _trigger(self, interval: float) -> IntervalTrigger:
         return IntervalTrigger(seconds=interval, jitter=self._jitter or None, timezone=UTC)

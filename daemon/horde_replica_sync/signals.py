@@ -1,5 +1,8 @@
 """Signals only set flags and wake the loop; the daemon's loop does the work.
 
+From the console script's first line until `install`, `early` only records them; `install`
+replays what it recorded, so a signal sent during start-up is acted on once the loop is up.
+
 SIGUSR1          forced sync (a storm coalesces: the flag is a flag, not a queue)
 SIGHUP           reload the config file
 SIGTERM, SIGINT  graceful stop; a second SIGINT exits at once
@@ -10,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from horde_replica_sync import early
 
 
 @dataclass(slots=True)
@@ -49,18 +55,29 @@ class Requests:
         return wanted
 
 
+def _actions(requests: Requests) -> dict[signal.Signals, Callable[[], None]]:
+    return {
+        signal.SIGUSR1: lambda: requests.request(force=True),
+        signal.SIGHUP: lambda: requests.request(reload=True),
+        signal.SIGTERM: requests.request_stop,
+        signal.SIGINT: lambda: _interrupt(requests),
+    }
+
+
 def install(loop: asyncio.AbstractEventLoop, requests: Requests) -> None:
-    """Route the daemon's signals into `requests`."""
-    loop.add_signal_handler(signal.SIGUSR1, lambda: requests.request(force=True))
-    loop.add_signal_handler(signal.SIGHUP, lambda: requests.request(reload=True))
-    loop.add_signal_handler(signal.SIGTERM, requests.request_stop)
-    loop.add_signal_handler(signal.SIGINT, _interrupt, requests)
+    """Route the daemon's signals into `requests`, then replay those held during start-up."""
+    actions = _actions(requests)
+    for signum, action in actions.items():
+        loop.add_signal_handler(signum, action)
+    for signum in early.take():
+        actions[signum]()
 
 
 def uninstall(loop: asyncio.AbstractEventLoop) -> None:
-    """Give the signals back to their defaults."""
+    """Take the signals off the loop (held again while the daemon shuts down, as at start)."""
     for signum in (signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
+    early.rehold()
 
 
 def _interrupt(requests: Requests) -> None:

@@ -7,6 +7,8 @@ next run re-verifies every file against upstream (and rewrites none that already
 
 from __future__ import annotations
 
+from typing import Final
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
@@ -23,6 +25,9 @@ class FileRecord(BaseModel):
     sha256: str
     size: int
     etag: str | None = None
+
+
+STAMPS: Final = ("fetched_at", "verified_at", "last_foreign_change_at")
 
 
 class LayerState(BaseModel):
@@ -71,3 +76,13 @@ class ReplicaState(BaseModel):
     def layer(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerState:
         """The state of one layer of `category`."""
         return self.category(category).layer(layer)
+
+    def shifted(self, seconds: float) -> ReplicaState:
+        """A copy with every stamp moved by `seconds` (from the steady scale to the wall's)."""
+        copy = self.model_copy(deep=True)
+        for both in copy.categories.values():
+            for layer in (both.v2, both.legacy):
+                for name in STAMPS:
+                    if (stamp := getattr(layer, name)) is not None:
+                        setattr(layer, name, stamp + seconds)
+        return copy

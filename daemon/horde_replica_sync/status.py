@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
+import math
 from dataclasses import asdict, dataclass
 
 from horde_replica_sync.categories import spec_for
+from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.freshness import (
     NEVER,
@@ -44,7 +45,7 @@ class LayerStatus:
 
 def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus]:
     """The status of every configured category and layer."""
-    now = time.time() if now is None else now
+    now = SYSTEM.now() if now is None else now
     store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
     state = store.load_state()
     keys = layer_keys(settings.categories)
@@ -85,7 +86,8 @@ def _row(
 
 
 def _rounded(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 1)
+    # inf: a stamp from the future; it shows as unknown (and the layer as stale), JSON has no inf
+    return None if seconds is None or math.isinf(seconds) else round(seconds, 1)
 
 
 def _problem(

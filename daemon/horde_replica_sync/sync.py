@@ -39,6 +39,7 @@ from horde_replica_sync.chain import (
     RunScope,
     SourceChain,
 )
+from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.errors import (
     ErrorKind,
     InvalidPayload,
@@ -81,7 +82,7 @@ class SyncEngine:
         options: SyncOptions,
         state: ReplicaState,
         dry_run: bool = False,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = SYSTEM.now,
     ) -> None:
         self.cache = cache
         self.chain = chain

@@ -12,7 +12,6 @@ the engine's job, never the reader's.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -22,6 +21,7 @@ import httpx
 from horde_replica_sync.backends.base import ReplicateMode
 from horde_replica_sync.backends.replica_base import ReplicaBackendBase
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
+from horde_replica_sync.clock import SYSTEM, past_or_long_ago
 from horde_replica_sync.errors import InvalidPayload
 from horde_replica_sync.report import MissReason
 from horde_replica_sync.state import LayerState, ReplicaState
@@ -40,7 +40,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         *,
         categories: Iterable[MODEL_REFERENCE_CATEGORY],
         cache_ttl_seconds: int | None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = SYSTEM.now,
     ) -> None:
         super().__init__(
             mode=ReplicateMode.REPLICA, cache_ttl_seconds=cache_ttl_seconds, clock=clock
@@ -78,7 +78,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
             return False
         self._store_in_cache(category, loaded[0])
         with self._lock:
-            self._category_timestamps[category] = layer.fetched_at
+            self._category_timestamps[category] = self._trusted(layer.fetched_at)
         return True
 
     def _warm_legacy(self, category: MODEL_REFERENCE_CATEGORY, layer: LayerState) -> None:
@@ -87,7 +87,11 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
             return
         self._store_legacy_in_cache(category, None, loaded[1])
         with self._lock:
-            self._legacy_cache_timestamps[category] = layer.fetched_at
+            self._legacy_cache_timestamps[category] = self._trusted(layer.fetched_at)
+
+    def _trusted(self, fetched_at: float) -> float:
+        """A fetch stamp from the future would hold the TTL off: it counts as long expired."""
+        return past_or_long_ago(fetched_at, self._clock())
 
     def _load_verified(self, relpath: str, layer: LayerState) -> tuple[dict[str, Any], str] | None:
         record = layer.files.get(relpath)

@@ -1,0 +1,82 @@
+"""The Ticker keeps its period across a wall step of an hour either way (in-process).
+
+APScheduler reads the wall clock through `datetime.now`; the test steps that while the event
+loop's monotonic clock runs on, which is what an NTP step does to a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, tzinfo
+
+import apscheduler.executors.base
+import apscheduler.schedulers.base
+import apscheduler.triggers.interval
+import pytest
+
+from horde_replica_sync import scheduler
+from horde_replica_sync.scheduler import Ticker
+
+HOUR = 3600.0
+INTERVAL = 0.5
+REAL_DATETIME = datetime
+
+
+class Wall:
+    """The process's wall clock as a test steps it."""
+
+    offset = 0.0
+
+
+class SteppedDatetime(datetime):
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> SteppedDatetime:
+        stepped = REAL_DATETIME.now(tz) + timedelta(seconds=Wall.offset)
+        return cls.fromtimestamp(stepped.timestamp(), tz)
+
+
+@pytest.fixture(autouse=True)
+def _stepped_wall(monkeypatch: pytest.MonkeyPatch) -> None:
+    Wall.offset = 0.0
+    for module in (
+        apscheduler.schedulers.base,
+        apscheduler.executors.base,
+        apscheduler.triggers.interval,
+        scheduler,
+    ):
+        monkeypatch.setattr(module, "datetime", SteppedDatetime)
+
+
+async def _ticks_around_steps(*steps: float) -> tuple[list[int], int]:
+    """Ticks in the 3 s after each step, and how many clock steps the ticker noticed."""
+    ticks, noticed = [0], [0]
+    ticker = Ticker(
+        lambda: ticks.__setitem__(0, ticks[0] + 1),
+        interval=INTERVAL,
+        jitter=0.0,
+        misfire_grace=1.0,
+        on_clock_step=lambda: noticed.__setitem__(0, noticed[0] + 1),
+    )
+    ticker.start()
+    await asyncio.sleep(1.2)
+    counts = []
+    for step in steps:
+        Wall.offset += step
+        before = ticks[0]
+        await asyncio.sleep(3.0)
+        counts.append(ticks[0] - before)
+    ticker.shutdown()
+    return counts, noticed[0]
+
+
+def test_a_step_back_keeps_ticking_and_is_noticed_once() -> None:
+    (back,), noticed = asyncio.run(_ticks_around_steps(-HOUR))
+    # the backstop fires 1.5 s after the last tick, then 0.5 s ticks resume: about 4 in 3 s
+    assert back >= 3, back
+    assert noticed == 1
+
+
+def test_a_step_forward_is_one_tick_not_a_burst() -> None:
+    (forward,), noticed = asyncio.run(_ticks_around_steps(HOUR))
+    assert 4 <= forward <= 8, forward  # 6 expected; a backlog would be 7200
+    assert noticed == 0
