@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,7 +13,9 @@ from horde_replica_sync import __version__
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.config import Settings
+from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
+from horde_replica_sync.redact import ENCODING_ADVICE, redact_url
 from horde_replica_sync.sources.decoding import ACCEPT_ENCODING
 from horde_replica_sync.sources.github import GithubSource
 from horde_replica_sync.sources.http import RetryPolicy
@@ -37,6 +40,24 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
     TLS trusts the system store plus `ca_bundle`; only encodings whose decoding is bounded
     are asked for. Proxies come from the environment (`*_PROXY`, `NO_PROXY`).
     """
+    try:
+        return _client(settings)
+    except (httpx.InvalidURL, ValueError):  # httpx's message quotes the URL: never shown
+        raise ConfigError(_unusable_proxy()) from None
+
+
+def _unusable_proxy() -> str:
+    proxies = [
+        f"{name}={redact_url(value)}"
+        for name, value in sorted(os.environ.items())
+        if name.lower().endswith("_proxy") and name.lower() != "no_proxy"
+    ]
+    return f"a proxy variable is not a URL a request can use ({', '.join(proxies)}): " + (
+        ENCODING_ADVICE
+    )
+
+
+def _client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_seconds),
         follow_redirects=False,
