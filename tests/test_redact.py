@@ -165,19 +165,29 @@ class TestCarelessPasswordsInProcesses:
         assert "HORDE_MODEL_REFERENCE_PRIMARY_API_URL" in result.stderr
         assert "SECRET" not in result.stdout + result.stderr
 
-    def test_https_proxy(self, tmp_path: Path) -> None:
-        """httpx refused the proxy URL ("Invalid port: 'SECRET'") in an unexpected_error
-        traceback; now the variable is named and the run never starts."""
+    @pytest.mark.parametrize(
+        ("proxy", "advice"),
+        [
+            ("http://u:SECRET/x@127.0.0.1:9", "percent-encode"),
+            ("ftp://u:SECRET@127.0.0.1:9", "http://"),
+            ("socks5://u:SECRET@127.0.0.1:9", "socksio"),
+        ],
+        ids=["unescaped-slash", "ftp", "socks-without-socksio"],
+    )
+    def test_https_proxy(self, tmp_path: Path, proxy: str, advice: str) -> None:
+        """httpx refused the proxy (InvalidURL "Invalid port: 'SECRET'", an unknown scheme,
+        ImportError for SOCKS) in an unexpected_error traceback, exit 1; now the variable is
+        named with what to do, and the run never starts."""
         replica = tmp_path / "r"
         result = run_cli(
             tmp_path,
             *("sync", "--once", "--no-fallback", "--categories", "esrgan"),
             *("--primary-url", "http://127.0.0.1:9/api", "--replica-dir", str(replica)),
-            HTTPS_PROXY="http://u:SECRET/x@127.0.0.1:9",
-            HTTP_PROXY="http://u:SECRET/x@127.0.0.1:9",
+            HTTPS_PROXY=proxy,
+            HTTP_PROXY=proxy,
         )
         assert result.returncode == 78, result.stdout + result.stderr
-        assert "HTTP_PROXY" in result.stderr and "percent-encode" in result.stderr
+        assert "HTTP_PROXY" in result.stderr and advice in result.stderr
         assert "SECRET" not in result.stdout + result.stderr
         leaked = [p for p in tmp_path.rglob("*") if p.is_file() and b"SECRET" in p.read_bytes()]
         assert leaked == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -40,28 +41,33 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
     TLS trusts the system store plus `ca_bundle`; only encodings whose decoding is bounded
     are asked for. Proxies come from the environment (`*_PROXY`, `NO_PROXY`).
     """
+    verify = ssl_context(settings.ca_bundle)
+    # What the client itself can refuse is the environment's proxy URL; httpx's message
+    # quotes that URL, so it is never shown.
     try:
-        return _client(settings)
-    except (httpx.InvalidURL, ValueError):  # httpx's message quotes the URL: never shown
-        raise ConfigError(_unusable_proxy()) from None
+        return _client(settings, verify)
+    except ImportError:  # httpx imports socksio only for a socks5:// proxy
+        why = "names a SOCKS proxy, which needs the socksio package (pip install 'httpx[socks]')"
+        raise ConfigError(_unusable_proxy(why)) from None
+    except (httpx.InvalidURL, ValueError):  # a bad port, or a scheme httpx has no proxy for
+        why = "is not a proxy URL a request can use: give an http:// or https:// URL, and "
+        raise ConfigError(_unusable_proxy(why + ENCODING_ADVICE)) from None
 
 
-def _unusable_proxy() -> str:
+def _unusable_proxy(why: str) -> str:
     proxies = [
         f"{name}={redact_url(value)}"
         for name, value in sorted(os.environ.items())
         if name.lower().endswith("_proxy") and name.lower() != "no_proxy"
     ]
-    return f"a proxy variable is not a URL a request can use ({', '.join(proxies)}): " + (
-        ENCODING_ADVICE
-    )
+    return f"a proxy variable ({', '.join(proxies)}) {why}"
 
 
-def _client(settings: Settings) -> httpx.AsyncClient:
+def _client(settings: Settings, verify: ssl.SSLContext) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_seconds),
         follow_redirects=False,
-        verify=ssl_context(settings.ca_bundle),
+        verify=verify,
         headers={
             "User-Agent": f"horde-replica-sync/{__version__}",
             "Accept-Encoding": ACCEPT_ENCODING,
