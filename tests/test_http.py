@@ -23,6 +23,7 @@ from horde_replica_sync.sources.http import (
     get_with_retry,
     parse_retry_after,
 )
+from tests.faultserver import Reply, running
 
 URL = "https://primary.test/api/model_references/v2/blip"
 CAP = 1024
@@ -419,6 +420,10 @@ class TestGetOddHeaders:
         assert error.retry_after is None
 
 
+# A CSV that compresses to a few KiB, so a cut at a few hundred bytes is mid-stream.
+CSV = b"".join(b"model-%d,%d\n" % (i, i * 7919 % 100003) for i in range(800))
+
+
 def gzipped(data: bytes) -> bytes:
     """`data` as a gzip member."""
     return gzip.compress(data)
@@ -476,6 +481,50 @@ class TestGetDecoding:
         response = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=body)
         error = await fetch_error(response)
         assert type(error) is SourceUnavailable and "corrupt gzip body" in str(error)
+
+    async def test_every_gzip_member_is_decoded(self) -> None:
+        """Concatenated members are one gzip body (RFC 1952 2.2; gzip(1) and curl read them
+        all): the first member alone used to be taken as the whole body."""
+        plain = CSV
+        body = ChunkedBody([gzipped(plain[:500]) + gzipped(plain[500:])])
+        response = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=body)
+        assert (await fetch(response, max_bytes=len(plain))).content == plain
+
+    @pytest.mark.parametrize(
+        ("encoding", "raw"),
+        [
+            ("gzip", gzipped(CSV)[:200]),  # cut mid-stream
+            ("gzip", gzipped(CSV)[:-8]),  # without its CRC and length
+            ("gzip", gzipped(CSV) + b"GARBAGE"),
+            ("deflate", zlib.compress(CSV)[:100]),
+            ("deflate", zlib.compress(CSV) + b"GARBAGE"),
+        ],
+        ids=["gzip-cut", "gzip-no-trailer", "gzip-garbage", "deflate-cut", "deflate-garbage"],
+    )
+    async def test_a_stream_cut_or_padded_is_corrupt(self, encoding: str, raw: bytes) -> None:
+        """A compressed stream that stops before its end (or goes on after it) is not the body
+        that was sent: it used to be taken, a truncated CSV still parsing as fewer rows."""
+        response = httpx.Response(
+            200, headers={"Content-Encoding": encoding}, stream=ChunkedBody([raw])
+        )
+        error = await fetch_error(response, max_bytes=len(CSV))
+        assert type(error) is SourceUnavailable, error
+        assert f"corrupt {encoding} body" in str(error), error
+
+    async def test_an_empty_encoded_answer_is_empty(self) -> None:
+        """A 304 or empty answer that names an encoding has no stream to be cut."""
+        response = httpx.Response(304, headers={"Content-Encoding": "gzip"}, stream=ChunkedBody([]))
+        assert (await fetch(response)).content == b""
+
+    async def test_a_cut_gzip_stream_from_a_real_server(self) -> None:
+        """The same over a real socket: Content-Length matches, the gzip inside is cut."""
+        raw = gzipped(CSV)[:300]
+        with running() as server:
+            server.script("/cut.csv", Reply(body=raw, headers={"Content-Encoding": "gzip"}))
+            async with make_client(load_settings()) as client:
+                with pytest.raises(SourceUnavailable) as info:
+                    await get(client, f"{server.url}/cut.csv", max_bytes=len(CSV))
+        assert "corrupt gzip body" in str(info.value)
 
     async def test_accept_encoding_of_the_client(self) -> None:
         """The daemon's client asks only for the encodings it bounds."""

@@ -41,7 +41,7 @@ from horde_replica_sync.categories import (
     parse_categories,
 )
 from horde_replica_sync.errors import ConfigError
-from horde_replica_sync.redact import redact_url
+from horde_replica_sync.redact import ENCODING_ADVICE, redact_url
 from horde_replica_sync.upstream_env import UpstreamEnvSettingsSource, upstream_origin
 
 ENV_PREFIX: Final = "HORDE_REPLICA_"
@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             msg = f"must be an http(s) URL with a host, got {redact_url(value)!r}"
             raise ValueError(msg)
+        if not _usable_authority(value):  # httpx would refuse it at the first request
+            msg = f"has a user, password or port no request can use, got {redact_url(value)!r}: "
+            raise ValueError(msg + ENCODING_ADVICE)
         if parts.query or parts.fragment or value.endswith(("?", "#")):
             # Paths are appended to the base, so a query would end up in the middle of them.
             msg = (
@@ -232,6 +235,16 @@ class Settings(BaseSettings):
         """Flags (init) beat our environment, then upstream's variables, then the TOML file."""
         upstream = UpstreamEnvSettingsSource(settings_cls)
         return (init_settings, env_settings, upstream, TomlConfigSettingsSource(settings_cls))
+
+
+def _usable_authority(url: str) -> bool:
+    """Whether the port is a number in range, and no `@` was left outside the authority."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- the property is the check: it raises on a bad port
+    except ValueError:
+        return False
+    return "@" in parts.netloc or "@" not in url.partition("//")[2]
 
 
 FLAGS: Final = {

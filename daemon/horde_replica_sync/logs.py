@@ -44,7 +44,8 @@ def configure(
 
 # The last line of defence behind `redact.redact_url`: a traceback or a third-party message
 # may quote a URL we never saw, so any `scheme://userinfo@` in a log line loses its userinfo.
-_USERINFO: Final = re.compile(r"(?<=://)[^/\s@]+@")
+# Up to the last `@` of the URL: a careless password may hold an unescaped "/".
+_USERINFO: Final = re.compile(r"(?<=://)(?:[^\s@'\"]*@)+")
 
 
 def _scrub_userinfo(

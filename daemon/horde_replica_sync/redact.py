@@ -14,12 +14,20 @@ HIDDEN: Final = "***"
 # The content keys this daemon adds to data requests (sources/primary.py): stamps and
 # one-off nonces, never secrets, and the stamp is what a diagnosis of a stale cache needs.
 OWN_PARAMETERS: Final = frozenset({"last_updated", "fresh"})
+ENCODING_ADVICE: Final = (
+    'percent-encode "/", "?", "#" and "@" in a user name or password (e.g. "/" as %2F), '
+    "and give the port as a number from 1 to 65535"
+)
+"""What to do about a URL whose authority no request can use (config.py, runtime.py)."""
 
 
 def redact_url(url: str) -> str:
     """`url` with its userinfo (user and password) and query values replaced by `***`.
 
     The fragment is dropped. Idempotent, so a URL may be redacted twice on its way out.
+    An `@` past the parsed authority means a password with an unescaped "/", "?" or "#"
+    (the parser ends the authority there): all up to the last `@` is hidden, a path or
+    query value with an `@` included (too much hidden beats a password shown).
     """
     try:
         parts = urlsplit(url)
@@ -27,6 +35,9 @@ def redact_url(url: str) -> str:
         return f"{HIDDEN}(unparsable URL)"
     if not parts.netloc and "@" in url:  # no "//": "user:password@host:port" (a proxy value)
         return f"{HIDDEN}@{url.rpartition('@')[2]}"
+    after_scheme = url.partition("//")[2]
+    if "@" in after_scheme and "@" not in parts.netloc:
+        return redact_url(f"{parts.scheme}://{HIDDEN}@{after_scheme.rpartition('@')[2]}")
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{HIDDEN}@{netloc.rpartition('@')[2]}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,7 +14,9 @@ from horde_replica_sync import __version__
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.config import Settings
+from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
+from horde_replica_sync.redact import ENCODING_ADVICE, redact_url
 from horde_replica_sync.sources.decoding import ACCEPT_ENCODING
 from horde_replica_sync.sources.github import GithubSource
 from horde_replica_sync.sources.http import RetryPolicy
@@ -37,10 +41,33 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
     TLS trusts the system store plus `ca_bundle`; only encodings whose decoding is bounded
     are asked for. Proxies come from the environment (`*_PROXY`, `NO_PROXY`).
     """
+    verify = ssl_context(settings.ca_bundle)
+    # What the client itself can refuse is the environment's proxy URL; httpx's message
+    # quotes that URL, so it is never shown.
+    try:
+        return _client(settings, verify)
+    except ImportError:  # httpx imports socksio only for a socks5:// proxy
+        why = "names a SOCKS proxy, which needs the socksio package (pip install 'httpx[socks]')"
+        raise ConfigError(_unusable_proxy(why)) from None
+    except (httpx.InvalidURL, ValueError):  # a bad port, or a scheme httpx has no proxy for
+        why = "is not a proxy URL a request can use: give an http:// or https:// URL, and "
+        raise ConfigError(_unusable_proxy(why + ENCODING_ADVICE)) from None
+
+
+def _unusable_proxy(why: str) -> str:
+    proxies = [
+        f"{name}={redact_url(value)}"
+        for name, value in sorted(os.environ.items())
+        if name.lower().endswith("_proxy") and name.lower() != "no_proxy"
+    ]
+    return f"a proxy variable ({', '.join(proxies)}) {why}"
+
+
+def _client(settings: Settings, verify: ssl.SSLContext) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_seconds),
         follow_redirects=False,
-        verify=ssl_context(settings.ca_bundle),
+        verify=verify,
         headers={
             "User-Agent": f"horde-replica-sync/{__version__}",
             "Accept-Encoding": ACCEPT_ENCODING,

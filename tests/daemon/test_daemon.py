@@ -388,3 +388,30 @@ class TestForeignWriters:
         row = next(r for r in rows if (r["category"], r["layer"]) == ("esrgan", "v2"))
         assert row["foreign_changes"] == 1
         assert daemon.stop() == 0
+
+
+class TestHostilePrimary:
+    """What a compromised or buggy PRIMARY sends cannot stop the daemon."""
+
+    @pytest.mark.parametrize("stamp", [10**400, 2**53 + 1, -1], ids=["1e400", "2^53+1", "-1"])
+    def test_an_absurd_stamp_blinds_its_category_and_the_daemon_runs_on(
+        self, start_daemon: Start, server: FaultServer, stamp: int
+    ) -> None:
+        """esrgan's `last_updated` no clock gives (past a float, before 1970): the entry is
+        unusable (named; esrgan is confirmed by a fetch), and /metrics keeps answering. 10**400
+        used to kill the daemon (OverflowError setting the gauge), a restart loop under systemd."""
+        absurd = json.loads(metadata(1000))
+        absurd["esrgan"]["last_updated"] = stamp
+        for family in ("v1", "v2"):
+            server.script(
+                f"/api/model_references/{family}/metadata/metadata",
+                Reply(body=json.dumps(absurd).encode()),
+            )
+        daemon = start_daemon()
+        (done,) = daemon.wait_for("sync.run_done", timeout=20)
+        daemon.wait_for("daemon.ready", timeout=10)  # logged after the run's metrics are set
+        assert daemon.proc.poll() is None, daemon.tail()
+        gauge = "horde_replica_upstream_last_updated_timestamp_seconds"
+        assert daemon.sample(gauge, category="blip") == 1000
+        assert done["metadata_unusable"] == ["esrgan"], done
+        assert daemon.stop() == 0

@@ -9,6 +9,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
+import pytest
+
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
 from tests.harness.site_cache import (
@@ -140,6 +142,31 @@ def test_everything_else_is_refused_without_asking_the_primary(
     ):
         assert get(scripted_cache, target)[0] == 404, target
     assert scripted.requests == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        f"/api/model_references/v2/clip/../esrgan?{STAMP}",  # nginx keys it as .../v2/esrgan
+        f"/api/model_references/v2/./esrgan?{STAMP}",
+        f"/api/model_references/v1/../v2/esrgan?{STAMP}",
+        "/api/model_references/v2/metadata/../metadata/metadata",
+    ],
+)
+def test_a_path_nginx_rewrites_never_fills_another_key(
+    scripted: FaultServer, scripted_cache: SiteCache, target: str
+) -> None:
+    """nginx keys the cache on the normalised path but forwards the path as sent: whatever
+    the PRIMARY (or a proxy before it) answers for `clip/../esrgan` would be what every host
+    gets for esrgan. Such a path is refused, and never reaches the PRIMARY."""
+    raw = target.partition("?")[0]
+    scripted.script(raw, Reply(body=records(ESRGAN, 1, tag="another answer")))
+    scripted.script(DATA, Reply(body=records(ESRGAN, 3, tag="esrgan")))
+    scripted.script(METADATA, Reply(body=metadata(1000)))
+    assert get(scripted_cache, target)[0] == 404
+    assert scripted.requests == []
+    assert get(scripted_cache, STAMPED)[1] == records(ESRGAN, 3, tag="esrgan")
+    assert get(scripted_cache, METADATA)[1] == metadata(1000)
 
 
 def test_the_example_verifies_the_primary_and_listens_on_loopback() -> None:

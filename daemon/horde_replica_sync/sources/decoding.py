@@ -36,10 +36,19 @@ class _Inflater:
         """Decoded pieces of `data`; more than `room` bytes in all means the body is too big."""
         pending = data
         while pending and room >= 0:
+            if self._inflate.eof:  # bytes after the end: another gzip member, or corruption
+                self._next_member()
             piece = self._decompress(pending, min(room + 1, _PIECE))
-            pending = self._inflate.unconsumed_tail  # empty once all of `data` was used
+            # Input not yet used: held back by max_length, or past the end of the stream.
+            pending = self._inflate.unconsumed_tail or self._inflate.unused_data
             room -= len(piece)
             yield piece
+
+    def _next_member(self) -> None:
+        if self._wbits != _GZIP_WBITS:
+            msg = "data after the end of the stream"
+            raise zlib.error(msg)
+        self._inflate = zlib.decompressobj(self._wbits)  # concatenated members: RFC 1952 2.2
 
     def _decompress(self, data: bytes, max_length: int) -> bytes:
         try:
@@ -54,8 +63,16 @@ class _Inflater:
             self._started = True
 
     def flush(self) -> bytes:
-        """What is left once the input ended (small: the input was consumed to the end)."""
-        return self._inflate.flush()
+        """What is left once the input ended (small: the input was consumed to the end).
+
+        zlib takes a stream that stops early without a word: a cut body must not pass for a
+        shorter one (a CSV cut at a line break still parses).
+        """
+        rest = self._inflate.flush()
+        if self._started and not self._inflate.eof:
+            msg = "the stream stops before its end"
+            raise zlib.error(msg)
+        return rest
 
 
 async def read_decoded(url: str, response: httpx.Response, max_bytes: int) -> bytes:

@@ -9,7 +9,7 @@ from typing import Final
 from urllib.parse import urlencode
 
 import httpx
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected
@@ -32,9 +32,14 @@ class Fetched:
     etag: str | None = None
 
 
+# A Unix time a float holds exactly (metrics are floats); past it, or before 1970, the
+# entry is unusable: 10**400 once stopped the daemon at the gauge (OverflowError).
+MAX_STAMP: Final = 2**53
+
+
 class _MetadataEntry(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)  # "123" and true are not stamps
-    last_updated: int | None = None
+    last_updated: int | None = Field(None, ge=0, le=MAX_STAMP)
 
 
 @dataclass(frozen=True, slots=True)
