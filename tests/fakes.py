@@ -15,7 +15,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.errors import StoreError
 from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import Fetched, Operation, Stamps
+from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched, Operation, Stamps
 from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine, SyncOptions
@@ -55,20 +55,21 @@ class ScriptedPrimary:
     operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     keys: list[tuple[str, int | None, bool]] = field(default_factory=list)  # (url, stamp, fresh)
+    companions: list[str | None] = field(default_factory=list)  # each request's DataKey.v2
 
     def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
         return f"http://primary.test/v2/{category.value}"
 
     async def fetch_v2(
-        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+        self, category: MODEL_REFERENCE_CATEGORY, key: DataKey = PLAIN
     ) -> Fetched | None:
-        return self._answer(self.v2_url(category), self.v2.get(category), stamp, fresh)
+        return self._answer(self.v2_url(category), self.v2.get(category), key)
 
     async def fetch_legacy(
-        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+        self, category: MODEL_REFERENCE_CATEGORY, key: DataKey = PLAIN
     ) -> Fetched | None:
         url = f"http://primary.test/v1/{category.value}"
-        return self._answer(url, self.legacy.get(category), stamp, fresh)
+        return self._answer(url, self.legacy.get(category), key)
 
     async def fetch_last_updated(self) -> Stamps:
         self.calls.append("metadata")
@@ -76,11 +77,10 @@ class ScriptedPrimary:
             raise self.stamps
         return Stamps(dict(self.stamps), dict(self.unusable), dict(self.operations))
 
-    def _answer(
-        self, url: str, script: Script | list[Script], stamp: int | None, fresh: bool
-    ) -> Fetched | None:
+    def _answer(self, url: str, script: Script | list[Script], key: DataKey) -> Fetched | None:
         self.calls.append(url)
-        self.keys.append((url, stamp, fresh))
+        self.keys.append((url, key.stamp, key.fresh))
+        self.companions.append(key.v2)
         if isinstance(script, list):  # answers in turn; the last one repeats
             script = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(script, Exception):

@@ -24,7 +24,9 @@ class TestJudge:
         ("records", "operation", "expected"),
         [
             ({"a": record("a", 200)}, None, Evidence.SHOWN),  # updated at the stamp
-            ({"a": record("a", 100), "b": record("b", 300)}, None, Evidence.SHOWN),
+            ({"a": record("a", 100), "b": record("b", 230)}, None, Evidence.SHOWN),
+            # far after the stamp (more than SKEW_SECONDS): a wrong time proves nothing
+            ({"a": record("a", 100), "b": record("b", 10**9)}, None, Evidence.OLDER),
             ({"a": record("a", 199)}, None, Evidence.OLDER),  # one second is older
             ({"a": record("a", 100)}, Operation("delete", "b"), Evidence.SHOWN),  # b is gone
             ({"a": record("a", 100)}, Operation("delete", "a"), Evidence.OLDER),  # a is not

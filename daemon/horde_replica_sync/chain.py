@@ -2,9 +2,10 @@
 
     deliver(category, layers)
       -> PRIMARY: v2/{category} and v1/{name}, each layer on its own   (404 -> absent)
-           keyed by the stamp it must be as new as; a v2 body older than that stamp
-           (evidence.py) is asked for again past every cache, and so is the rest of the
-           category this run
+           keyed by the stamp it must be as new as (legacy: and its v2 body's digest);
+           a v2 body older than that stamp (evidence.py) is asked for again past every
+           cache, and so is the rest of the category this run; still older: the PRIMARY's
+           own, kept out until a second run in a row finds the same (`stale_answer`)
       -> unavailable? GitHub, when the category has a GitHub copy:
            download the category's files once -> legacy layer as is
                                               -> v2 layer converted from them (convert/)
@@ -32,12 +33,13 @@ from horde_replica_sync.errors import (
     ReplicaSyncError,
     SourceError,
     SourceName,
+    SourceRejected,
     SourceUnavailable,
 )
 from horde_replica_sync.evidence import Evidence, judge
 from horde_replica_sync.ports import Github, Primary
 from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import Fetched, Operation
+from horde_replica_sync.sources.primary import DataKey, Fetched, Operation
 from horde_replica_sync.state import LayerState
 from horde_replica_sync.store import sha256_hex
 from horde_replica_sync.validation import (
@@ -47,6 +49,7 @@ from horde_replica_sync.validation import (
     parse_models_csv,
 )
 
+DIGEST_KEY_CHARS: Final = 16  # 64 bits of a sha256: a key nobody can name in advance
 SERVER_DOWN_AFTER: Final = 2
 """Categories whose endpoints failed at the connection level before the server counts as down."""
 CONNECTION_LEVEL: Final = frozenset({ErrorKind.CONNECTION, ErrorKind.TLS, ErrorKind.TIMEOUT})
@@ -89,6 +92,8 @@ class RunScope:
     connection_failures: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
     # Categories a cache answered with a body older than its metadata: asked past caches now.
     past_caches: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
+    # Categories whose v2 body did not show its stamp even past the caches: held back this run.
+    deferred: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
 
     def primary_failed(self, category: MODEL_REFERENCE_CATEGORY, error: SourceUnavailable) -> None:
         """Count one endpoint's failure; enough of them, on enough categories, is the server."""
@@ -173,8 +178,11 @@ class SourceChain:
             fallback = dict.fromkeys(layers)
         else:
             primary = self._primary
+            v2_digest = check.held_v2_digest()
             for layer in layers:  # one body in flight per category: max_concurrency bounds them
-                answer = await self._from_primary(primary, category, layer, check, scope)
+                answer = await self._from_primary(primary, category, layer, check, scope, v2_digest)
+                if layer is Layer.V2 and isinstance(answer, Delivery):  # V2 comes first
+                    v2_digest = _short_digest(answer.main.payload.content)
                 if (
                     isinstance(answer, Failure)
                     and isinstance(answer.error, SourceUnavailable)
@@ -200,38 +208,70 @@ class SourceChain:
         layer: Layer,
         check: _Checker,
         scope: RunScope,
+        v2_digest: str | None,
     ) -> Answer:
         if scope.primary_down is not None:  # seen down this run: don't wait on it again
             down = scope.primary_down
             reason = f"skipped: the PRIMARY is unavailable this run ({down})"
             skipped = SourceUnavailable(primary.v2_url(category), reason, kind=down.kind)
             return Failure(skipped, SourceName.PRIMARY)
-        fetch = primary.fetch_v2 if layer is Layer.V2 else primary.fetch_legacy
-        stamp, relpath = scope.stamps.get(category), spec_for(category).relpath(layer)
-        # Forced runs, and categories a cache already misled this run, go past every cache.
-        fresh = scope.force or category in scope.past_caches
+        if category in scope.deferred:  # its v2 layer is held back: so is this one
+            return Failure(_held_back_with_v2(primary, category), SourceName.PRIMARY)
+        stamp = scope.stamps.get(category)
+        key = DataKey(
+            stamp,
+            v2_digest if layer is Layer.LEGACY else None,
+            # Forced runs, and categories a cache already misled this run, go past every cache.
+            fresh=scope.force or category in scope.past_caches,
+        )
         try:
-            fetched = await fetch(category, stamp=stamp, fresh=fresh)
-            if fetched is None:
+            delivered = await self._primary_file(primary, category, layer, key, check, scope)
+            if delivered is None:
                 return ABSENT
-            scope.primary_answered = True
-            delivered = check.file(layer, relpath, fetched)
-            older = None if fresh else _older_than(delivered, stamp, scope.operations.get(category))
+            older = _older_than(delivered, stamp, scope.operations.get(category))
             if older is None:
                 return Delivery(SourceName.PRIMARY, (delivered,))
-            scope.past_caches.add(category)
-            fetched = await fetch(category, stamp=stamp, fresh=True)
-            if fetched is None:
-                return ABSENT
-            delivered = check.file(layer, relpath, fetched)
-            if _older_than(delivered, stamp, scope.operations.get(category)):
-                older += "; the PRIMARY itself serves no newer body, so it is taken"
-            return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
+            if not key.fresh:  # a cache may have answered: ask past every cache
+                scope.past_caches.add(category)
+                first = delivered
+                key = dataclasses.replace(key, fresh=True)
+                delivered = await self._primary_file(primary, category, layer, key, check, scope)
+                if delivered is None:
+                    return ABSENT
+                delivered = dataclasses.replace(
+                    delivered, downloaded=delivered.downloaded + first.downloaded
+                )
+                if _older_than(delivered, stamp, scope.operations.get(category)) is None:
+                    return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
+            # The PRIMARY's own answer does not show the stamp: held back once, in case it
+            # announced the stamp before writing the data; the same a run later is taken.
+            if not check.unproven_before(stamp):
+                scope.deferred.add(category)
+                return Failure(_stale_answer(primary.v2_url(category), stamp), SourceName.PRIMARY)
+            taken = f"{older}; the PRIMARY served no body showing it two runs in a row: taken"
+            return Delivery(SourceName.PRIMARY, (delivered,), older_answer=taken)
         except SourceUnavailable as exc:
             scope.primary_failed(category, exc)
             return Failure(exc, SourceName.PRIMARY)
         except ReplicaSyncError as exc:
             return Failure(exc, SourceName.PRIMARY)
+
+    async def _primary_file(
+        self,
+        primary: Primary,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        key: DataKey,
+        check: _Checker,
+        scope: RunScope,
+    ) -> DeliveredFile | None:
+        """One layer's validated body from the PRIMARY under `key`; None on 404."""
+        fetch = primary.fetch_v2 if layer is Layer.V2 else primary.fetch_legacy
+        fetched = await fetch(category, key)
+        if fetched is None:
+            return None
+        scope.primary_answered = True
+        return check.file(layer, spec_for(category).relpath(layer), fetched)
 
     # -- GitHub -------------------------------------------------------------------------
 
@@ -347,6 +387,17 @@ class _Checker:
         size = len(fetched.content) if downloaded is None else downloaded
         return DeliveredFile(relpath, payload, fetched.etag, size)
 
+    def held_v2_digest(self) -> str | None:
+        """The short digest of the v2 body held, the legacy layer's companion key."""
+        state = self._states.get(Layer.V2)
+        record = state.files.get(spec_for(self._category).relpath(Layer.V2)) if state else None
+        return None if record is None else record.sha256[:DIGEST_KEY_CHARS]
+
+    def unproven_before(self, stamp: int | None) -> bool:
+        """Whether the last run already found the PRIMARY's v2 body not showing `stamp`."""
+        state = self._states.get(Layer.V2)
+        return state is not None and stamp is not None and state.unproven_stamp == stamp
+
     def conditional(self, relpath: str) -> tuple[str | None, bytes | None]:
         """The ETag to send, only when the published file is exactly what it describes."""
         state = self._states.get(Layer.LEGACY)
@@ -368,6 +419,24 @@ class _Checker:
             return parse_json_records(relpath, held).records if held else None
         except InvalidPayload:
             return None
+
+
+def _short_digest(content: bytes) -> str:
+    return sha256_hex(content)[:DIGEST_KEY_CHARS]
+
+
+def _stale_answer(url: str, stamp: int | None) -> SourceRejected:
+    reason = (
+        f"even past every cache, the PRIMARY's body does not show last_updated={stamp} (no "
+        "record updated since): the last good copy is kept and the layer asked for again "
+        "next run, which takes it if it is still so"
+    )
+    return SourceRejected(url, reason, kind=ErrorKind.STALE_ANSWER)
+
+
+def _held_back_with_v2(primary: Primary, category: MODEL_REFERENCE_CATEGORY) -> SourceRejected:
+    reason = "held back with its v2 layer, whose body does not show its stamp yet"
+    return SourceRejected(primary.v2_url(category), reason, kind=ErrorKind.STALE_ANSWER)
 
 
 def _older_than(

@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import Final
 
 from horde_replica_sync.sources.primary import Operation
+
+# A record is stamped a moment before its category's metadata is (upstream writes the file,
+# then records the operation), never long after it.
+SKEW_SECONDS: Final = 60
 
 
 class Evidence(enum.StrEnum):
@@ -29,8 +34,14 @@ class Evidence(enum.StrEnum):
 
 
 def judge(records: Mapping[str, object], stamp: int, operation: Operation | None) -> Evidence:
-    """What the v2 `records` say about `stamp`, given the metadata's last `operation`."""
-    newest = max((t for t in map(_updated_at, records.values()) if t is not None), default=None)
+    """What the v2 `records` say about `stamp`, given the metadata's last `operation`.
+
+    A record updated after the stamp by more than `SKEW_SECONDS` proves nothing: the stamp is
+    the category's last write, so such a time is wrong, and one wrong record must not make
+    every later stamp look shown.
+    """
+    times = (t for t in map(_updated_at, records.values()) if t is not None)
+    newest = max((t for t in times if t <= stamp + SKEW_SECONDS), default=None)
     if newest is None:
         return Evidence.SILENT
     if newest >= stamp:

@@ -11,7 +11,7 @@ from typing import Protocol
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo, Layer
 from horde_replica_sync.report import MissReason
 from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import Fetched, Stamps
+from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched, Stamps
 from horde_replica_sync.state import ReplicaState
 
 
@@ -23,15 +23,15 @@ class Primary(Protocol):
         ...
 
     async def fetch_v2(
-        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+        self, category: MODEL_REFERENCE_CATEGORY, key: DataKey = PLAIN
     ) -> Fetched | None:
-        """The v2 body as new as `stamp` (past every cache when `fresh`); None on 404."""
+        """The v2 body under the content `key`; None on 404."""
         ...
 
     async def fetch_legacy(
-        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+        self, category: MODEL_REFERENCE_CATEGORY, key: DataKey = PLAIN
     ) -> Fetched | None:
-        """The v1 body, keyed alike; None on 404 or when there is no legacy format."""
+        """The v1 body under the content `key`; None on 404 or when there is no legacy format."""
         ...
 
     async def fetch_last_updated(self) -> Stamps:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 HIDDEN: Final = "***"
 # The content keys this daemon adds to data requests (sources/primary.py): stamps and
 # one-off nonces, never secrets, and the stamp is what a diagnosis of a stale cache needs.
-OWN_PARAMETERS: Final = frozenset({"last_updated", "fresh"})
+OWN_PARAMETERS: Final = frozenset({"last_updated", "v2", "fresh"})
 ENCODING_ADVICE: Final = (
     'percent-encode "/", "?", "#" and "@" in a user name or password (e.g. "/" as %2F), '
     "and give the port as a number from 1 to 65535"

@@ -46,6 +46,8 @@ class LayerState(BaseModel):
     verified_at: float | None = None
     last_outcome: str | None = None
     last_error: str | None = None
+    # The stamp whose PRIMARY body, asked past every cache, did not show it (held back once).
+    unproven_stamp: int | None = None
 
 
 class CategoryState(BaseModel):

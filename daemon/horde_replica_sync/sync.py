@@ -332,6 +332,8 @@ class SyncEngine:
         elapsed: float,
     ) -> LayerResult:
         if isinstance(answer, Failure):
+            if answer.error.kind is ErrorKind.STALE_ANSWER:  # taken if the next run finds the same
+                self.state.layer(category, layer).unproven_stamp = scope.stamps.get(category)
             return self._failed(category, layer, miss, answer, elapsed)
         if isinstance(answer, Absent):
             if self.primary is not None and not scope.primary_answered:
@@ -400,7 +402,7 @@ class SyncEngine:
         elif category in scope.moved:
             state.rolled_back_from = None
         state.fetched_at = state.verified_at = now
-        state.last_outcome, state.last_error = "ok", None
+        state.last_outcome, state.last_error, state.unproven_stamp = "ok", None, None
         self._dirty = True
         # The v2 layer is cached parsed, the legacy layer as its text (see backends/replica.py).
         text = main.payload.content.decode("utf-8") if layer is Layer.LEGACY else None

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
+from horde_replica_sync.errors import ErrorKind
 from horde_replica_sync.report import Outcome
 from horde_replica_sync.sources.primary import Operation
 from horde_replica_sync.store import sha256_hex
 from tests.engine.test_engine import CATEGORIES, Rig, by_key, primary_with
-from tests.fakes import ScriptedPrimary
+from tests.fakes import Script, ScriptedPrimary
 
 V2, LEGACY = Layer.V2, Layer.LEGACY
 
@@ -118,15 +119,57 @@ class TestNeverOlderThanMetadata:
         assert rig.run().ok
         assert [fresh for _, _, fresh in rig.primary.keys] == [False, False]
 
-    def test_the_primary_itself_older_is_taken_and_said(self, tmp_path: Path) -> None:
-        """Past every cache the answer is still older: it is the PRIMARY's, so it is taken,
-        and the result says so (a PRIMARY that bumps metadata before its data)."""
+    def test_the_primary_itself_older_is_held_back_once_then_taken(self, tmp_path: Path) -> None:
+        """Past every cache the answer is still older: the PRIMARY announced the stamp before
+        its data, maybe. The run keeps the last good copy of both layers (`stale_answer`);
+        the next run, finding the same, takes it and says so."""
         rig, primary = synced_at(tmp_path, 100)
+        before = dict(rig.publisher.files)
         rig.move(C.esrgan, 200)
         lagging = stamped({"a": 100, "b": 150})
         primary.v2[C.esrgan] = lagging
-        report = rig.run()
-        result = by_key(report)[C.esrgan, V2]
+        first = by_key(rig.run())
         assert [fresh for url, _, fresh in primary.keys if "v2/esrgan" in url] == [False, True]
+        assert not [url for url, _, _ in primary.keys if "v1/esrgan" in url]  # held back too
+        for layer in (V2, LEGACY):
+            assert first[C.esrgan, layer].outcome is Outcome.FAILED
+            assert first[C.esrgan, layer].error_kind is ErrorKind.STALE_ANSWER
+        assert rig.publisher.files == before
+        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 100
+        primary.keys.clear()
+        second = by_key(rig.run())
+        assert second[C.esrgan, V2].outcome is Outcome.UPDATED
+        assert "two runs in a row" in (second[C.esrgan, V2].older_answer or "")
         assert rig.publisher.files["esrgan.json"] == lagging
-        assert "the PRIMARY itself serves no newer body" in (result.older_answer or "")
+        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 200
+        assert rig.engine.state.layer(C.esrgan, V2).unproven_stamp is None
+
+    def test_a_body_that_shows_the_stamp_next_run_is_simply_taken(self, tmp_path: Path) -> None:
+        """The PRIMARY's data lands after its metadata: held back once, then the new body."""
+        rig, primary = synced_at(tmp_path, 100)
+        rig.move(C.esrgan, 200)
+        landed = stamped({"a": 200, "b": 100})
+        older = stamped({"a": 100, "b": 100})
+        answers: list[Script] = [older, older, landed]
+        primary.v2[C.esrgan] = answers  # older twice (cache, then PRIMARY), then landed
+        assert by_key(rig.run())[C.esrgan, V2].error_kind is ErrorKind.STALE_ANSWER
+        result = by_key(rig.run())[C.esrgan, V2]
+        assert (result.outcome, result.older_answer) == (Outcome.UPDATED, None)
+        assert rig.publisher.files["esrgan.json"] == landed
+
+
+class TestLegacyKey:
+    def test_the_legacy_request_names_the_v2_body_it_goes_with(self, tmp_path: Path) -> None:
+        """`v2=` is the digest of the v2 body fetched this run, else of the one held."""
+        rig, primary = synced_at(tmp_path, 100)
+        rig.move(C.esrgan, 200)
+        new_v2 = stamped({"a": 200, "b": 200})
+        primary.v2[C.esrgan] = new_v2
+        assert rig.run().ok
+        assert primary.companions[-1] == sha256_hex(new_v2)[:16]
+        assert primary.companions[0] is None  # the v2 request itself has none
+        primary.companions.clear()
+        rig.engine.state.layer(C.esrgan, LEGACY).last_outcome = "failed"  # legacy alone misses
+        rig.cache.invalidate(C.esrgan, LEGACY)
+        assert rig.run().ok
+        assert primary.companions == [sha256_hex(new_v2)[:16]]

@@ -14,7 +14,7 @@ from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected, SourceUnavailable
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
 from horde_replica_sync.report import LayerResult, MissReason, Outcome, SyncReport
-from horde_replica_sync.sources.primary import Fetched
+from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine
 from tests.fakes import (
@@ -359,12 +359,10 @@ class TestOutcomes:
         """A category that does not answer within the run timeout fails as run_timeout."""
 
         class Hanging(ScriptedPrimary):
-            async def fetch_v2(
-                self, category: C, *, stamp: int | None = None, fresh: bool = False
-            ) -> Fetched | None:
+            async def fetch_v2(self, category: C, key: DataKey = PLAIN) -> Fetched | None:
                 if category is C.lora:
                     await asyncio.sleep(60)
-                return await super().fetch_v2(category, stamp=stamp, fresh=fresh)
+                return await super().fetch_v2(category, key)
 
         primary = Hanging(**vars(primary_with()))
         report = Rig(tmp_path, primary, run_timeout_seconds=0.2).run()

@@ -52,7 +52,9 @@ async def test_data_urls_carry_the_stamp_and_metadata_polls_stay_plain(
     server.script(v1_path(C.esrgan), Reply(body=json.dumps({"a": {"name": "a"}}).encode()))
     assert (await sync(categories="esrgan")).ok
     assert queries(server, v2_path(C.esrgan)) == [{"last_updated": ["1000"]}]
-    assert queries(server, v1_path(C.esrgan)) == [{"last_updated": ["1000"]}]
+    # the legacy layer's key also names the v2 body it goes with
+    v2_digest = sha256_hex(esrgan_v2(1000, "one"))[:16]
+    assert queries(server, v1_path(C.esrgan)) == [{"last_updated": ["1000"], "v2": [v2_digest]}]
     assert {seen.query for seen in server.requests if seen.path in METADATA} == {""}
 
 

@@ -43,6 +43,22 @@ class _MetadataEntry(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class DataKey:
+    """What a data request carries so that HTTP caches key it by content (`PrimarySource`)."""
+
+    stamp: int | None = None  # the metadata stamp the body must be as new as
+    # The legacy layer's: the v2 body it goes with (a digest prefix). A legacy body shows no
+    # timestamp, so this keeps a cache from holding an old one under a stamp asked for early:
+    # nobody can name a v2 body before the PRIMARY serves it.
+    v2: str | None = None
+    fresh: bool = False  # past every cache: a one-off key
+
+
+PLAIN: Final = DataKey()
+"""No key: what a request carries when no metadata said what to expect."""
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """The last write the metadata reports for a category: what a body must show."""
 
@@ -78,10 +94,11 @@ class PrimarySource:
 
     `api_url` includes `/api` (e.g. `https://models.aihorde.net/api`) and is otherwise opaque.
 
-    Data requests are content-keyed: they carry the stamp they must be as new as
-    (`?last_updated=`), so every host that saw the same metadata asks for the same URL and any
-    HTTP cache in between fetches it from the PRIMARY once; `fresh` adds a key no cache has
-    seen. The PRIMARY ignores query parameters it does not know. Metadata polls stay plain.
+    Data requests are content-keyed (`DataKey`): they carry the stamp they must be as new as
+    (`?last_updated=`; the legacy layer also `&v2=`, its v2 body's digest), so every host that
+    saw the same metadata asks for the same URL and any HTTP cache in between fetches it from
+    the PRIMARY once; `fresh` adds a key no cache has seen. The PRIMARY ignores query
+    parameters it does not know. Metadata polls stay plain.
     """
 
     name: Final = SourceName.PRIMARY
@@ -112,19 +129,19 @@ class PrimarySource:
         return None if name is None else f"{self.api_url}/model_references/v1/{name}"
 
     async def fetch_v2(
-        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+        self, category: MODEL_REFERENCE_CATEGORY, key: DataKey = PLAIN
     ) -> Fetched | None:
-        """The v2 body of `category` as new as `stamp`; None when the PRIMARY has none (404)."""
-        return await self._fetch(_keyed(self.v2_url(category), stamp, fresh), category)
+        """The v2 body of `category` under `key`; None when the PRIMARY has none (404)."""
+        return await self._fetch(_keyed(self.v2_url(category), key), category)
 
     async def fetch_legacy(
-        self, category: MODEL_REFERENCE_CATEGORY, *, stamp: int | None = None, fresh: bool = False
+        self, category: MODEL_REFERENCE_CATEGORY, key: DataKey = PLAIN
     ) -> Fetched | None:
-        """The v1 (legacy) body of `category` as new as `stamp`; None when there is none."""
+        """The v1 (legacy) body of `category` under `key`; None when there is none."""
         url = self.legacy_url(category)
         if url is None:
             return None
-        return await self._fetch(_keyed(url, stamp, fresh), category)
+        return await self._fetch(_keyed(url, key), category)
 
     async def fetch_last_updated(self) -> Stamps:
         """Each category's newest `last_updated` over the v1 and v2 metadata families.
@@ -213,9 +230,13 @@ class PrimarySource:
         return Stamps(stamps, unusable, operations)
 
 
-def _keyed(url: str, stamp: int | None, fresh: bool) -> str:
-    """`url` with its content key: the stamp it must be as new as, and a one-off key if fresh."""
-    query: dict[str, int | str] = {} if stamp is None else {"last_updated": stamp}
-    if fresh:
+def _keyed(url: str, key: DataKey) -> str:
+    """`url` with its content key (`DataKey`), and a one-off key when it must be fresh."""
+    query: dict[str, int | str] = {}
+    if key.stamp is not None:
+        query["last_updated"] = key.stamp
+    if key.v2 is not None:
+        query["v2"] = key.v2
+    if key.fresh:
         query["fresh"] = secrets.token_hex(8)
     return f"{url}?{urlencode(query)}" if query else url
