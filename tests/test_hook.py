@@ -301,3 +301,30 @@ class TestSettings:
         shown = settings.model_dump(mode="json")["on_change_command"]
         assert shown.startswith("curl")
         assert "tok" not in shown
+
+
+class TestCommandNeverShown:
+    """The hook's arguments may carry a token: `check-config` and the logs show the program."""
+
+    def test_check_config_shows_only_the_program(self, tmp_path: Path) -> None:
+        import json
+        import subprocess
+        import sys
+
+        from tests.environment import clean_env
+
+        command = "curl -H 'Authorization: Bearer s3cr3t-hook-token' http://worker.test/reload"
+        env = clean_env(HORDE_REPLICA_ON_CHANGE_COMMAND=command)
+        for extra in ([], ["--json"]):
+            shown = subprocess.run(
+                [sys.executable, "-m", "horde_replica_sync", "check-config", *extra],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                timeout=60,
+                check=True,
+            )
+            assert "s3cr3t-hook-token" not in shown.stdout + shown.stderr
+            assert "curl (+3 arguments, not shown)" in shown.stdout
+        assert json.loads(shown.stdout)["on_change_command"]["value"].startswith("curl")
