@@ -5,7 +5,7 @@
            keyed by the stamp it must be as new as (legacy: and its v2 body's digest);
            a v2 body older than that stamp (evidence.py) is asked for again past every
            cache, and so is the rest of the category this run; still older: the PRIMARY's
-           own, kept out until a second run in a row finds the same (`stale_answer`)
+           own, published but unproven (its stamp not recorded) unless the last run's was too
       -> unavailable? GitHub, when the category has a GitHub copy:
            download the category's files once -> legacy layer as is
                                               -> v2 layer converted from them (convert/)
@@ -33,7 +33,6 @@ from horde_replica_sync.errors import (
     ReplicaSyncError,
     SourceError,
     SourceName,
-    SourceRejected,
     SourceUnavailable,
 )
 from horde_replica_sync.evidence import Evidence, judge
@@ -92,8 +91,8 @@ class RunScope:
     connection_failures: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
     # Categories a cache answered with a body older than its metadata: asked past caches now.
     past_caches: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
-    # Categories whose v2 body did not show its stamp even past the caches: held back this run.
-    deferred: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
+    # Categories whose v2 body did not show its stamp even past the caches: unproven this run.
+    unproven: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)
 
     def primary_failed(self, category: MODEL_REFERENCE_CATEGORY, error: SourceUnavailable) -> None:
         """Count one endpoint's failure; enough of them, on enough categories, is the server."""
@@ -122,6 +121,8 @@ class Delivery:
     files: tuple[DeliveredFile, ...]
     # Set when the first answer was older than its metadata and this one came past the caches.
     older_answer: str | None = None
+    # Published, but its stamp not recorded: even the PRIMARY's answer does not show it.
+    unproven: bool = False
 
     @property
     def main(self) -> DeliveredFile:
@@ -215,8 +216,6 @@ class SourceChain:
             reason = f"skipped: the PRIMARY is unavailable this run ({down})"
             skipped = SourceUnavailable(primary.v2_url(category), reason, kind=down.kind)
             return Failure(skipped, SourceName.PRIMARY)
-        if category in scope.deferred:  # its v2 layer is held back: so is this one
-            return Failure(_held_back_with_v2(primary, category), SourceName.PRIMARY)
         stamp = scope.stamps.get(category)
         key = DataKey(
             stamp,
@@ -229,8 +228,10 @@ class SourceChain:
             if delivered is None:
                 return ABSENT
             older = _older_than(delivered, stamp, scope.operations.get(category))
-            if older is None:
-                return Delivery(SourceName.PRIMARY, (delivered,))
+            if older is None:  # shown, or a legacy body (its v2 layer speaks for it)
+                return Delivery(
+                    SourceName.PRIMARY, (delivered,), unproven=category in scope.unproven
+                )
             if not key.fresh:  # a cache may have answered: ask past every cache
                 scope.past_caches.add(category)
                 first = delivered
@@ -243,13 +244,18 @@ class SourceChain:
                 )
                 if _older_than(delivered, stamp, scope.operations.get(category)) is None:
                     return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
-            # The PRIMARY's own answer does not show the stamp: held back once, in case it
-            # announced the stamp before writing the data; the same a run later is taken.
-            if not check.unproven_before(stamp):
-                scope.deferred.add(category)
-                return Failure(_stale_answer(primary.v2_url(category), stamp), SourceName.PRIMARY)
-            taken = f"{older}; the PRIMARY served no body showing it two runs in a row: taken"
-            return Delivery(SourceName.PRIMARY, (delivered,), older_answer=taken)
+            # The PRIMARY's own answer does not show the stamp. It may have announced the stamp
+            # before writing the data, so the body is published (it is what the PRIMARY has)
+            # but the stamp is not recorded: the next run asks again. Two runs in a row: taken.
+            if check.unproven_last_run():
+                taken = f"{older}; the PRIMARY's own answer, two runs in a row: taken"
+                return Delivery(SourceName.PRIMARY, (delivered,), older_answer=taken)
+            scope.unproven.add(category)
+            why = (
+                f"{older}; even the PRIMARY's own answer does not show it: published, its stamp "
+                "not recorded until a body shows it or the next run agrees"
+            )
+            return Delivery(SourceName.PRIMARY, (delivered,), older_answer=why, unproven=True)
         except SourceUnavailable as exc:
             scope.primary_failed(category, exc)
             return Failure(exc, SourceName.PRIMARY)
@@ -393,10 +399,14 @@ class _Checker:
         record = state.files.get(spec_for(self._category).relpath(Layer.V2)) if state else None
         return None if record is None else record.sha256[:DIGEST_KEY_CHARS]
 
-    def unproven_before(self, stamp: int | None) -> bool:
-        """Whether the last run already found the PRIMARY's v2 body not showing `stamp`."""
+    def unproven_last_run(self) -> bool:
+        """Whether the last run's v2 body from the PRIMARY did not show its stamp either.
+
+        Any stamp: a PRIMARY whose stamp moves every run without its data still gets its
+        bodies recorded every second run, so the staleness it causes stays bounded.
+        """
         state = self._states.get(Layer.V2)
-        return state is not None and stamp is not None and state.unproven_stamp == stamp
+        return state is not None and state.unproven_stamp is not None
 
     def conditional(self, relpath: str) -> tuple[str | None, bytes | None]:
         """The ETag to send, only when the published file is exactly what it describes."""
@@ -423,20 +433,6 @@ class _Checker:
 
 def _short_digest(content: bytes) -> str:
     return sha256_hex(content)[:DIGEST_KEY_CHARS]
-
-
-def _stale_answer(url: str, stamp: int | None) -> SourceRejected:
-    reason = (
-        f"even past every cache, the PRIMARY's body does not show last_updated={stamp} (no "
-        "record updated since): the last good copy is kept and the layer asked for again "
-        "next run, which takes it if it is still so"
-    )
-    return SourceRejected(url, reason, kind=ErrorKind.STALE_ANSWER)
-
-
-def _held_back_with_v2(primary: Primary, category: MODEL_REFERENCE_CATEGORY) -> SourceRejected:
-    reason = "held back with its v2 layer, whose body does not show its stamp yet"
-    return SourceRejected(primary.v2_url(category), reason, kind=ErrorKind.STALE_ANSWER)
 
 
 def _older_than(

@@ -51,9 +51,6 @@ class ErrorKind(enum.StrEnum):
         "unproven_absence"  # 404 from a server that showed no sign of being a PRIMARY
     )
     VANISHED = "vanished"  # data we held is gone upstream; the last good copy is kept
-    # Even past every cache, the PRIMARY's body does not show the stamp its metadata announced:
-    # the last good copy is kept and the layer asked for again next run (evidence.py).
-    STALE_ANSWER = "stale_answer"
     ERROR = "error"
 
 

@@ -52,7 +52,7 @@ from horde_replica_sync.errors import (
 from horde_replica_sync.freshness import layer_keys
 from horde_replica_sync.ports import Primary, Publisher, ReplicaCache
 from horde_replica_sync.report import LayerKey, LayerResult, MissReason, Outcome, SyncReport
-from horde_replica_sync.state import FileRecord, ReplicaState
+from horde_replica_sync.state import FileRecord, LayerState, ReplicaState
 from horde_replica_sync.store import sha256_hex
 
 log = structlog.get_logger(__name__)
@@ -332,8 +332,6 @@ class SyncEngine:
         elapsed: float,
     ) -> LayerResult:
         if isinstance(answer, Failure):
-            if answer.error.kind is ErrorKind.STALE_ANSWER:  # taken if the next run finds the same
-                self.state.layer(category, layer).unproven_stamp = scope.stamps.get(category)
             return self._failed(category, layer, miss, answer, elapsed)
         if isinstance(answer, Absent):
             if self.primary is not None and not scope.primary_answered:
@@ -369,7 +367,7 @@ class SyncEngine:
             layer,
             Outcome.UPDATED if written else Outcome.UNCHANGED,
             miss=miss,
-            verified=True,
+            verified=not delivery.unproven,
             source=delivery.source,
             bytes_downloaded=sum(f.downloaded for f in delivery.files),
             bytes_written=sum(len(f.payload.content) for f in written),
@@ -396,17 +394,27 @@ class SyncEngine:
             for f in delivery.files
         }
         state.records = main.payload.records
+        state.fetched_at = now
+        state.last_outcome, state.last_error = "ok", None
+        self._dirty = True
+        if delivery.unproven:  # the PRIMARY's bytes, not yet shown to be as of its stamp
+            state.unproven_stamp = scope.stamps.get(category)
+        else:
+            self._confirm(category, state, scope, now)
+        # The v2 layer is cached parsed, the legacy layer as its text (see backends/replica.py).
+        text = main.payload.content.decode("utf-8") if layer is Layer.LEGACY else None
+        self.cache.accept(category, layer, main.payload.data, text)
+
+    def _confirm(
+        self, category: MODEL_REFERENCE_CATEGORY, state: LayerState, scope: RunScope, now: float
+    ) -> None:
+        """Record that the layer's bytes are current as of the run's stamp."""
         state.upstream_last_updated = scope.stamps.get(category, state.upstream_last_updated)
         if category in scope.rollbacks:
             state.rolled_back_from = scope.rollbacks[category][0]
         elif category in scope.moved:
             state.rolled_back_from = None
-        state.fetched_at = state.verified_at = now
-        state.last_outcome, state.last_error, state.unproven_stamp = "ok", None, None
-        self._dirty = True
-        # The v2 layer is cached parsed, the legacy layer as its text (see backends/replica.py).
-        text = main.payload.content.decode("utf-8") if layer is Layer.LEGACY else None
-        self.cache.accept(category, layer, main.payload.data, text)
+        state.verified_at, state.unproven_stamp = now, None
 
     def _absent(
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, miss: MissReason, elapsed: float

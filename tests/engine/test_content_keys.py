@@ -11,7 +11,6 @@ from pathlib import Path
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
-from horde_replica_sync.errors import ErrorKind
 from horde_replica_sync.report import Outcome
 from horde_replica_sync.sources.primary import Operation
 from horde_replica_sync.store import sha256_hex
@@ -119,43 +118,58 @@ class TestNeverOlderThanMetadata:
         assert rig.run().ok
         assert [fresh for _, _, fresh in rig.primary.keys] == [False, False]
 
-    def test_the_primary_itself_older_is_held_back_once_then_taken(self, tmp_path: Path) -> None:
-        """Past every cache the answer is still older: the PRIMARY announced the stamp before
-        its data, maybe. The run keeps the last good copy of both layers (`stale_answer`);
-        the next run, finding the same, takes it and says so."""
+    def test_the_primary_itself_older_is_unproven_once_then_taken(self, tmp_path: Path) -> None:
+        """Past every cache the answer is still older: the PRIMARY's own (it may announce a
+        stamp before writing the data). Published, but the stamp is not recorded and the
+        layers are not confirmed; the next run, finding the same, takes it and says so."""
         rig, primary = synced_at(tmp_path, 100)
-        before = dict(rig.publisher.files)
         rig.move(C.esrgan, 200)
         lagging = stamped({"a": 100, "b": 150})
         primary.v2[C.esrgan] = lagging
-        first = by_key(rig.run())
+        first = rig.run()
+        results = by_key(first)
+        assert first.ok  # the replica holds what the PRIMARY serves
         assert [fresh for url, _, fresh in primary.keys if "v2/esrgan" in url] == [False, True]
-        assert not [url for url, _, _ in primary.keys if "v1/esrgan" in url]  # held back too
         for layer in (V2, LEGACY):
-            assert first[C.esrgan, layer].outcome is Outcome.FAILED
-            assert first[C.esrgan, layer].error_kind is ErrorKind.STALE_ANSWER
-        assert rig.publisher.files == before
-        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 100
+            assert not results[C.esrgan, layer].verified
+            assert rig.engine.state.layer(C.esrgan, layer).upstream_last_updated == 100
+        assert "until a body shows it" in (results[C.esrgan, V2].older_answer or "")
+        assert rig.publisher.files["esrgan.json"] == lagging
         primary.keys.clear()
         second = by_key(rig.run())
-        assert second[C.esrgan, V2].outcome is Outcome.UPDATED
-        assert "two runs in a row" in (second[C.esrgan, V2].older_answer or "")
-        assert rig.publisher.files["esrgan.json"] == lagging
-        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 200
-        assert rig.engine.state.layer(C.esrgan, V2).unproven_stamp is None
+        assert second[C.esrgan, V2].verified and second[C.esrgan, LEGACY].verified
+        assert "two runs in a row: taken" in (second[C.esrgan, V2].older_answer or "")
+        v2 = rig.engine.state.layer(C.esrgan, V2)
+        assert (v2.upstream_last_updated, v2.unproven_stamp) == (200, None)
+        assert rig.engine.state.layer(C.esrgan, LEGACY).upstream_last_updated == 200
 
-    def test_a_body_that_shows_the_stamp_next_run_is_simply_taken(self, tmp_path: Path) -> None:
-        """The PRIMARY's data lands after its metadata: held back once, then the new body."""
+    def test_a_body_that_shows_the_stamp_next_run_is_simply_recorded(self, tmp_path: Path) -> None:
+        """The PRIMARY's data lands after its metadata: unproven once, then the new body."""
         rig, primary = synced_at(tmp_path, 100)
         rig.move(C.esrgan, 200)
         landed = stamped({"a": 200, "b": 100})
         older = stamped({"a": 100, "b": 100})
         answers: list[Script] = [older, older, landed]
         primary.v2[C.esrgan] = answers  # older twice (cache, then PRIMARY), then landed
-        assert by_key(rig.run())[C.esrgan, V2].error_kind is ErrorKind.STALE_ANSWER
+        assert not by_key(rig.run())[C.esrgan, V2].verified
         result = by_key(rig.run())[C.esrgan, V2]
-        assert (result.outcome, result.older_answer) == (Outcome.UPDATED, None)
+        assert (result.outcome, result.verified, result.older_answer) == (
+            Outcome.UPDATED,
+            True,
+            None,
+        )
         assert rig.publisher.files["esrgan.json"] == landed
+
+    def test_a_stamp_moving_every_run_is_recorded_every_second_run(self, tmp_path: Path) -> None:
+        """A PRIMARY whose stamp moves each run and no body ever shows it: never stuck."""
+        rig, primary = synced_at(tmp_path, 100)
+        primary.v2[C.esrgan] = stamped({"a": 100, "b": 100})
+        verified = []
+        for stamp in (200, 300, 400, 500):
+            rig.move(C.esrgan, stamp)
+            verified.append(by_key(rig.run())[C.esrgan, V2].verified)
+        assert verified == [False, True, False, True]
+        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 500
 
 
 class TestLegacyKey:
