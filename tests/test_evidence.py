@@ -36,6 +36,10 @@ class TestJudge:
             ({"a": record("a", True)}, None, Evidence.SILENT),  # a boolean is not a time
             ({"a": record("a", "200")}, None, Evidence.SILENT),
             ({}, None, Evidence.SILENT),
+            # metadata initialized (upstream: lazily, at its first read), no write since: the
+            # stamp is later than the records without anything having changed
+            ({"a": record("a", 100)}, Operation(None), Evidence.SILENT),
+            ({"a": record("a", 100)}, Operation("delete", None), Evidence.OLDER),  # whose?
         ],
     )
     def test_cases(
@@ -80,6 +84,22 @@ async def test_the_operation_comes_with_the_newest_stamp(
         stamps, operations = await stamps_from(server)
     assert stamps == {C.esrgan: max(v1[0], v2[0])}
     assert operations.get(C.esrgan) == expected
+
+
+async def test_null_operation_is_an_initialization_and_absent_is_unknown() -> None:
+    """Upstream's fresh metadata says `last_operation_type: null`; a PRIMARY that omits the
+    field says nothing (the evidence rule then applies as for any write)."""
+    fresh = json.dumps(
+        {
+            "esrgan": {"last_updated": 5, "last_operation_type": None},
+            "lora": {"last_updated": 5},
+        }
+    ).encode()
+    with running() as server:
+        for family in ("v1", "v2"):
+            server.script(f"/api/model_references/{family}/metadata/metadata", Reply(body=fresh))
+        _, operations = await stamps_from(server)
+    assert operations == {C.esrgan: Operation(None)}
 
 
 async def test_a_strange_operation_is_ignored_never_an_error() -> None:

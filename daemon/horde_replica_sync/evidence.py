@@ -9,7 +9,10 @@ a PRIMARY that bumps its metadata before its data, still can. v2 records carry
 - the metadata's last operation is a delete and the deleted model is gone from the body
   (a delete moves `last_updated` without any record getting newer).
 
-A body whose records carry no timestamps cannot tell either way and is taken as it is.
+A body whose records carry no timestamps cannot tell either way and is taken as it is, and so
+is any body when the metadata says no write happened since it was initialized
+(`last_operation_type: null`): upstream initializes metadata lazily, at its first read, so
+its stamp is later than the records it describes without anything having changed.
 """
 
 from __future__ import annotations
@@ -40,13 +43,16 @@ def judge(records: Mapping[str, object], stamp: int, operation: Operation | None
     the category's last write, so such a time is wrong, and one wrong record must not make
     every later stamp look shown.
     """
+    if operation is not None and operation.kind is None:  # an initialization, not a write
+        return Evidence.SILENT
     times = (t for t in map(_updated_at, records.values()) if t is not None)
     newest = max((t for t in times if t <= stamp + SKEW_SECONDS), default=None)
     if newest is None:
         return Evidence.SILENT
     if newest >= stamp:
         return Evidence.SHOWN
-    if operation is not None and operation.kind == "delete" and not _holds(records, operation):
+    deleted = operation.model if operation is not None and operation.kind == "delete" else None
+    if deleted is not None and not _holds(records, deleted):
         return Evidence.SHOWN
     return Evidence.OLDER
 
@@ -60,8 +66,8 @@ def _updated_at(record: object) -> int | None:
     return stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
 
 
-def _holds(records: Mapping[str, object], operation: Operation) -> bool:
-    """Whether the body still has the model the operation names (by key or by `name`)."""
-    if operation.model in records:
+def _holds(records: Mapping[str, object], model: str) -> bool:
+    """Whether the body still has `model` (by key or by `name`)."""
+    if model in records:
         return True
-    return any(isinstance(r, dict) and r.get("name") == operation.model for r in records.values())
+    return any(isinstance(r, dict) and r.get("name") == model for r in records.values())

@@ -62,16 +62,24 @@ PLAIN: Final = DataKey()
 class Operation:
     """The last write the metadata reports for a category: what a body must show."""
 
-    kind: str  # "create", "update" or "delete"
-    model: str
+    kind: str | None  # "create", "update", "delete"; None: no write since it was initialized
+    model: str | None = None
+
+
+INITIALIZED: Final = Operation(None)
+"""The metadata's `last_operation_type: null`: its stamp is when it was initialized, not a write."""
 
 
 def _operation(entry: object) -> Operation | None:
-    """The entry's last operation, if it names one; evidence only, so never an error."""
-    if not isinstance(entry, dict):
+    """The entry's last operation (None when it does not say); evidence only, never an error."""
+    if not isinstance(entry, dict) or "last_operation_type" not in entry:
         return None
-    kind, model = entry.get("last_operation_type"), entry.get("last_operation_model")
-    return Operation(kind, model) if isinstance(kind, str) and isinstance(model, str) else None
+    kind, model = entry["last_operation_type"], entry.get("last_operation_model")
+    if kind is None:
+        return INITIALIZED
+    if not isinstance(kind, str):
+        return None
+    return Operation(kind, model if isinstance(model, str) else None)
 
 
 # The document is parsed entry by entry: one bad entry blinds change detection for its
