@@ -5,7 +5,7 @@
            keyed by the stamp it must be as new as (legacy: and its v2 body's digest);
            a v2 body older than that stamp (evidence.py) is asked for again past every
            cache, and so is the rest of the category this run; still older: the PRIMARY's
-           own, kept out until a second run in a row finds the same (`stale_answer`)
+           own, kept out one run (`stale_answer`), taken if the next finds it so again
       -> unavailable? GitHub, when the category has a GitHub copy:
            download the category's files once -> legacy layer as is
                                               -> v2 layer converted from them (convert/)
@@ -244,11 +244,13 @@ class SourceChain:
                 if _older_than(delivered, stamp, scope.operations.get(category)) is None:
                     return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
             # The PRIMARY's own answer does not show the stamp: held back once, in case it
-            # announced the stamp before writing the data; the same a run later is taken.
-            if not check.unproven_before(stamp):
+            # announced the stamp before writing the data; still so a run later, it is taken.
+            if not check.held_back_last_run():
                 scope.deferred.add(category)
                 return Failure(_stale_answer(primary.v2_url(category), stamp), SourceName.PRIMARY)
-            taken = f"{older}; the PRIMARY served no body showing it two runs in a row: taken"
+            taken = (
+                f"{older}; the PRIMARY served no body showing its stamp two runs in a row: taken"
+            )
             return Delivery(SourceName.PRIMARY, (delivered,), older_answer=taken)
         except SourceUnavailable as exc:
             scope.primary_failed(category, exc)
@@ -393,10 +395,12 @@ class _Checker:
         record = state.files.get(spec_for(self._category).relpath(Layer.V2)) if state else None
         return None if record is None else record.sha256[:DIGEST_KEY_CHARS]
 
-    def unproven_before(self, stamp: int | None) -> bool:
-        """Whether the last run already found the PRIMARY's v2 body not showing `stamp`."""
+    def held_back_last_run(self) -> bool:
+        """Whether the last run already held the PRIMARY's v2 body back, for any stamp: one
+        that moves every run (metadata always ahead of its data) must not hold it back for good.
+        """
         state = self._states.get(Layer.V2)
-        return state is not None and stamp is not None and state.unproven_stamp == stamp
+        return state is not None and state.unproven_stamp is not None
 
     def conditional(self, relpath: str) -> tuple[str | None, bytes | None]:
         """The ETag to send, only when the published file is exactly what it describes."""

@@ -157,6 +157,25 @@ class TestNeverOlderThanMetadata:
         assert (result.outcome, result.older_answer) == (Outcome.UPDATED, None)
         assert rig.publisher.files["esrgan.json"] == landed
 
+    def test_a_stamp_that_moves_every_run_cannot_hold_a_category_back_for_good(
+        self, tmp_path: Path
+    ) -> None:
+        """A PRIMARY whose metadata runs ahead of its data on every run (a new stamp each time,
+        the body never showing one): "the same stamp two runs in a row" never happens, so the
+        category would never update. Held back one run, whatever the stamp: the next takes."""
+        rig, primary = synced_at(tmp_path, 100)
+        lagging = stamped({"a": 100, "b": 150})
+        primary.v2[C.esrgan] = lagging
+        rig.move(C.esrgan, 200)
+        assert by_key(rig.run())[C.esrgan, V2].error_kind is ErrorKind.STALE_ANSWER
+        rig.move(C.esrgan, 300)  # moved again: the body shows neither 200 nor 300
+        second = by_key(rig.run())
+        assert second[C.esrgan, V2].outcome is Outcome.UPDATED
+        assert second[C.esrgan, LEGACY].outcome.ok
+        assert "two runs in a row" in (second[C.esrgan, V2].older_answer or "")
+        assert rig.publisher.files["esrgan.json"] == lagging
+        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 300
+
 
 class TestLegacyKey:
     def test_the_legacy_request_names_the_v2_body_it_goes_with(self, tmp_path: Path) -> None:
