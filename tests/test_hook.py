@@ -245,21 +245,24 @@ class TestAnnounce:
     def test_updated_categories(self) -> None:
         """A run announces the categories it published."""
         run = report(layer(C.blip, Outcome.UPDATED), layer(C.esrgan, Outcome.UNCHANGED))
-        assert announce(run, first_success=False) == {C.blip}
+        assert announce(run, unannounced=()) == {C.blip}
 
-    def test_first_success_announces_every_category_held(self) -> None:
-        """The first successful run announces every category present, changed or not."""
+    def test_unannounced_categories_held_are_announced(self) -> None:
+        """After a start, every category present not yet announced, changed or not, even in a
+        run where another failed."""
         run = report(
             layer(C.blip, Outcome.UNCHANGED),
             layer(C.esrgan, Outcome.UPDATED),
             layer(C.gfpgan, Outcome.ABSENT),
+            layer(C.lora, Outcome.FAILED),
+            layer(C.clip, Outcome.UNCHANGED),
         )
-        assert announce(run, first_success=True) == {C.blip, C.esrgan}
+        assert announce(run, unannounced={C.blip, C.gfpgan, C.lora}) == {C.blip, C.esrgan}
 
     def test_dry_run_announces_nothing(self) -> None:
         """A dry run never runs the hook."""
         run = report(layer(C.blip, Outcome.UPDATED), dry_run=True)
-        assert announce(run, first_success=True) == set()
+        assert announce(run, unannounced=set(C)) == set()
 
 
 class TestSettings:

@@ -27,6 +27,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
@@ -71,6 +72,8 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._run_started: float | None = None
         self._succeeded = self._ready_sent = False
+        # Not yet named to the hook since start: each is, by the first run that holds it.
+        self._unannounced = set(MODEL_REFERENCE_CATEGORY)
         self._run_log = logs.RunLog()
 
     async def serve(self) -> int:
@@ -196,7 +199,9 @@ class Daemon:
         self._run_log.report(report, next_attempt_seconds=self._next_interval(report))
         self._metrics.observe(report)
         self._notifier.status(_summary(report))
-        self._hook.notify(announce(report, first_success=report.ok and not self._succeeded))
+        announced = announce(report, unannounced=self._unannounced)
+        self._unannounced -= announced
+        self._hook.notify(announced)
         if report.ok and not self._succeeded:
             self._succeeded = True
             self._ticker.set_interval(self.settings.interval_seconds)

@@ -78,12 +78,15 @@ class HookRun:
     error: str | None = None  # why it could not start
 
 
-def announce(report: SyncReport, *, first_success: bool) -> frozenset[MODEL_REFERENCE_CATEGORY]:
-    """The categories a run tells the hook about: what it published, and on the daemon's first
-    successful run every category held (so a restart never loses a change). Never a dry run."""
+def announce(
+    report: SyncReport, *, unannounced: Collection[MODEL_REFERENCE_CATEGORY]
+) -> frozenset[MODEL_REFERENCE_CATEGORY]:
+    """The categories a run tells the hook about: what it published, and what it holds of those
+    `unannounced` since the daemon started (so a restart never loses a change, even while
+    another category keeps failing). Never a dry run."""
     if report.dry_run:
         return frozenset()
-    return frozenset(report.changed) | (frozenset(report.held) if first_success else frozenset())
+    return frozenset(report.changed) | frozenset(c for c in report.held if c in unannounced)
 
 
 def changed_value(categories: Collection[MODEL_REFERENCE_CATEGORY]) -> str:
