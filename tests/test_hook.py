@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +36,10 @@ def command(
     *argv: str | Path, timeout: float = 10.0, replica: Path = Path("replica")
 ) -> HookCommand:
     return HookCommand(tuple(str(a) for a in argv), timeout, replica)
+
+
+def open_descriptors() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
 
 
 class Recorder:
@@ -85,6 +91,24 @@ class TestOneRun:
         assert time.monotonic() - started < 3
         assert run.result is HookResult.TIMEOUT
         assert gone(int(pid_file.read_text()))
+
+    async def test_a_process_left_holding_the_output_takes_no_descriptor(
+        self, tmp_path: Path
+    ) -> None:
+        """A command that leaves a process in its own session holding its output (`setsid
+        cmd &`, no redirect) times out, as documented; the daemon's end of the pipe is closed
+        all the same (it was kept for as long as that process lived, one per retry: a slow
+        leak of descriptors until the daemon could open none)."""
+        pid_file = tmp_path / "left-behind.pid"
+        leaver = command("sh", "-c", f"setsid sleep 60 & echo $! > {pid_file}", timeout=0.2)
+        before = open_descriptors()
+        try:
+            run = await run_hook(leaver, {C.blip})
+            assert run.result is HookResult.TIMEOUT
+            await asyncio.sleep(0.1)  # a closed pipe transport lets its descriptor go a turn later
+            assert open_descriptors() == before
+        finally:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # ours: started just above
 
     async def test_missing_command_is_error_naming_the_setting(self, tmp_path: Path) -> None:
         """A command that cannot start is `error`, and the message names the setting."""

@@ -99,12 +99,12 @@ async def run_hook(command: HookCommand, changed: Collection[MODEL_REFERENCE_CAT
     started = time.monotonic()
     value = changed_value(changed)
     try:
-        proc = await _spawn(command, value)
+        proc, output = await _spawn(command, value)
     except OSError as exc:
         error = f"cannot run {command.argv[0]!r} ({SETTING}): {exc.strerror or exc}"
         return _logged(HookRun(HookResult.ERROR, value, time.monotonic() - started, error=error))
     try:
-        code, tail = await _finish(proc, command.timeout_seconds)
+        code, tail = await _finish(proc, output, command.timeout_seconds)
     except asyncio.CancelledError:  # the daemon is stopping and the bound is spent
         _kill_group(proc)
         with contextlib.suppress(TimeoutError):  # reap it, so no process outlives its record
@@ -119,30 +119,49 @@ async def run_hook(command: HookCommand, changed: Collection[MODEL_REFERENCE_CAT
     return _logged(HookRun(result, value, seconds, exit_code=code, output_tail=tail), command)
 
 
-async def _spawn(command: HookCommand, changed: str) -> asyncio.subprocess.Process:
+async def _spawn(command: HookCommand, changed: str) -> tuple[asyncio.subprocess.Process, int]:
+    """The started command and the read end of its output pipe.
+
+    The pipe is ours, not asyncio's: a process the command leaves in another session may hold
+    the other end for ever, and asyncio would keep its end open (a descriptor per run) as long.
+    """
     env = {
         **os.environ,
         "HORDE_REPLICA_CHANGED": changed,
         "HORDE_REPLICA_DIR": str(command.replica_dir.resolve()),
     }
-    return await asyncio.create_subprocess_exec(
-        *command.argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        start_new_session=True,  # its own process group, so a timeout kills all of it
-    )
+    output, write_end = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=write_end,
+            env=env,
+            start_new_session=True,  # its own process group, so a timeout kills all of it
+        )
+    except BaseException:
+        os.close(output)
+        raise
+    finally:
+        os.close(write_end)
+    return proc, output
 
 
-async def _finish(proc: asyncio.subprocess.Process, bound_seconds: float) -> tuple[int | None, str]:
-    """Wait for the exit and the end of the output; past `bound_seconds` kill the group.
+async def _finish(
+    proc: asyncio.subprocess.Process, output: int, bound_seconds: float
+) -> tuple[int | None, str]:
+    """Wait for the exit and the end of `output`; past `bound_seconds` kill the group.
 
     Returns (exit code or None on timeout, output tail). A process left behind that still holds
     the output counts as the hook still running: detach it (`setsid cmd >/dev/null 2>&1 &`).
+    `output` is closed on return, whoever still holds its other end.
     """
-    assert proc.stdout is not None  # a PIPE was asked for
-    reader = asyncio.create_task(_tail(proc.stdout))
+    stream = asyncio.StreamReader()
+    pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(output, "rb", buffering=0)
+    )
+    reader = asyncio.create_task(_tail(stream))
     exited = asyncio.create_task(proc.wait())
     both = {reader, exited}
     try:
@@ -154,6 +173,7 @@ async def _finish(proc: asyncio.subprocess.Process, bound_seconds: float) -> tup
     finally:
         for task in both:
             task.cancel()
+        pipe.close()
     tail = reader.result() if reader.done() and not reader.cancelled() else b""
     code = None if timed_out else proc.returncode
     return code, tail.decode("utf-8", errors="replace")
