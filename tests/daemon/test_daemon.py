@@ -413,6 +413,35 @@ class TestForeignWriters:
         assert row["foreign_changes"] == 1
         assert daemon.stop() == 0
 
+    def test_replica_dir_swapped_for_a_symlink_is_never_written_through(
+        self, start_daemon: Start, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """Someone moves the replica away and puts a symlink to another directory in its
+        place while the daemon runs: a change upstream fails (reason `store`, naming the
+        path) instead of landing there, past the lock, with the state file beside it."""
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        replica, elsewhere = tmp_path / "replica", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        replica.rename(tmp_path / "replica.old")
+        replica.symlink_to(elsewhere)
+        moved = json.loads(metadata(1000))
+        moved["esrgan"]["last_updated"] = 2000
+        server.script(
+            "/api/model_references/v2/metadata/metadata", Reply(body=json.dumps(moved).encode())
+        )
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4, tag="changed")))
+        daemon.signal(signal.SIGUSR1)
+        (done,) = daemon.wait_for(
+            "sync.category_done", category="esrgan", layer="v2", outcome="failed"
+        )
+        assert "no longer the directory" in done["error"]
+        assert list(elsewhere.iterdir()) == []
+        assert (
+            daemon.sample("horde_replica_fetch_errors_total", reason="store", source="none") or 0
+        ) >= 1
+        assert daemon.stop() == 0
+
 
 class TestHostilePrimary:
     """What a compromised or buggy PRIMARY sends cannot stop the daemon."""
