@@ -110,6 +110,21 @@ class TestOneRun:
         finally:
             os.kill(int(pid_file.read_text()), signal.SIGKILL)  # ours: started just above
 
+    async def test_the_daemons_settings_are_not_passed_on(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`HORDE_REPLICA_*` are the daemon's settings, and `primary_url` may carry credentials
+        (which never leave the process): the command gets the rest of the environment, and its
+        own two variables."""
+        monkeypatch.setenv("HORDE_REPLICA_PRIMARY_URL", "https://user:s3cr3t@primary.test/api")
+        monkeypatch.setenv("HORDE_REPLICA_CHANGED", "injected")
+        monkeypatch.setenv("WORKER_SOCKET", "/run/worker.sock")
+        run = await run_hook(command("sh", "-c", "env; exit 1"), {C.blip})
+        assert "s3cr3t" not in run.output_tail
+        assert "HORDE_REPLICA_CHANGED=blip\n" in run.output_tail
+        assert "injected" not in run.output_tail
+        assert "WORKER_SOCKET=/run/worker.sock" in run.output_tail
+
     async def test_missing_command_is_error_naming_the_setting(self, tmp_path: Path) -> None:
         """A command that cannot start is `error`, and the message names the setting."""
         run = await run_hook(command(tmp_path / "no-such-hook"), {C.blip})

@@ -8,8 +8,9 @@
 One command at a time, never awaited by the sync loop (a task on the daemon's loop). Changes
 that arrive while it runs wait as one follow-up with the union of their categories. The command
 is an argv (`shlex.split` at config load, no shell), started in its own session with stdin
-/dev/null and HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR added to the daemon's environment; past
-its timeout its whole process group is killed. Each run is one `hook.done` log line.
+/dev/null and the daemon's environment, its own HORDE_REPLICA_* settings replaced by
+HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR; past its timeout its whole process group is killed.
+Each run is one `hook.done` log line.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Final
 import structlog
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
-from horde_replica_sync.config import Settings
+from horde_replica_sync.config import ENV_PREFIX, Settings
 from horde_replica_sync.report import SyncReport
 
 log = structlog.get_logger(__name__)
@@ -126,7 +127,8 @@ async def _spawn(command: HookCommand, changed: str) -> tuple[asyncio.subprocess
     the other end for ever, and asyncio would keep its end open (a descriptor per run) as long.
     """
     env = {
-        **os.environ,
+        # Not the daemon's own settings: `primary_url` may carry credentials.
+        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
         "HORDE_REPLICA_CHANGED": changed,
         "HORDE_REPLICA_DIR": str(command.replica_dir.resolve()),
     }
