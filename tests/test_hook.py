@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +36,10 @@ def command(
     *argv: str | Path, timeout: float = 10.0, replica: Path = Path("replica")
 ) -> HookCommand:
     return HookCommand(tuple(str(a) for a in argv), timeout, replica)
+
+
+def open_descriptors() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
 
 
 class Recorder:
@@ -85,6 +91,39 @@ class TestOneRun:
         assert time.monotonic() - started < 3
         assert run.result is HookResult.TIMEOUT
         assert gone(int(pid_file.read_text()))
+
+    async def test_a_process_left_holding_the_output_takes_no_descriptor(
+        self, tmp_path: Path
+    ) -> None:
+        """A command that leaves a process in its own session holding its output (`setsid
+        cmd &`, no redirect) times out, as documented; the daemon's end of the pipe is closed
+        all the same (it was kept for as long as that process lived, one per retry: a slow
+        leak of descriptors until the daemon could open none)."""
+        pid_file = tmp_path / "left-behind.pid"
+        leaver = command("sh", "-c", f"setsid sleep 60 & echo $! > {pid_file}", timeout=0.2)
+        before = open_descriptors()
+        try:
+            run = await run_hook(leaver, {C.blip})
+            assert run.result is HookResult.TIMEOUT
+            await asyncio.sleep(0.1)  # a closed pipe transport lets its descriptor go a turn later
+            assert open_descriptors() == before
+        finally:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)  # ours: started just above
+
+    async def test_the_daemons_settings_are_not_passed_on(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`HORDE_REPLICA_*` are the daemon's settings, and `primary_url` may carry credentials
+        (which never leave the process): the command gets the rest of the environment, and its
+        own two variables."""
+        monkeypatch.setenv("HORDE_REPLICA_PRIMARY_URL", "https://user:s3cr3t@primary.test/api")
+        monkeypatch.setenv("HORDE_REPLICA_CHANGED", "injected")
+        monkeypatch.setenv("WORKER_SOCKET", "/run/worker.sock")
+        run = await run_hook(command("sh", "-c", "env; exit 1"), {C.blip})
+        assert "s3cr3t" not in run.output_tail
+        assert "HORDE_REPLICA_CHANGED=blip\n" in run.output_tail
+        assert "injected" not in run.output_tail
+        assert "WORKER_SOCKET=/run/worker.sock" in run.output_tail
 
     async def test_missing_command_is_error_naming_the_setting(self, tmp_path: Path) -> None:
         """A command that cannot start is `error`, and the message names the setting."""
@@ -245,21 +284,24 @@ class TestAnnounce:
     def test_updated_categories(self) -> None:
         """A run announces the categories it published."""
         run = report(layer(C.blip, Outcome.UPDATED), layer(C.esrgan, Outcome.UNCHANGED))
-        assert announce(run, first_success=False) == {C.blip}
+        assert announce(run, unannounced=()) == {C.blip}
 
-    def test_first_success_announces_every_category_held(self) -> None:
-        """The first successful run announces every category present, changed or not."""
+    def test_unannounced_categories_held_are_announced(self) -> None:
+        """After a start, every category present not yet announced, changed or not, even in a
+        run where another failed."""
         run = report(
             layer(C.blip, Outcome.UNCHANGED),
             layer(C.esrgan, Outcome.UPDATED),
             layer(C.gfpgan, Outcome.ABSENT),
+            layer(C.lora, Outcome.FAILED),
+            layer(C.clip, Outcome.UNCHANGED),
         )
-        assert announce(run, first_success=True) == {C.blip, C.esrgan}
+        assert announce(run, unannounced={C.blip, C.gfpgan, C.lora}) == {C.blip, C.esrgan}
 
     def test_dry_run_announces_nothing(self) -> None:
         """A dry run never runs the hook."""
         run = report(layer(C.blip, Outcome.UPDATED), dry_run=True)
-        assert announce(run, first_success=True) == set()
+        assert announce(run, unannounced=set(C)) == set()
 
 
 class TestSettings:

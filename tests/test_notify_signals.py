@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import tracemalloc
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
+from horde_replica_sync import early
 from horde_replica_sync.notify import Notifier
 from horde_replica_sync.signals import Requests
 
@@ -89,3 +93,28 @@ class TestRequests:
         assert requests.stop
         await asyncio.wait_for(requests.stopped.wait(), 1)
         assert requests.wake.is_set()
+
+
+class TestHeldSignals:
+    """`early`: what start-up records while the daemon cannot act yet."""
+
+    def test_a_storm_during_start_up_is_remembered_in_bounded_memory(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """100,000 SIGHUP before the loop is up are one reload, held in a few bytes: each was
+        one more list entry (8 bytes a signal, for as long as start-up lasts)."""
+        monkeypatch.setattr(early, "_held", early._held)  # put back as it was
+        previous = {signum: signal.getsignal(signum) for signum in early.HELD}
+        early.hold()
+        try:
+            tracemalloc.start()
+            for _ in range(100_000):
+                signal.raise_signal(signal.SIGHUP)
+            grown, _ = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            signal.raise_signal(signal.SIGUSR1)
+            assert early.take() == [signal.SIGHUP, signal.SIGUSR1]
+            assert grown < 10_000, f"{grown} bytes held for 100,000 signals"
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

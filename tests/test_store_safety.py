@@ -271,3 +271,19 @@ class TestStoreInProcess:
         (tmp_path / ".blip.json.y.hrs-tmp").write_bytes(b"partial")
         assert store.remove_stale_temps() == [tmp_path / ".blip.json.y.hrs-tmp"]
         assert (tmp_path / ".esrgan.json.x.hrs-tmp").is_dir()
+
+    def test_a_replica_dir_swapped_while_locked_is_never_written(self, tmp_path: Path) -> None:
+        """The replica directory moved away and a symlink to another directory put in its
+        place while the daemon holds the lock: writing there would land outside the replica,
+        past the lock (a second daemon could lock the new place). Refused, naming the path."""
+        replica, elsewhere = tmp_path / "replica", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        store = ReplicaStore(replica, tmp_path / ".state")
+        with store.locked():
+            store.write("esrgan.json", b"{}")
+            replica.rename(tmp_path / "replica.old")
+            replica.symlink_to(elsewhere)
+            with pytest.raises(StoreError, match=r"replica.* is no longer the directory"):
+                store.write("esrgan.json", b'{"a": 1}')
+        assert list(elsewhere.iterdir()) == []
+        assert (tmp_path / "replica.old" / "esrgan.json").read_bytes() == b"{}"

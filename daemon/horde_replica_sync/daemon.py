@@ -27,6 +27,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
@@ -46,6 +47,8 @@ HEARTBEAT_SECONDS = 1.0
 ALIVE_WITHIN_SECONDS = 10.0
 # Settings a reload cannot change while the daemon holds their resources.
 RESTART_ONLY = ("replica_dir", "state_dir", "metrics_addr")
+# A reload rebuilds the HTTP client and logs the config: a SIGHUP storm is one a second.
+RELOAD_SPACING_SECONDS = 1.0
 
 
 class Daemon:
@@ -71,7 +74,11 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._run_started: float | None = None
         self._succeeded = self._ready_sent = False
+        # Not yet named to the hook since start: each is, by the first run that holds it.
+        self._unannounced = set(MODEL_REFERENCE_CATEGORY)
         self._run_log = logs.RunLog()
+        self._reloaded_at = -RELOAD_SPACING_SECONDS
+        self._reload_timer: asyncio.TimerHandle | None = None
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT (or `stop()`); return the exit code."""
@@ -157,7 +164,7 @@ class Daemon:
             self.requests.wake.clear()
             if self.requests.stop:
                 return
-            if self.requests.take_reload():
+            if self._reload_due():
                 await self._reload()
             wanted, forced = self.requests.take_run()
             if wanted and not await self._run(forced):
@@ -196,13 +203,32 @@ class Daemon:
         self._run_log.report(report, next_attempt_seconds=self._next_interval(report))
         self._metrics.observe(report)
         self._notifier.status(_summary(report))
-        self._hook.notify(announce(report, first_success=report.ok and not self._succeeded))
+        announced = announce(report, unannounced=self._unannounced)
+        self._unannounced -= announced
+        self._hook.notify(announced)
         if report.ok and not self._succeeded:
             self._succeeded = True
             self._ticker.set_interval(self.settings.interval_seconds)
         self._announce_if_ready("replica synced")
 
+    def _reload_due(self) -> bool:
+        """Whether to reload now: asked for, and the last reload `RELOAD_SPACING_SECONDS` ago.
+        One asked for sooner is put off to then (one wake-up, however many SIGHUPs came)."""
+        if not self.requests.reload:
+            return False
+        wait = self._reloaded_at + RELOAD_SPACING_SECONDS - time.monotonic()
+        if wait <= 0:
+            return self.requests.take_reload()
+        if self._reload_timer is None:
+            self._reload_timer = asyncio.get_running_loop().call_later(wait, self._reload_wake)
+        return False
+
+    def _reload_wake(self) -> None:
+        self._reload_timer = None
+        self.requests.request()  # the reload flag is still up
+
     async def _reload(self) -> None:
+        self._reloaded_at = time.monotonic()
         try:
             new = self._reload_settings()
         except ConfigError as exc:

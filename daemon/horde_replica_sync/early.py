@@ -21,7 +21,8 @@ _held = False
 
 
 def _record(signum: int, _frame: FrameType | None) -> None:
-    _pending.append(signal.Signals(signum))
+    if signum not in _pending:  # each once: a storm must not grow the list for as long as it lasts
+        _pending.append(signal.Signals(signum))
 
 
 def hold() -> None:

@@ -8,8 +8,9 @@
 One command at a time, never awaited by the sync loop (a task on the daemon's loop). Changes
 that arrive while it runs wait as one follow-up with the union of their categories. The command
 is an argv (`shlex.split` at config load, no shell), started in its own session with stdin
-/dev/null and HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR added to the daemon's environment; past
-its timeout its whole process group is killed. Each run is one `hook.done` log line.
+/dev/null and the daemon's environment, its own HORDE_REPLICA_* settings replaced by
+HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR; past its timeout its whole process group is killed.
+Each run is one `hook.done` log line.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Final
 import structlog
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
-from horde_replica_sync.config import Settings
+from horde_replica_sync.config import ENV_PREFIX, Settings
 from horde_replica_sync.report import SyncReport
 
 log = structlog.get_logger(__name__)
@@ -78,12 +79,15 @@ class HookRun:
     error: str | None = None  # why it could not start
 
 
-def announce(report: SyncReport, *, first_success: bool) -> frozenset[MODEL_REFERENCE_CATEGORY]:
-    """The categories a run tells the hook about: what it published, and on the daemon's first
-    successful run every category held (so a restart never loses a change). Never a dry run."""
+def announce(
+    report: SyncReport, *, unannounced: Collection[MODEL_REFERENCE_CATEGORY]
+) -> frozenset[MODEL_REFERENCE_CATEGORY]:
+    """The categories a run tells the hook about: what it published, and what it holds of those
+    `unannounced` since the daemon started (so a restart never loses a change, even while
+    another category keeps failing). Never a dry run."""
     if report.dry_run:
         return frozenset()
-    return frozenset(report.changed) | (frozenset(report.held) if first_success else frozenset())
+    return frozenset(report.changed) | frozenset(c for c in report.held if c in unannounced)
 
 
 def changed_value(categories: Collection[MODEL_REFERENCE_CATEGORY]) -> str:
@@ -96,12 +100,12 @@ async def run_hook(command: HookCommand, changed: Collection[MODEL_REFERENCE_CAT
     started = time.monotonic()
     value = changed_value(changed)
     try:
-        proc = await _spawn(command, value)
+        proc, output = await _spawn(command, value)
     except OSError as exc:
         error = f"cannot run {command.argv[0]!r} ({SETTING}): {exc.strerror or exc}"
         return _logged(HookRun(HookResult.ERROR, value, time.monotonic() - started, error=error))
     try:
-        code, tail = await _finish(proc, command.timeout_seconds)
+        code, tail = await _finish(proc, output, command.timeout_seconds)
     except asyncio.CancelledError:  # the daemon is stopping and the bound is spent
         _kill_group(proc)
         with contextlib.suppress(TimeoutError):  # reap it, so no process outlives its record
@@ -116,30 +120,50 @@ async def run_hook(command: HookCommand, changed: Collection[MODEL_REFERENCE_CAT
     return _logged(HookRun(result, value, seconds, exit_code=code, output_tail=tail), command)
 
 
-async def _spawn(command: HookCommand, changed: str) -> asyncio.subprocess.Process:
+async def _spawn(command: HookCommand, changed: str) -> tuple[asyncio.subprocess.Process, int]:
+    """The started command and the read end of its output pipe.
+
+    The pipe is ours, not asyncio's: a process the command leaves in another session may hold
+    the other end for ever, and asyncio would keep its end open (a descriptor per run) as long.
+    """
     env = {
-        **os.environ,
+        # Not the daemon's own settings: `primary_url` may carry credentials.
+        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
         "HORDE_REPLICA_CHANGED": changed,
         "HORDE_REPLICA_DIR": str(command.replica_dir.resolve()),
     }
-    return await asyncio.create_subprocess_exec(
-        *command.argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        start_new_session=True,  # its own process group, so a timeout kills all of it
-    )
+    output, write_end = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=write_end,
+            env=env,
+            start_new_session=True,  # its own process group, so a timeout kills all of it
+        )
+    except BaseException:
+        os.close(output)
+        raise
+    finally:
+        os.close(write_end)
+    return proc, output
 
 
-async def _finish(proc: asyncio.subprocess.Process, bound_seconds: float) -> tuple[int | None, str]:
-    """Wait for the exit and the end of the output; past `bound_seconds` kill the group.
+async def _finish(
+    proc: asyncio.subprocess.Process, output: int, bound_seconds: float
+) -> tuple[int | None, str]:
+    """Wait for the exit and the end of `output`; past `bound_seconds` kill the group.
 
     Returns (exit code or None on timeout, output tail). A process left behind that still holds
     the output counts as the hook still running: detach it (`setsid cmd >/dev/null 2>&1 &`).
+    `output` is closed on return, whoever still holds its other end.
     """
-    assert proc.stdout is not None  # a PIPE was asked for
-    reader = asyncio.create_task(_tail(proc.stdout))
+    stream = asyncio.StreamReader()
+    pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(output, "rb", buffering=0)
+    )
+    reader = asyncio.create_task(_tail(stream))
     exited = asyncio.create_task(proc.wait())
     both = {reader, exited}
     try:
@@ -151,6 +175,7 @@ async def _finish(proc: asyncio.subprocess.Process, bound_seconds: float) -> tup
     finally:
         for task in both:
             task.cancel()
+        pipe.close()
     tail = reader.result() if reader.done() and not reader.cancelled() else b""
     code = None if timed_out else proc.returncode
     return code, tail.decode("utf-8", errors="replace")

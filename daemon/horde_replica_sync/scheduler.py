@@ -8,6 +8,11 @@ correction) would hold the next tick back by the step. A backstop on the event l
 monotonic clock catches that: a tick overdue by more than the jitter and a margin is logged
 (`scheduler.clock_step`), counted, and run at once, and the job is rescheduled from now. A
 step forward needs none: `coalesce` makes the backlog one tick.
+
+A suspend of the host moves the wall clock and CLOCK_BOOTTIME but not the loop's clock: the
+tick it missed by more than the grace is dropped and the backstop counts awake time only, so
+the run would wait up to 1.5 intervals. A check each second notices the sleep (BOOTTIME ahead
+of the loop's clock by more than before): logged (`scheduler.resumed`), run at once.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from horde_replica_sync.clock import SYSTEM
+from horde_replica_sync.clock import ELAPSED, SYSTEM
 
 JOB_ID = "sync"
 MIN_MARGIN_SECONDS = 1.0
+SUSPEND_CHECK_SECONDS = 1.0
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +52,8 @@ class Ticker:
         self._misfire_grace = misfire_grace
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._backstop: asyncio.TimerHandle | None = None
+        self._suspend_check: asyncio.TimerHandle | None = None
+        self._slept = 0.0  # seconds the host was suspended, as of the last check
         self._offset_at_tick = SYSTEM.offset()
         self.interval = interval
 
@@ -65,6 +73,8 @@ class Ticker:
         )
         self._scheduler.start()
         self._arm_backstop()
+        self._slept = _slept()
+        self._check_suspend()
 
     def set_interval(self, interval: float) -> None:
         """Change the period (e.g. from the first-success retry period to the normal one)."""
@@ -75,8 +85,9 @@ class Ticker:
 
     def shutdown(self) -> None:
         """Stop ticking; never waits for the (instant) job."""
-        if self._backstop is not None:
-            self._backstop.cancel()
+        for timer in (self._backstop, self._suspend_check):
+            if timer is not None:
+                timer.cancel()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
@@ -104,9 +115,31 @@ class Ticker:
             action="running now and rescheduling from now",
         )
         self._on_clock_step()
+        self._run_now()
+
+    def _check_suspend(self) -> None:
+        total = _slept()
+        slept, self._slept = total - self._slept, total
+        if slept >= MIN_MARGIN_SECONDS:
+            log.warning(
+                "scheduler.resumed",
+                suspended_seconds=round(slept, 3),
+                action="running now and rescheduling from now",
+            )
+            self._run_now()
+        loop = asyncio.get_running_loop()
+        self._suspend_check = loop.call_later(SUSPEND_CHECK_SECONDS, self._check_suspend)
+
+    def _run_now(self) -> None:
         # The trigger reckons the next run from this one, so the step is left behind.
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
         self._arm_backstop()
 
     def _trigger(self, interval: float) -> IntervalTrigger:
         return IntervalTrigger(seconds=interval, jitter=self._jitter or None, timezone=UTC)
+
+
+def _slept() -> float:
+    """Seconds the host was suspended since boot: CLOCK_BOOTTIME counts them, the loop's
+    CLOCK_MONOTONIC does not (0 where there is no BOOTTIME)."""
+    return ELAPSED() - asyncio.get_running_loop().time()

@@ -58,6 +58,15 @@ _PERMANENT_ERRNOS: Final = frozenset(
 """Opening the lock failed in a way only an operator can fix: restarting cannot help."""
 
 
+_HELD_LOCKS: Final[dict[Path, tuple[int, int]]] = {}
+"""(device, inode) of each lock file this process holds, by replica directory: every store of
+that directory (the engine has its own) checks against it before writing."""
+
+
+def _lock_key(replica_dir: Path) -> Path:
+    return replica_dir.absolute()  # not resolve(): that would follow a swapped-in symlink
+
+
 def sha256_hex(content: bytes) -> str:
     """The hex sha256 digest of `content`."""
     return hashlib.sha256(content).hexdigest()
@@ -93,7 +102,28 @@ class ReplicaStore:
 
     def write(self, relpath: str, content: bytes) -> None:
         """Atomically replace `relpath` with `content`."""
+        self._check_still_locked()
         _write_atomic(self.path(relpath), content)
+
+    def _check_still_locked(self) -> None:
+        """Raise when `replica_dir` no longer holds the lock file we locked: the directory was
+        moved or replaced (by a symlink, another directory) while we ran, and a write would
+        land outside the replica, past the lock. A check, not a guard against a racing swap."""
+        held = _HELD_LOCKS.get(_lock_key(self.replica_dir))
+        if held is None:  # not locked by this process (a dry run, a test): nothing to compare
+            return
+        try:
+            info = (self.replica_dir / LOCK_FILE).lstat()
+            found: tuple[int, int] | None = (info.st_dev, info.st_ino)
+        except OSError:
+            found = None
+        if found != held:
+            msg = (
+                f"the replica directory {self.replica_dir} is no longer the directory this "
+                "process locked (moved or replaced while it ran); nothing written there: "
+                "put it back or restart the daemon"
+            )
+            raise StoreError(msg)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -105,8 +135,11 @@ class ReplicaStore:
             _check_lock_file(fd, lock_path)
             _take_lock(fd, lock_path)
             _check_writable(self.replica_dir)
+            info = os.fstat(fd)
+            _HELD_LOCKS[_lock_key(self.replica_dir)] = (info.st_dev, info.st_ino)
             yield
         finally:
+            _HELD_LOCKS.pop(_lock_key(self.replica_dir), None)
             os.close(fd)  # closing releases the flock
 
     def remove_stale_temps(self) -> list[Path]:
@@ -144,6 +177,7 @@ class ReplicaStore:
         `durable=False` skips the fsyncs: for a state that only records confirmations, whose
         loss in a crash costs one re-verification, not a wrong replica.
         """
+        self._check_still_locked()  # the state describes the replica (and is inside it, by default)
         content = state.model_dump_json(indent=2).encode() + b"\n"
         _write_atomic(self.state_path, content, durable=durable)
 

@@ -134,6 +134,30 @@ class TestSignals:
         assert daemon.get("/healthz")[0] == 200
         assert daemon.stop() == 0
 
+    def test_sighup_storm_is_one_reload_a_second_and_the_last_is_honoured(
+        self, start_daemon: Start, daemon_env: dict[str, str]
+    ) -> None:
+        """500 SIGHUP over ~1 s (a logrotate loop gone wrong): each reload rebuilds the HTTP
+        client and logs its config, so one per loop turn (hundreds) burns CPU and floods the
+        log. At most one a second; a change written mid-storm still takes effect."""
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        started = time.monotonic()
+        for sent in range(500):
+            if sent == 400:
+                Path(daemon_env["HORDE_REPLICA_CONFIG"]).write_text("max_concurrency = 2\n")
+            daemon.signal(signal.SIGHUP)
+            time.sleep(0.002)
+        storm_seconds = time.monotonic() - started
+        daemon.wait_for("config.reloaded", changed={"max_concurrency": 2}, timeout=5)
+        reloads = len(daemon.matching("config.reloaded"))
+        assert reloads <= storm_seconds + 2, f"{reloads} reloads in {storm_seconds:.2f} s"
+        sent_at = time.monotonic()
+        daemon.signal(signal.SIGUSR1)  # the loop still answers at once
+        daemon.wait_for("sync.run_done", forced=True, timeout=5)
+        assert time.monotonic() - sent_at < 1.0
+        assert daemon.stop() == 0
+
     def test_sighup_with_broken_config_keeps_running(
         self, start_daemon: Start, daemon_env: dict[str, str]
     ) -> None:
@@ -387,6 +411,35 @@ class TestForeignWriters:
         rows = json.loads(out.stdout)["layers"]
         row = next(r for r in rows if (r["category"], r["layer"]) == ("esrgan", "v2"))
         assert row["foreign_changes"] == 1
+        assert daemon.stop() == 0
+
+    def test_replica_dir_swapped_for_a_symlink_is_never_written_through(
+        self, start_daemon: Start, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """Someone moves the replica away and puts a symlink to another directory in its
+        place while the daemon runs: a change upstream fails (reason `store`, naming the
+        path) instead of landing there, past the lock, with the state file beside it."""
+        daemon = start_daemon()
+        daemon.wait_for("sync.run_done", ok=True)
+        replica, elsewhere = tmp_path / "replica", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        replica.rename(tmp_path / "replica.old")
+        replica.symlink_to(elsewhere)
+        moved = json.loads(metadata(1000))
+        moved["esrgan"]["last_updated"] = 2000
+        server.script(
+            "/api/model_references/v2/metadata/metadata", Reply(body=json.dumps(moved).encode())
+        )
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4, tag="changed")))
+        daemon.signal(signal.SIGUSR1)
+        (done,) = daemon.wait_for(
+            "sync.category_done", category="esrgan", layer="v2", outcome="failed"
+        )
+        assert "no longer the directory" in done["error"]
+        assert list(elsewhere.iterdir()) == []
+        assert (
+            daemon.sample("horde_replica_fetch_errors_total", reason="store", source="none") or 0
+        ) >= 1
         assert daemon.stop() == 0
 
 

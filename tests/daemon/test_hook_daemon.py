@@ -73,6 +73,27 @@ class TestAnnouncements:
         assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("blip", "esrgan")]
         assert second.stop() == 0
 
+    def test_restart_whose_first_run_is_partly_ok_still_announces(
+        self, start_daemon: Start, server: FaultServer, hook: tuple[Path, Path]
+    ) -> None:
+        """The hook never got a change before the stop, and after the restart another category
+        keeps failing: what the first run holds is announced all the same, not once every
+        category recovers (which may be days)."""
+        script, log = hook
+        first = start_daemon("--on-change", str(script), HOOK_LOG=str(log), HOOK_EXIT="5")
+        first.wait_for("hook.done", result="failed")
+        assert first.stop() == 0
+        moved = json.loads(metadata(1000))
+        moved["blip"]["last_updated"] = 2000
+        server.script(V2_METADATA, Reply(body=json.dumps(moved).encode()))
+        server.script(v2_path(C.blip), Reply(status=500))  # blip fails from now on
+        second = start_daemon("--on-change", str(script), HOOK_LOG=str(log))
+        second.wait_for("hook.done", result="ok", timeout=8)
+        assert [c.changed for c in calls(log)][-1] == ("blip", "esrgan")  # blip legacy held
+        second.wait_for("sync.run_done", count=2)  # a later run does not announce it again
+        assert hook_runs(second, "ok") == 1
+        assert second.stop() == 0
+
     def test_slow_hook_and_two_changes_coalesce(
         self, start_daemon: Start, server: FaultServer, hook: tuple[Path, Path]
     ) -> None:
