@@ -227,40 +227,54 @@ class SourceChain:
             delivered = await self._primary_file(primary, category, layer, key, check, scope)
             if delivered is None:
                 return ABSENT
-            older = _older_than(delivered, stamp, scope.operations.get(category))
-            if older is None:  # shown, or a legacy body (its v2 layer speaks for it)
-                return Delivery(
-                    SourceName.PRIMARY, (delivered,), unproven=category in scope.unproven
-                )
-            if not key.fresh:  # a cache may have answered: ask past every cache
-                scope.past_caches.add(category)
-                first = delivered
-                key = dataclasses.replace(key, fresh=True)
-                delivered = await self._primary_file(primary, category, layer, key, check, scope)
-                if delivered is None:
-                    return ABSENT
-                delivered = dataclasses.replace(
-                    delivered, downloaded=delivered.downloaded + first.downloaded
-                )
-                if _older_than(delivered, stamp, scope.operations.get(category)) is None:
-                    return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
-            # The PRIMARY's own answer does not show the stamp. It may have announced the stamp
-            # before writing the data, so the body is published (it is what the PRIMARY has)
-            # but the stamp is not recorded: the next run asks again. Two runs in a row: taken.
-            if check.unproven_last_run():
-                taken = f"{older}; the PRIMARY's own answer, two runs in a row: taken"
-                return Delivery(SourceName.PRIMARY, (delivered,), older_answer=taken)
-            scope.unproven.add(category)
-            why = (
-                f"{older}; even the PRIMARY's own answer does not show it: published, its stamp "
-                "not recorded until a body shows it or the next run agrees"
+            return await self._as_new_as_stamp(
+                primary, category, layer, key, check, scope, delivered
             )
-            return Delivery(SourceName.PRIMARY, (delivered,), older_answer=why, unproven=True)
         except SourceUnavailable as exc:
             scope.primary_failed(category, exc)
             return Failure(exc, SourceName.PRIMARY)
         except ReplicaSyncError as exc:
             return Failure(exc, SourceName.PRIMARY)
+
+    async def _as_new_as_stamp(
+        self,
+        primary: Primary,
+        category: MODEL_REFERENCE_CATEGORY,
+        layer: Layer,
+        key: DataKey,
+        check: _Checker,
+        scope: RunScope,
+        delivered: DeliveredFile,
+    ) -> Answer:
+        """The delivery of `delivered`, once it shows its stamp (evidence.py), else asked for
+        again past every cache; the PRIMARY's own answer not showing it is unproven once."""
+        stamp, operation = key.stamp, scope.operations.get(category)
+        older = _older_than(delivered, stamp, operation)
+        if older is None:  # shown, or a legacy body (its v2 layer speaks for it)
+            return Delivery(SourceName.PRIMARY, (delivered,), unproven=category in scope.unproven)
+        if not key.fresh:  # a cache may have answered: ask past every cache
+            scope.past_caches.add(category)
+            fresh = dataclasses.replace(key, fresh=True)
+            again = await self._primary_file(primary, category, layer, fresh, check, scope)
+            if again is None:
+                return ABSENT
+            delivered = dataclasses.replace(
+                again, downloaded=again.downloaded + delivered.downloaded
+            )
+            if _older_than(delivered, stamp, operation) is None:
+                return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
+        # The PRIMARY's own answer does not show the stamp. It may have announced the stamp
+        # before writing the data, so the body is published (it is what the PRIMARY has) but
+        # the stamp is not recorded: the next run asks again. Two runs in a row: taken.
+        if check.unproven_last_run():
+            taken = f"{older}; the PRIMARY's own answer, two runs in a row: taken"
+            return Delivery(SourceName.PRIMARY, (delivered,), older_answer=taken)
+        scope.unproven.add(category)
+        why = (
+            f"{older}; even the PRIMARY's own answer does not show it: published, its stamp "
+            "not recorded until a body shows it or the next run agrees"
+        )
+        return Delivery(SourceName.PRIMARY, (delivered,), older_answer=why, unproven=True)
 
     async def _primary_file(
         self,
