@@ -29,6 +29,13 @@ def change_upstream(server: FaultServer, category: C, stamp: int, tag: str) -> N
     server.script(v2_path(category), Reply(body=records(category, 4, tag=tag)))
 
 
+def start_hanging_hook(start_daemon: Start, pid_file: Path, **env: str) -> DaemonProcess:
+    """A daemon whose hook writes its pid to `pid_file` and hangs, after its first ok run."""
+    daemon = start_daemon("--on-change", f"sh -c 'echo $$ > {pid_file}; exec sleep 300'", **env)
+    daemon.wait_for("sync.run_done", ok=True)
+    return daemon
+
+
 def hook_runs(daemon: DaemonProcess, result: str) -> float | None:
     return daemon.sample("horde_replica_hook_runs_total", result=result)
 
@@ -154,12 +161,9 @@ class TestBadHooks:
     ) -> None:
         """A hook past `on_change_timeout_seconds` is killed; syncs go on meanwhile."""
         pid_file = tmp_path / "hook.pid"
-        daemon = start_daemon(
-            "--on-change",
-            f"sh -c 'echo $$ > {pid_file}; exec sleep 300'",
-            HORDE_REPLICA_ON_CHANGE_TIMEOUT_SECONDS="3",
+        daemon = start_hanging_hook(
+            start_daemon, pid_file, HORDE_REPLICA_ON_CHANGE_TIMEOUT_SECONDS="3"
         )
-        daemon.wait_for("sync.run_done", ok=True)
         sent = time.monotonic()
         daemon.signal(signal.SIGUSR1)  # while the hook hangs
         daemon.wait_for("sync.run_done", forced=True, timeout=5)
@@ -206,12 +210,9 @@ class TestBadHooks:
     ) -> None:
         """SIGTERM waits for a running hook up to `shutdown_timeout_seconds`, then kills it."""
         pid_file = tmp_path / "hook.pid"
-        daemon = start_daemon(
-            "--on-change",
-            f"sh -c 'echo $$ > {pid_file}; exec sleep 300'",
-            HORDE_REPLICA_SHUTDOWN_TIMEOUT_SECONDS="1",
+        daemon = start_hanging_hook(
+            start_daemon, pid_file, HORDE_REPLICA_SHUTDOWN_TIMEOUT_SECONDS="1"
         )
-        daemon.wait_for("sync.run_done", ok=True)
         deadline = time.monotonic() + 5
         while not (pid_file.exists() and pid_file.read_text().strip()):
             assert time.monotonic() < deadline, "the hook never started"
