@@ -5,9 +5,11 @@ never waits on a scrape, and it reads only immutable snapshots the daemon's loop
 
 Bounded, because the port may face a network (the container binds 0.0.0.0): one thread in
 all, never one per connection; at most `max_connections` connections held (file descriptors
-the sync needs are never taken), the oldest still-unread one evicted to admit a new one, so a
-flood of idle clients cannot lock a probe out; a deadline on each whole exchange, so idle and
-slowloris clients are dropped; a request head capped at `MAX_REQUEST_BYTES`. Why not the
+the sync needs are never taken), the oldest one that has not sent a byte (else the oldest
+still unread) evicted to admit a new one, so a flood of idle clients cannot lock a probe out
+(a probe sends its request at once, so it is not the one evicted even when a burst of
+connections is accepted before its request was read); a deadline on each whole exchange, so
+idle and slowloris clients are dropped; a request head capped at `MAX_REQUEST_BYTES`. Why not the
 stdlib's ThreadingHTTPServer with a pool: a pool of blocking handlers is held by as many idle
 clients as it has threads, and then /healthz waits; an event loop holds idle sockets for free.
 Why not the daemon's loop: /healthz must still answer (503) when that loop is stuck.
@@ -15,12 +17,15 @@ Why not the daemon's loop: /healthz must still answer (503) when that loop is st
 
 from __future__ import annotations
 
+import array
 import asyncio
 import dataclasses
 import enum
+import fcntl
 import ipaddress
 import json
 import socket
+import termios
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +49,7 @@ class Refusal(enum.StrEnum):
     """Why the server cut a client short (a bounded metrics label, pre-created at 0)."""
 
     TIMEOUT = "timeout"  # idle, or too slow (slowloris), past the deadline
-    EVICTED = "evicted"  # the oldest connection still unread, to admit a new one
+    EVICTED = "evicted"  # the oldest silent (else unread) connection, to admit a new one
     BUSY = "busy"  # every connection held is being answered: the new one is closed
     OVERSIZE = "oversize"  # a request head past MAX_REQUEST_BYTES (answered 431)
     BAD_REQUEST = "bad_request"  # not an HTTP/1.x GET or HEAD (answered 400 or 405)
@@ -102,7 +107,8 @@ class HealthServer:
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
         self._open: set[asyncio.StreamWriter] = set()
-        self._reading: dict[asyncio.StreamWriter, None] = {}  # oldest first: eviction order
+        # Connections whose request is not read yet, oldest first: the eviction candidates.
+        self._reading: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, name="health-server", daemon=True)
 
@@ -148,7 +154,7 @@ class HealthServer:
         task = asyncio.current_task()
         assert task is not None  # a connection handler always runs as a task
         self._handlers.add(task)
-        if not self._admit(writer):
+        if not self._admit(reader, writer):
             self._handlers.discard(task)
             writer.transport.abort()
             return
@@ -174,21 +180,22 @@ class HealthServer:
             if not answered:  # timed out, evicted or gone: free the descriptor now
                 writer.transport.abort()
 
-    def _admit(self, writer: asyncio.StreamWriter) -> bool:
-        """Hold `writer`'s connection, evicting the oldest unread one if need be; False when
-        every connection held is being answered (which takes milliseconds)."""
+    def _admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Hold the connection, evicting if need be the oldest that has sent nothing, else the
+        oldest unread (a slowloris); False when every connection held is being answered."""
         if len(self._open) >= self._max_connections:
-            if not self._reading:
+            silent = (w for w, r in self._reading.items() if _silent(r, w))
+            oldest = next(silent, None) or next(iter(self._reading), None)
+            if oldest is None:
                 self._on_refusal(Refusal.BUSY)
                 return False
-            oldest = next(iter(self._reading))
             del self._reading[oldest]
             # Not Task.cancel(): asyncio 3.11 logs a traceback for every cancelled handler.
             # Its reader sees the connection lost and the handler ends on its own.
             oldest.transport.abort()
             self._on_refusal(Refusal.EVICTED)
         self._open.add(writer)
-        self._reading[writer] = None
+        self._reading[writer] = reader
         return True
 
     async def _answer(self, reader: asyncio.StreamReader) -> _Answer:
@@ -216,6 +223,22 @@ class HealthServer:
         if path == "/readyz":
             return _verdict(self._ready())
         return _error(HTTPStatus.NOT_FOUND)
+
+
+def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Whether the client has sent nothing yet: no byte buffered by asyncio nor waiting in the
+    kernel (a connection accepted in a burst is admitted before its first bytes are read)."""
+    if getattr(reader, "_buffer", b""):  # StreamReader has no public "bytes buffered"
+        return False
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return True
+    waiting = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+    except OSError:  # gone already: nothing to protect
+        return True
+    return waiting[0] == 0
 
 
 def _listen(host: str, port: int) -> socket.socket:
