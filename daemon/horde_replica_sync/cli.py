@@ -222,11 +222,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML settings file")
+    # Paths stay strings until validated: Path("") would already be ".".
+    parser.add_argument("--config", help="TOML settings file")
     parser.add_argument("--primary-url", help="PRIMARY API base, including /api")
     parser.add_argument("--github-url", help="raw GitHub base URL (a proxy or mirror works)")
     parser.add_argument("--no-fallback", action="store_true", help="PRIMARY only, no GitHub")
     parser.add_argument("--no-primary", action="store_true", help="GitHub only")
-    parser.add_argument("--replica-dir", type=Path, help="the replica directory readers load")
-    parser.add_argument("--state-dir", type=Path, help="where state.json lives")
+    parser.add_argument("--replica-dir", help="the replica directory readers load")
+    parser.add_argument("--state-dir", help="where state.json lives")
     parser.add_argument("--categories", help="comma-separated categories (default: all)")

@@ -48,6 +48,10 @@ ENV_PREFIX: Final = "HORDE_REPLICA_"
 DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
 MIB: Final = 1024 * 1024
 DAY: Final = 86400
+EMPTY_PATH: Final = (
+    "is empty (what an unset ${VAR} in a compose or environment file gives): give a path, "
+    "or leave the setting out"
+)
 
 
 def default_replica_dir() -> Path:
@@ -145,10 +149,14 @@ class Settings(BaseSettings):
         # JSON dumps are what gets logged and printed (daemon.starting, check-config).
         return redact_url(value)
 
-    @field_validator("ca_bundle", mode="before")
+    @field_validator("replica_dir", "state_dir", "ca_bundle", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value  # `HORDE_REPLICA_CA_BUNDLE=` means none
+    def _not_empty(cls, value: Any) -> Any:
+        # Path("") is Path("."): an unset compose `${VAR}` would silently mean the working
+        # directory. An explicit "." still does.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(EMPTY_PATH)
+        return value
 
     @field_validator("ca_bundle")
     @classmethod
@@ -286,10 +294,19 @@ def config_search_path(environ: dict[str, str] | None = None) -> list[Path]:
     return paths
 
 
-def find_config_file(explicit: Path | None) -> Path | None:
-    """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists."""
+def find_config_file(explicit: str | Path | None) -> Path | None:
+    """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists.
+
+    Either given empty is an error, not "none": it is what an unset `${VAR}` becomes.
+    """
     if explicit is not None:
-        return explicit
+        if not str(explicit).strip():
+            msg = f"the config file (flag --config) {EMPTY_PATH}"
+            raise ConfigError(msg)
+        return Path(explicit)
+    if "HORDE_REPLICA_CONFIG" in os.environ and not os.environ["HORDE_REPLICA_CONFIG"].strip():
+        msg = f"the config file (env HORDE_REPLICA_CONFIG) {EMPTY_PATH}"
+        raise ConfigError(msg)
     try:
         candidates = config_search_path()
         if os.environ.get("HORDE_REPLICA_CONFIG"):
