@@ -331,8 +331,8 @@ def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str,
     for key in Settings.model_fields:
         if key in overrides:
             origins[key] = f"flag {FLAGS.get(key, key)}"
-        elif f"{ENV_PREFIX}{key.upper()}" in os.environ:
-            origins[key] = f"env {ENV_PREFIX}{key.upper()}"
+        elif variable := our_variable(key):
+            origins[key] = f"env {variable}"
         elif upstream := upstream_origin(key, overridden=ours):
             origins[key] = upstream
         elif key in from_file:
@@ -351,9 +351,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(describe_settings_error(exc, overrides)) from exc
 
 
+def our_variable(key: str) -> str | None:
+    """The name of our variable for setting `key` as it is set in the environment: names are
+    case-insensitive, as pydantic-settings reads them (the upper-case spelling first)."""
+    wanted = f"{ENV_PREFIX}{key.upper()}"
+    if wanted in os.environ:
+        return wanted
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
 def _set_by_us(overrides: dict[str, Any]) -> set[str]:
     """The settings a flag or one of our own variables sets (upstream's cannot change them)."""
-    ours = {key for key in Settings.model_fields if f"{ENV_PREFIX}{key.upper()}" in os.environ}
+    ours = {key for key in Settings.model_fields if our_variable(key)}
     return ours | set(overrides)
 
 
@@ -378,7 +387,7 @@ def describe_settings_error(exc: ValidationError, overrides: dict[str, Any] | No
                 f"invalid settings: {error['msg'].removeprefix('Value error, ')}{supplied}"
             )
             continue
-        where = [f"env {ENV_PREFIX}{key.upper()}"]
+        where = [f"env {our_variable(key) or ENV_PREFIX + key.upper()}"]
         if key not in ours and (upstream := upstream_origin(key, overridden=ours)):
             where.insert(0, f"from {upstream}")
         if key in FLAGS:

@@ -8,8 +8,9 @@
 One command at a time, never awaited by the sync loop (a task on the daemon's loop). Changes
 that arrive while it runs wait as one follow-up with the union of their categories. The command
 is an argv (`shlex.split` at config load, no shell), started in its own session with stdin
-/dev/null and the daemon's environment, its own HORDE_REPLICA_* settings replaced by
-HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR; past its timeout its whole process group is killed.
+/dev/null and the daemon's environment, its own HORDE_REPLICA_* settings (any case) and every
+value carrying a credential withheld, plus HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR; past its
+timeout its whole process group is killed.
 Each run is one `hook.done` log line.
 """
 
@@ -21,7 +22,7 @@ import enum
 import os
 import signal
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -30,6 +31,7 @@ import structlog
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.config import ENV_PREFIX, Settings
+from horde_replica_sync.redact import carries_credentials
 from horde_replica_sync.report import SyncReport
 
 log = structlog.get_logger(__name__)
@@ -127,8 +129,7 @@ async def _spawn(command: HookCommand, changed: str) -> tuple[asyncio.subprocess
     the other end for ever, and asyncio would keep its end open (a descriptor per run) as long.
     """
     env = {
-        # Not the daemon's own settings: `primary_url` may carry credentials.
-        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
+        **hook_environment(os.environ),
         "HORDE_REPLICA_CHANGED": changed,
         "HORDE_REPLICA_DIR": str(command.replica_dir.resolve()),
     }
@@ -148,6 +149,21 @@ async def _spawn(command: HookCommand, changed: str) -> tuple[asyncio.subprocess
     finally:
         os.close(write_end)
     return proc, output
+
+
+def hook_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What the command inherits: the daemon's environment without its own settings (in any
+    case: names are case-insensitive to us) and without any value carrying a credential (a
+    URL's `user:password@`, e.g. upstream's `HORDE_MODEL_REFERENCE_PRIMARY_API_URL`)."""
+    kept, withheld = {}, []
+    for name, value in environ.items():
+        if name.upper().startswith(ENV_PREFIX) or carries_credentials(name, value):
+            withheld.append(name)
+        else:
+            kept[name] = value
+    if withheld:  # names only: they are no secret, and they explain a hook missing one
+        log.debug("hook.environment_withheld", variables=sorted(withheld))
+    return kept
 
 
 async def _finish(

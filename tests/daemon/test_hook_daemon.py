@@ -267,3 +267,31 @@ class TestCommandLine:
         assert failing.returncode == 75
         assert "on-change hook failed" in failing.stdout
         assert [c.changed for c in calls(log)][-1] == ("blip",)
+
+
+class TestCredentialsNeverReachTheHook:
+    """No variable whose value carries a credential reaches the hook, whatever its case."""
+
+    def test_upstream_url_and_lower_case_settings_are_withheld(
+        self, start_daemon: Start, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """Upstream's PRIMARY URL with `user:password@`, our settings in lower case and a
+        proxy with a password: none reaches the hook; the rest of the environment does."""
+        dump = tmp_path / "hook.env"
+        daemon = start_daemon(
+            "--on-change",
+            f"sh -c 'env > {dump}'",
+            HORDE_MODEL_REFERENCE_PRIMARY_API_URL=f"http://user:upstream-pw@{server.url[7:]}/api",
+            horde_replica_request_timeout_seconds="5",
+            horde_replica_github_url="http://tok:lower-pw@127.0.0.1:9/",
+            https_proxy_unused_by_this_test="http://proxy-user:proxy-pw@proxy.test:3128",
+            WORKER_SOCKET="/run/worker.sock",
+        )
+        daemon.wait_for("hook.done", result="ok")
+        seen = dump.read_text()
+        for secret in ("upstream-pw", "lower-pw", "proxy-pw"):
+            assert secret not in seen, secret
+        assert "horde_replica_request_timeout_seconds" not in seen.lower()
+        assert "WORKER_SOCKET=/run/worker.sock" in seen
+        assert "HORDE_REPLICA_CHANGED=blip,esrgan" in seen
+        assert daemon.stop() == 0
