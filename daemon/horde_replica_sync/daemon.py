@@ -18,7 +18,7 @@ import contextlib
 import ctypes
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -92,6 +92,7 @@ class Daemon:
             async with make_client(self.settings) as client:
                 self._client: httpx.AsyncClient = client
                 self.engine = build_engine(self.settings, client)
+                self.engine.witness = self._witness
                 await self._serve_with_engine()
         log.info("daemon.stopped", config=self.settings.model_dump(mode="json"))
         return 0
@@ -241,6 +242,7 @@ class Daemon:
         changed = _changed(self.settings, new)
         old_client, self._client = self._client, make_client(new)
         self.engine = build_engine(new, self._client, previous=self.engine)
+        self.engine.witness = self._witness
         await old_client.aclose()
         self.settings = new
         self._hook.command = HookCommand.from_settings(new)
@@ -248,6 +250,22 @@ class Daemon:
             self._ticker.set_interval(new.interval_seconds)
         self._track()
         log.info("config.reloaded", changed=changed)
+
+    def _witness(self, relpaths: Sequence[str]) -> str | None:
+        """The on-change hook, when a file another process changed was written while it ran."""
+        for relpath in relpaths:
+            try:
+                changed_at = (self.settings.replica_dir / relpath).lstat().st_mtime
+            except OSError:  # removed: no time to compare
+                continue
+            program = self._hook.ran_at(changed_at)
+            if program is not None:
+                return (
+                    f"the on-change hook ({program}), which was running when {relpath} "
+                    "changed: a hook must not write the replica (each edit is repaired, and "
+                    "the repair announced to the hook again)"
+                )
+        return None
 
     # -- probes and snapshots -----------------------------------------------------------
 

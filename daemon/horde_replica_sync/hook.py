@@ -17,6 +17,7 @@ Each run is one `hook.done` log line.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import os
@@ -38,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 OUTPUT_TAIL_BYTES: Final = 4096  # what of the command's output a log line carries
 KILL_GRACE_SECONDS: Final = 2.0  # for a killed group's exit (and its output's end) to be seen
+RUNS_REMEMBERED: Final = 8  # hook runs whose times are kept to explain a foreign change
+MTIME_SLACK_SECONDS: Final = 0.05  # file times come from a coarse kernel clock
 SETTING: Final = "on_change_command (env HORDE_REPLICA_ON_CHANGE_COMMAND, flag --on-change)"
 
 
@@ -253,6 +256,15 @@ class ChangeHook:
         self._due: set[MODEL_REFERENCE_CATEGORY] = set()  # announced, not yet delivered
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Wall-clock [start, end] of the last runs (end None while running): a file whose
+        # mtime falls in one was likely written by the hook (see `ran_at`).
+        self._windows: collections.deque[list[float | None]] = collections.deque(
+            maxlen=RUNS_REMEMBERED
+        )
+
+    @property
+    def _program(self) -> str:
+        return self.command.argv[0] if self.command is not None else "(removed by a reload)"
 
     def notify(self, changed: Iterable[MODEL_REFERENCE_CATEGORY]) -> None:
         """Tell the hook about `changed` (and retry what is still due)."""
@@ -275,17 +287,31 @@ class ChangeHook:
     async def _drain(self, command: HookCommand, changed: set[MODEL_REFERENCE_CATEGORY]) -> None:
         """Run for `changed`, then for what piled up meanwhile, until nothing is waiting."""
         while True:
+            window: list[float | None] = [time.time(), None]  # wall clock: compared with mtimes
+            self._windows.append(window)
             try:
                 run = await run_hook(command, changed)
             except Exception:  # a bug here must not end the hook for good
                 log.exception("hook.crashed", changed=changed_value(changed))
                 run = HookRun(HookResult.ERROR, changed_value(changed), 0.0)
+            finally:
+                window[1] = time.time()
             self._record(run.result, run.duration_seconds)
             if run.result is not HookResult.OK:
                 self._due |= changed
             if not self._pending or self.command is None or self._closing:
                 return
             command, changed, self._pending = self.command, self._pending, set()
+
+    def ran_at(self, moment: float) -> str | None:
+        """The program of the command if one of its recent runs was under way at the wall
+        time `moment` (a file's mtime), else None. Only the program: arguments may hold a
+        token."""
+        for start, end in self._windows:
+            assert start is not None
+            if start - MTIME_SLACK_SECONDS <= moment <= (end or time.time()) + MTIME_SLACK_SECONDS:
+                return self._program
+        return None
 
     async def idle(self) -> None:
         """Wait until no run is in flight or waiting."""
