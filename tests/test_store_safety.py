@@ -7,15 +7,18 @@ run or exhaust its memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from horde_replica_sync import store as store_module
 from horde_replica_sync.cli import EXIT_CANTCREAT, EXIT_TEMPFAIL
 from horde_replica_sync.errors import StoreError
 from horde_replica_sync.store import LOCK_FILE, ReplicaStore
@@ -285,5 +288,30 @@ class TestStoreInProcess:
             replica.symlink_to(elsewhere)
             with pytest.raises(StoreError, match=r"replica.* is no longer the directory"):
                 store.write("esrgan.json", b'{"a": 1}')
+        assert list(elsewhere.iterdir()) == []
+        assert (tmp_path / "replica.old" / "esrgan.json").read_bytes() == b"{}"
+
+    def test_a_swap_between_the_check_and_the_rename_cannot_redirect_the_write(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The replica is swapped for a symlink to another directory just after the check that
+        it is still ours (inside the write, before the temp file and the rename): the write
+        lands in our own directory, wherever it now is, never in the other one."""
+        replica, elsewhere = tmp_path / "replica", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        store = ReplicaStore(replica, tmp_path / ".state")
+        checked = store_module._refuse_foreign_target
+
+        def swap_then_check(*args: Any, **kwargs: Any) -> None:
+            if not replica.is_symlink():
+                replica.rename(tmp_path / "replica.old")
+                replica.symlink_to(elsewhere)
+            checked(*args, **kwargs)
+
+        with store.locked():
+            store.write("esrgan.json", b"{}")
+            monkeypatch.setattr(store_module, "_refuse_foreign_target", swap_then_check)
+            with contextlib.suppress(StoreError):
+                store.write("legacy/esrgan.json", b'{"a": 1}')
         assert list(elsewhere.iterdir()) == []
         assert (tmp_path / "replica.old" / "esrgan.json").read_bytes() == b"{}"

@@ -126,7 +126,11 @@ async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
     if flags.dry_run:  # writes nothing, so it needs no lock
         report = await _run_once(settings, flags)
     else:
-        store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+        store = ReplicaStore(
+            settings.replica_dir,
+            settings.effective_state_dir,
+            max_file_bytes=settings.max_body_bytes,
+        )
         with store.locked():
             for stale in store.remove_stale_temps():
                 log.info("store.stale_temp_removed", path=str(stale))

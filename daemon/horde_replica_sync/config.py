@@ -48,6 +48,7 @@ ENV_PREFIX: Final = "HORDE_REPLICA_"
 DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
 MIB: Final = 1024 * 1024
 DAY: Final = 86400
+DEFAULT_MAX_BODY_BYTES: Final = 64 * MIB
 EMPTY_PATH: Final = (
     "is empty (what an unset ${VAR} in a compose or environment file gives): give a path, "
     "or leave the setting out"
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
     request_deadline_seconds: float = Field(120.0, gt=0, le=3600)
     run_timeout_seconds: float = Field(300.0, gt=0, le=DAY)
-    max_body_bytes: int = Field(64 * MIB, ge=1024, le=1024 * MIB)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024 * MIB)
     max_concurrency: int = Field(4, ge=1, le=64)
     retry_attempts: int = Field(3, ge=1, le=20)
     retry_initial_seconds: float = Field(0.5, ge=0, le=600)

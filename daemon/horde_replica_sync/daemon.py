@@ -36,7 +36,7 @@ from horde_replica_sync.health import HealthServer, Verdict
 from horde_replica_sync.hook import ChangeHook, HookCommand, announce
 from horde_replica_sync.metrics import Metrics
 from horde_replica_sync.notify import Notifier
-from horde_replica_sync.report import SyncReport
+from horde_replica_sync.report import LayerKey, SyncReport
 from horde_replica_sync.runtime import build_engine, make_client
 from horde_replica_sync.scheduler import Ticker
 from horde_replica_sync.store import ReplicaStore
@@ -273,20 +273,30 @@ class Daemon:
         self._metrics.track(layer_keys(self.settings.categories), self.engine.state)
 
     def ready(self) -> Verdict:
-        """Every configured layer confirmed current within `max_staleness_seconds`."""
+        """Every configured layer confirmed current within `max_staleness_seconds`, and every
+        file it published still there for readers to load."""
         bound = self.settings.max_staleness_seconds
-        verdict = staleness(
-            self.engine.state,
-            layer_keys(self.settings.categories),
-            now=self._clock(),
-            bound_seconds=bound,
-        )
+        keys = layer_keys(self.settings.categories)
+        verdict = staleness(self.engine.state, keys, now=self._clock(), bound_seconds=bound)
         detail: dict[str, Any] = {"max_staleness_seconds": bound}
         if verdict.never_confirmed:
             detail["never_synced"] = list(verdict.never_confirmed)
         if verdict.stale:
             detail["stale"] = list(verdict.stale)
-        return Verdict(verdict.fresh, detail)
+        missing = self._missing_files(keys)
+        if missing:  # deleted (the whole directory, say): until the next run publishes them
+            detail["missing"] = missing
+        return Verdict(verdict.fresh and not missing, detail)
+
+    def _missing_files(self, keys: Sequence[LayerKey]) -> list[str]:
+        """The published files readers would not find: a stat each (a few dozen a probe)."""
+        replica = self.settings.replica_dir
+        return [
+            relpath
+            for key in keys
+            for relpath in self.engine.state.layer(*key).files
+            if not (replica / relpath).is_file()
+        ]
 
     def _alive(self) -> Verdict:
         silent = time.monotonic() - self._heartbeat
