@@ -60,8 +60,11 @@ _DIR_OPEN: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_OPEN: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_A_DIR: Final = frozenset({errno.ELOOP, errno.ENOTDIR})
 _LOCK_OPEN: Final = (
-    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 )
+"""Held read-only (flock needs no more), so the daemon never holds a file of the replica's file
+system open for writing between runs: that would make a `mount -o remount,ro` of it busy."""
+_PID_OPEN: Final = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _PERMANENT_ERRNOS: Final = frozenset(
     {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 )
@@ -300,6 +303,7 @@ def _lock(dir_fd: int, replica_dir: Path) -> int:
     try:
         _check_lock_file(fd, lock_path)
         _take_lock(fd, lock_path)
+        _record_pid(dir_fd, fd, lock_path)
     except BaseException:
         os.close(fd)
         raise
@@ -387,8 +391,25 @@ def _take_lock(fd: int, lock_path: Path) -> None:
             f"(pid {holder}); refusing to race it"
         )
         raise LockHeldError(msg) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _record_pid(dir_fd: int, locked: int, lock_path: Path) -> None:
+    """Write our pid into the lock file we hold, through a second, short-lived descriptor
+    that must be the same file (no swap since it was checked)."""
+    try:
+        fd = os.open(LOCK_FILE, _PID_OPEN, dir_fd=dir_fd)
+    except OSError as exc:
+        msg = f"cannot open the lock file {lock_path}: {exc.strerror}"
+        raise _lock_error(exc, msg) from exc
+    try:
+        held, opened = os.fstat(locked), os.fstat(fd)
+        if (held.st_dev, held.st_ino) != (opened.st_dev, opened.st_ino):
+            msg = f"the lock file {lock_path} was replaced while it was taken; retry"
+            raise StoreError(msg)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    finally:
+        os.close(fd)
 
 
 def _read_regular(path: Path, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes | None:
