@@ -36,7 +36,7 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -55,6 +55,7 @@ LOCK_FILE: Final = ".horde-replica-sync.lock"
 STATE_FILE: Final = "state.json"
 FILE_MODE: Final = 0o644  # readers usually run as another user
 TEMP_ATTEMPTS: Final = 100
+READ_CHUNK_BYTES: Final = 1024 * 1024
 _READ_OPEN: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR_OPEN: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_OPEN: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -179,9 +180,17 @@ class ReplicaStore:
         `max_file_bytes` or not a regular file (which `write` then refuses, naming it)."""
         return _read_regular(self.path(relpath), self.max_file_bytes)
 
+    def digest(self, relpath: str) -> str | None:
+        """The sha256 of what `read` would return, streamed: never more than a chunk held."""
+        return _digest_regular(self.path(relpath), self.max_file_bytes)
+
+    def holds(self, relpath: str, content: bytes) -> bool:
+        """Whether `relpath` is exactly `content`, compared a chunk at a time."""
+        return _holds(self.path(relpath), self.max_file_bytes, content)
+
     def publish(self, relpath: str, content: bytes) -> bool:
         """Atomically make `relpath` hold `content`; return False when it already did."""
-        if self.read(relpath) == content:
+        if self.holds(relpath, content):
             return False
         self.write(relpath, content)
         return True
@@ -413,26 +422,67 @@ def _record_pid(dir_fd: int, locked: int, lock_path: Path) -> None:
 
 
 def _read_regular(path: Path, limit: int = DEFAULT_MAX_BODY_BYTES) -> bytes | None:
-    """The bytes of `path` if it is (or links to) a regular file no larger than `limit`.
+    """The bytes of `path` if it is (or links to) a regular file no larger than `limit`."""
+    try:
+        return b"".join(_chunks(path, limit))
+    except _NotOurs:
+        return None
+
+
+def _digest_regular(path: Path, limit: int) -> str | None:
+    """The sha256 of what `_read_regular` would return, never holding more than a chunk."""
+    digest = hashlib.sha256()
+    try:
+        for chunk in _chunks(path, limit):
+            digest.update(chunk)
+    except _NotOurs:
+        return None
+    return digest.hexdigest()
+
+
+def _holds(path: Path, limit: int, content: bytes) -> bool:
+    """Whether `_read_regular` would return exactly `content`, compared a chunk at a time."""
+    view, offset = memoryview(content), 0
+    with contextlib.closing(_chunks(path, limit)) as chunks:  # closes the file on a mismatch
+        try:
+            for chunk in chunks:
+                if view[offset : offset + len(chunk)] != chunk:
+                    return False
+                offset += len(chunk)
+        except _NotOurs:
+            return False
+    return offset == len(content)
+
+
+class _NotOurs(Exception):
+    """The file at a published path is not one we could have published, or is unreadable."""
+
+
+def _chunks(path: Path, limit: int) -> Generator[bytes, None, None]:
+    """The bytes of `path` a chunk at a time; raises `_NotOurs` unless it is (or links to) a
+    regular file no larger than `limit` that does not grow while it is read.
 
     `stat` first, so a FIFO or device is never even opened (opening one can block or act);
     then the opened file is checked again, so a swap in between changes nothing.
     """
     try:
         if not _is_regular(path.stat(), limit):
-            return None
+            raise _NotOurs
         fd = os.open(path, _READ_OPEN)
-    except OSError:
-        return None
+    except OSError as exc:
+        raise _NotOurs from exc
     try:
         info = os.fstat(fd)
         if not _is_regular(info, limit):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            content = handle.read(info.st_size + 1)
-        return None if len(content) > info.st_size else content  # grew under us: not ours
-    except OSError:
-        return None
+            raise _NotOurs
+        left = info.st_size + 1  # a byte more than it should hold: one that grew is not ours
+        while chunk := os.read(fd, min(READ_CHUNK_BYTES, left)):
+            left -= len(chunk)
+            if left == 0:
+                raise _NotOurs
+            yield chunk
+    except OSError as exc:
+        raise _NotOurs from exc
     finally:
         os.close(fd)
 

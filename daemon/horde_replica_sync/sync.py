@@ -275,7 +275,7 @@ class SyncEngine:
         async with self._semaphore:
             started = time.perf_counter()
             spec = spec_for(category)
-            published = Published(self.publisher.read)
+            published = Published(self.publisher)
             answers = await self.chain.deliver(
                 category,
                 list(layers),
@@ -310,7 +310,7 @@ class SyncEngine:
         changed = tuple(
             relpath
             for relpath, record in state.files.items()
-            if _digest(published.get(relpath)) != record.sha256
+            if published.digest(relpath) != record.sha256
         )
         if changed:
             state.foreign_changes += 1
@@ -363,7 +363,9 @@ class SyncEngine:
             f
             for f in delivery.files
             if self.publisher.publish(
-                f.relpath, f.payload.content, current=published.get(f.relpath)
+                f.relpath,
+                f.payload.content,
+                unchanged=published.holds(f.relpath, f.payload.content),
             )
         ]
         self._record_success(category, layer, delivery, scope)
@@ -528,7 +530,3 @@ def _unproven(category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> Failure:
         f"{category.value} {layer.value}", reason, kind=ErrorKind.UNPROVEN_ABSENCE
     )
     return Failure(error, SourceName.PRIMARY)
-
-
-def _digest(content: bytes | None) -> str | None:
-    return None if content is None else sha256_hex(content)
