@@ -563,6 +563,31 @@ class TestCheckConfigCommand:
         assert result.returncode == cli.EXIT_CONFIG
         assert f"from env {TIMEOUT}" in result.stderr
 
+    def test_lower_case_variables_are_named_as_set(self) -> None:
+        """`horde_replica_interval_seconds` sets the value (names are case-insensitive), and
+        check-config names that variable, not "default"."""
+        result = check_config("--json", horde_replica_interval_seconds="90")
+        assert result.returncode == cli.EXIT_OK, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["interval_seconds"] == {
+            "value": 90.0,
+            "from": "env horde_replica_interval_seconds",
+        }
+
+    def test_use_primary_origin_agrees_with_its_value(self) -> None:
+        """An empty upstream URL beside our own lower-case primary_url: the PRIMARY is used, and
+        check-config does not say "empty: GitHub only" beside `true`."""
+        result = check_config(
+            "--json", **{URL: "", "horde_replica_primary_url": "http://ours.test/api"}
+        )
+        assert result.returncode == cli.EXIT_OK, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["use_primary"] == {"value": True, "from": "default"}
+        assert shown["primary_url"] == {
+            "value": "http://ours.test/api",
+            "from": "env horde_replica_primary_url",
+        }
+
 
 class TestBounds:
     """Every number is finite, in its stated range, and never a boolean: else exit 78 early."""

@@ -126,7 +126,11 @@ async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
     if flags.dry_run:  # writes nothing, so it needs no lock
         report = await _run_once(settings, flags)
     else:
-        store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+        store = ReplicaStore(
+            settings.replica_dir,
+            settings.effective_state_dir,
+            max_file_bytes=settings.max_body_bytes,
+        )
         with store.locked():
             for stale in store.remove_stale_temps():
                 log.info("store.stale_temp_removed", path=str(stale))
@@ -222,11 +226,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML settings file")
+    # Paths stay strings until validated: Path("") would already be ".".
+    parser.add_argument("--config", help="TOML settings file")
     parser.add_argument("--primary-url", help="PRIMARY API base, including /api")
     parser.add_argument("--github-url", help="raw GitHub base URL (a proxy or mirror works)")
     parser.add_argument("--no-fallback", action="store_true", help="PRIMARY only, no GitHub")
     parser.add_argument("--no-primary", action="store_true", help="GitHub only")
-    parser.add_argument("--replica-dir", type=Path, help="the replica directory readers load")
-    parser.add_argument("--state-dir", type=Path, help="where state.json lives")
+    parser.add_argument("--replica-dir", help="the replica directory readers load")
+    parser.add_argument("--state-dir", help="where state.json lives")
     parser.add_argument("--categories", help="comma-separated categories (default: all)")

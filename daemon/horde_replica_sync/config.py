@@ -48,6 +48,11 @@ ENV_PREFIX: Final = "HORDE_REPLICA_"
 DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
 MIB: Final = 1024 * 1024
 DAY: Final = 86400
+DEFAULT_MAX_BODY_BYTES: Final = 64 * MIB
+EMPTY_PATH: Final = (
+    "is empty (what an unset ${VAR} in a compose or environment file gives): give a path, "
+    "or leave the setting out"
+)
 
 
 def default_replica_dir() -> Path:
@@ -90,7 +95,7 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
     request_deadline_seconds: float = Field(120.0, gt=0, le=3600)
     run_timeout_seconds: float = Field(300.0, gt=0, le=DAY)
-    max_body_bytes: int = Field(64 * MIB, ge=1024, le=1024 * MIB)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024 * MIB)
     max_concurrency: int = Field(4, ge=1, le=64)
     retry_attempts: int = Field(3, ge=1, le=20)
     retry_initial_seconds: float = Field(0.5, ge=0, le=600)
@@ -145,10 +150,14 @@ class Settings(BaseSettings):
         # JSON dumps are what gets logged and printed (daemon.starting, check-config).
         return redact_url(value)
 
-    @field_validator("ca_bundle", mode="before")
+    @field_validator("replica_dir", "state_dir", "ca_bundle", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value  # `HORDE_REPLICA_CA_BUNDLE=` means none
+    def _not_empty(cls, value: Any) -> Any:
+        # Path("") is Path("."): an unset compose `${VAR}` would silently mean the working
+        # directory. An explicit "." still does.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(EMPTY_PATH)
+        return value
 
     @field_validator("ca_bundle")
     @classmethod
@@ -286,10 +295,19 @@ def config_search_path(environ: dict[str, str] | None = None) -> list[Path]:
     return paths
 
 
-def find_config_file(explicit: Path | None) -> Path | None:
-    """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists."""
+def find_config_file(explicit: str | Path | None) -> Path | None:
+    """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists.
+
+    Either given empty is an error, not "none": it is what an unset `${VAR}` becomes.
+    """
     if explicit is not None:
-        return explicit
+        if not str(explicit).strip():
+            msg = f"the config file (flag --config) {EMPTY_PATH}"
+            raise ConfigError(msg)
+        return Path(explicit)
+    if "HORDE_REPLICA_CONFIG" in os.environ and not os.environ["HORDE_REPLICA_CONFIG"].strip():
+        msg = f"the config file (env HORDE_REPLICA_CONFIG) {EMPTY_PATH}"
+        raise ConfigError(msg)
     try:
         candidates = config_search_path()
         if os.environ.get("HORDE_REPLICA_CONFIG"):
@@ -314,8 +332,8 @@ def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str,
     for key in Settings.model_fields:
         if key in overrides:
             origins[key] = f"flag {FLAGS.get(key, key)}"
-        elif f"{ENV_PREFIX}{key.upper()}" in os.environ:
-            origins[key] = f"env {ENV_PREFIX}{key.upper()}"
+        elif variable := our_variable(key):
+            origins[key] = f"env {variable}"
         elif upstream := upstream_origin(key, overridden=ours):
             origins[key] = upstream
         elif key in from_file:
@@ -334,9 +352,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(describe_settings_error(exc, overrides)) from exc
 
 
+def our_variable(key: str) -> str | None:
+    """The name of our variable for setting `key` as it is set in the environment: names are
+    case-insensitive, as pydantic-settings reads them (the upper-case spelling first)."""
+    wanted = f"{ENV_PREFIX}{key.upper()}"
+    if wanted in os.environ:
+        return wanted
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
 def _set_by_us(overrides: dict[str, Any]) -> set[str]:
     """The settings a flag or one of our own variables sets (upstream's cannot change them)."""
-    ours = {key for key in Settings.model_fields if f"{ENV_PREFIX}{key.upper()}" in os.environ}
+    ours = {key for key in Settings.model_fields if our_variable(key)}
     return ours | set(overrides)
 
 
@@ -361,7 +388,7 @@ def describe_settings_error(exc: ValidationError, overrides: dict[str, Any] | No
                 f"invalid settings: {error['msg'].removeprefix('Value error, ')}{supplied}"
             )
             continue
-        where = [f"env {ENV_PREFIX}{key.upper()}"]
+        where = [f"env {our_variable(key) or ENV_PREFIX + key.upper()}"]
         if key not in ours and (upstream := upstream_origin(key, overridden=ours)):
             where.insert(0, f"from {upstream}")
         if key in FLAGS:

@@ -46,7 +46,9 @@ class LayerStatus:
 def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus]:
     """The status of every configured category and layer."""
     now = SYSTEM.now() if now is None else now
-    store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+    store = ReplicaStore(
+        settings.replica_dir, settings.effective_state_dir, max_file_bytes=settings.max_body_bytes
+    )
     state = store.load_state()
     keys = layer_keys(settings.categories)
     verdict = staleness(state, keys, now=now, bound_seconds=settings.max_staleness_seconds)
