@@ -118,3 +118,52 @@ class TestCheckConfig:
         result = cli("check-config", env={"HORDE_REPLICA_CONFIG": str(tmp_path / "nope.toml")})
         assert result.returncode == 78
         assert "nope.toml" in result.stderr
+
+
+class TestWhere:
+    """`status`, `check-config` and `sync` say which replica, state and config they use."""
+
+    def test_default_replica_is_in_the_users_cache_from_any_directory(
+        self, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """No AIWORKER_CACHE_HOME: sync and status use ~/.cache/horde_model_reference, not the
+        working directory, and print it with the rule and the config files searched."""
+        home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        env = {"HOME": str(home), "XDG_CONFIG_HOME": "", "XDG_CACHE_HOME": ""}
+        env_without_cache_home = {k: v for k, v in os.environ.items() if k != "AIWORKER_CACHE_HOME"}
+        replica = home / ".cache" / "horde_model_reference"
+        common = ["--primary-url", f"{server.url}/api", "--categories", "esrgan"]
+
+        def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "horde_replica_sync", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**env_without_cache_home, **env},
+                cwd=cwd,
+                check=False,
+            )
+
+        synced = run("sync", "--once", *common, cwd=tmp_path)
+        assert synced.returncode == 0, synced.stderr
+        assert (replica / "esrgan.json").is_file()
+        assert f"replica: {replica} (default: ~/.cache/horde_model_reference" in synced.stderr
+        shown = run("status", "--categories", "esrgan", cwd=elsewhere)
+        assert shown.returncode == 0, shown.stdout
+        lines = shown.stdout.splitlines()
+        assert lines[0].startswith(f"replica: {replica} ")
+        assert lines[1].startswith(f"state:   {replica / '.horde-replica-sync' / 'state.json'} ")
+        searched = home / ".config" / "horde-replica-sync" / "config.toml"
+        assert lines[2] == (
+            f"config:  none (searched {searched}, /etc/horde-replica-sync/config.toml)"
+        )
+        document = json.loads(
+            run("status", "--json", "--categories", "esrgan", cwd=elsewhere).stdout
+        )
+        assert document["paths"]["replica"].startswith(str(replica))
+        checked = run("check-config", cwd=elsewhere).stdout.splitlines()
+        assert checked[0].startswith(f"# replica: {replica} ")
+        assert checked[2].startswith("# config:  none (searched ")
+        assert not (tmp_path / "models").exists() and not (elsewhere / "models").exists()

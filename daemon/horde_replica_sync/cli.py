@@ -19,7 +19,13 @@ from typing import Any, Final
 import structlog
 
 from horde_replica_sync import __version__, early, logs, status
-from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
+from horde_replica_sync.config import (
+    Settings,
+    find_config_file,
+    load_settings,
+    provenance,
+    resolved_paths,
+)
 from horde_replica_sync.errors import ConfigError, ReplicaSyncError, ReplicaUnusable
 from horde_replica_sync.hook import HookCommand, HookResult, run_hook
 from horde_replica_sync.report import SyncReport
@@ -52,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     logs.configure(level=logs.LEVELS[settings.log_level])
     command: Callable[..., int] = args.handler
+    if command is _cmd_sync:  # stdout is the run's table: where it goes is context, on stderr
+        for line in _where(settings, config_file, overrides):
+            print(line, file=sys.stderr)
     try:
         return command(args, settings, lambda: load_settings(config_file, **overrides), config_file)
     except ConfigError as exc:  # e.g. the metrics address is taken
@@ -100,10 +109,23 @@ def _run_hook_once(settings: Settings, report: SyncReport) -> bool:
     return False
 
 
-def _cmd_status(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
+def _cmd_status(
+    args: argparse.Namespace, settings: Settings, _: Any, config_file: Path | None
+) -> int:
     rows = status.collect(settings)
-    print(status.render_json(rows) if args.json else status.render_table(rows))
+    paths = resolved_paths(settings, config_file, provenance(config_file, _overrides(args)))
+    if args.json:
+        print(status.render_json(rows, paths))
+    else:
+        print("\n".join([*_where(settings, config_file, _overrides(args)), ""]))
+        print(status.render_table(rows))
     return EXIT_UNEXPECTED if any(r.problem for r in rows) else EXIT_OK
+
+
+def _where(settings: Settings, config_file: Path | None, overrides: dict[str, Any]) -> list[str]:
+    """`replica: …`, `state: …`, `config: …` lines: what this command reads and why."""
+    paths = resolved_paths(settings, config_file, provenance(config_file, overrides))
+    return [f"{name + ':':<8} {value}" for name, value in paths.items()]
 
 
 def _cmd_check_config(
@@ -116,7 +138,8 @@ def _cmd_check_config(
             json.dumps({k: {"value": v, "from": origins[k]} for k, v in values.items()}, indent=2)
         )
     else:
-        print(f"# config file: {config_file or 'none found'}")
+        for line in _where(settings, config_file, _overrides(args)):
+            print(f"# {line}")
         for key, value in values.items():
             print(f"{key} = {json.dumps(value)}  # {origins[key]}")
     return EXIT_OK

@@ -13,6 +13,7 @@ import os
 import shlex
 import ssl
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -50,9 +51,36 @@ MIB: Final = 1024 * 1024
 DAY: Final = 86400
 
 
+REPLICA_NAME: Final = "horde_model_reference"
+
+
+def default_cache_home(environ: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """Where the replica's parent is by default, and the rule that chose it (for humans).
+
+    `$AIWORKER_CACHE_HOME` as upstream; without it the user's cache directory
+    (`$XDG_CACHE_HOME`, else `~/.cache`), never the working directory: upstream 8.6.2 falls
+    back to `./models`, which would make `status` run elsewhere look at another replica.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("AIWORKER_CACHE_HOME"):
+        return Path(env["AIWORKER_CACHE_HOME"]), "$AIWORKER_CACHE_HOME"
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if Path(xdg).is_absolute():  # the XDG spec: a relative value is invalid and ignored
+        return Path(xdg), "$XDG_CACHE_HOME"
+    try:
+        home = Path.home()
+    except RuntimeError as exc:  # no $HOME and no passwd entry
+        msg = (
+            "invalid setting replica_dir (env HORDE_REPLICA_REPLICA_DIR, flag --replica-dir): "
+            f"no AIWORKER_CACHE_HOME and no home directory for ~/.cache ({exc}); set one of them"
+        )
+        raise ConfigError(msg) from exc
+    return home / ".cache", "~/.cache"
+
+
 def default_replica_dir() -> Path:
-    """`$AIWORKER_CACHE_HOME/horde_model_reference`, upstream's default (`./models` if unset)."""
-    return Path(os.environ.get("AIWORKER_CACHE_HOME") or "./models") / "horde_model_reference"
+    """`<default cache home>/horde_model_reference` (see `default_cache_home`)."""
+    return default_cache_home()[0] / REPLICA_NAME
 
 
 def _bracketed_ipv6(host: str, value: str) -> None:
@@ -323,6 +351,31 @@ def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str,
         else:
             origins[key] = "default"
     return origins
+
+
+def resolved_paths(
+    settings: Settings, config_file: Path | None, origins: dict[str, str]
+) -> dict[str, str]:
+    """The replica, state file and config file this command uses, each with why (for humans:
+    `status`, `check-config` and `sync` print them, so nobody reads the wrong replica)."""
+    replica_origin = origins["replica_dir"]
+    if replica_origin == "default":
+        rule = default_cache_home()[1]
+        unset = "" if rule == "$AIWORKER_CACHE_HOME" else "; AIWORKER_CACHE_HOME unset"
+        replica_origin = f"default: {rule}/{REPLICA_NAME}{unset}"
+    state_origin = origins["state_dir"]
+    if state_origin == "default":
+        state_origin = "default: inside the replica"
+    if config_file is not None:
+        config = str(config_file.absolute())
+    else:
+        searched = ", ".join(str(path) for path in config_search_path())
+        config = f"none (searched {searched})"
+    return {
+        "replica": f"{settings.replica_dir.absolute()} ({replica_origin})",
+        "state": f"{settings.effective_state_dir.absolute() / 'state.json'} ({state_origin})",
+        "config": config,
+    }
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

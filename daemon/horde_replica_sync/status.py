@@ -102,11 +102,12 @@ def _problem(
     return None
 
 
-def render_json(rows: list[LayerStatus]) -> str:
-    """The rows as a JSON document for scripts."""
-    return json.dumps(
-        {"layers": [asdict(r) for r in rows], "ok": not any(r.problem for r in rows)}, indent=2
-    )
+def render_json(rows: list[LayerStatus], paths: dict[str, str] | None = None) -> str:
+    """The rows (and the paths they were read from) as a JSON document for scripts."""
+    document = {"layers": [asdict(r) for r in rows], "ok": not any(r.problem for r in rows)}
+    if paths is not None:
+        document["paths"] = paths
+    return json.dumps(document, indent=2)
 
 
 def render_table(rows: list[LayerStatus]) -> str:
