@@ -1,4 +1,4 @@
-"""Command line: `run`, `sync --once`, `status`, `check-config`.
+"""Command line: `run`, `sync --once`, `status`, `check-config`, `install-files`.
 
 Exit codes (sysexits): 0 fine; 75 some category failed or was refused but the replica is
 consistent, or another process holds the replica (temporary: retrying helps); 73 the replica
@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import structlog
 
-from horde_replica_sync import __version__, early, logs, status
+from horde_replica_sync import __version__, deploy, early, logs, status
 from horde_replica_sync.config import (
     Settings,
     find_config_file,
@@ -26,7 +26,12 @@ from horde_replica_sync.config import (
     provenance,
     resolved_paths,
 )
-from horde_replica_sync.errors import ConfigError, ReplicaSyncError, ReplicaUnusable
+from horde_replica_sync.errors import (
+    ConfigError,
+    InstallError,
+    ReplicaSyncError,
+    ReplicaUnusable,
+)
 from horde_replica_sync.hook import HookCommand, HookResult, run_hook
 from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
@@ -48,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.handler is not _cmd_run:  # only the daemon defers signals until it is up
         early.release()
+    if args.command == "install-files":  # needs no settings: a broken config must not stop it
+        return _cmd_install_files(args)
     logs.configure()
     overrides = _overrides(args)
     try:
@@ -143,6 +150,38 @@ def _cmd_check_config(
         for key, value in values.items():
             print(f"{key} = {json.dumps(value)}  # {origins[key]}")
     return EXIT_OK
+
+
+def _cmd_install_files(args: argparse.Namespace) -> int:
+    try:
+        installed = deploy.install_files(args.directory, binary=args.bin, force=args.force)
+    except (InstallError, OSError) as exc:
+        print(f"horde-replica-sync: {exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
+    print(render_installed(installed, args.directory))
+    return EXIT_OK
+
+
+def render_installed(installed: deploy.Installed, directory: Path) -> str:
+    """What was written, and the commands that turn it into a running service."""
+    d = directory.absolute()
+    lines = [f"wrote {len(installed.files)} files under {d}; the units start {installed.binary}"]
+    lines += [f"  {path}" for path in installed.files]
+    if installed.binary_hidden:
+        lines.append(
+            f"warning: {installed.binary} is under a home directory, which the units' sandbox"
+            " hides (ProtectHome=yes): install system-wide (pipx install --global, or a venv"
+            " under /opt) or pass --bin with a path outside /home and /root"
+        )
+    lines += [
+        'systemd (as root; README "Run it under systemd"):',
+        f"  install -m 0644 {d}/systemd/horde-replica-sync.sysusers.conf"
+        " /etc/sysusers.d/horde-replica-sync.conf && systemd-sysusers",
+        f"  install -m 0644 {d}/systemd/horde-replica-sync.service /etc/systemd/system/",
+        "  systemctl daemon-reload && systemctl enable --now horde-replica-sync",
+        f"compose: docker compose -f {d}/config/compose.example.yaml up -d",
+    ]
+    return "\n".join(lines)
 
 
 async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
@@ -241,6 +280,20 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--on-change", metavar="CMD", help=argparse.SUPPRESS)
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=_cmd_check_config)
+
+    install = commands.add_parser(
+        "install-files",
+        help="write the systemd units, example config, alerts and dashboard into DIRECTORY",
+    )
+    install.add_argument("directory", type=Path, metavar="DIRECTORY")
+    install.add_argument(
+        "--bin",
+        type=Path,
+        metavar="PATH",
+        help="the console script the units start (default: this installation's)",
+    )
+    install.add_argument("--force", action="store_true", help="overwrite files that differ")
+    install.set_defaults(handler=_cmd_install_files)
     return parser
 
 

@@ -3,6 +3,7 @@
     ReplicaSyncError
     ├── ConfigError            bad settings; the CLI exits 78 before any I/O
     ├── LockHeldError          another process owns the replica directory
+    ├── InstallError           `install-files` cannot write a deployment file (exit 73)
     ├── SourceError            a source could not deliver one file (carries the URL)
     │   ├── SourceUnavailable  connection, TLS, timeout, 5xx, 429, redirect: try the fallback
     │   └── SourceRejected     the source answered, but not with data (422, other 4xx)
@@ -62,6 +63,10 @@ class ReplicaSyncError(Exception):
 
 class ConfigError(ReplicaSyncError):
     """Raised by the settings loader when a setting breaks its rule."""
+
+
+class InstallError(ReplicaSyncError):
+    """Raised by `install-files` when a file exists with other content, or cannot be written."""
 
 
 class LockHeldError(ReplicaSyncError):
