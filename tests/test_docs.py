@@ -55,8 +55,8 @@ class TestDocuments:
         """A wrong path is caught; replica paths and system paths are not repository paths."""
         text = (
             "see `systemd/horde-replica-sync.service.d/worker-cache-home.conf.example` and"
-            " `daemon/horde_replica_sync/nope.py`, `daemon/test_daemon.py`, /etc/horde-replica-sync/config.toml,"
-            " legacy/db.json, ../shared/peer/README.md"
+            " `daemon/horde_replica_sync/nope.py`, `daemon/test_daemon.py`,"
+            " /etc/horde-replica-sync/config.toml, legacy/db.json, ../shared/peer/README.md"
         )
         found = named_paths(text)
         assert found == {
@@ -65,6 +65,16 @@ class TestDocuments:
             "daemon/test_daemon.py",
         }
         assert [p for p in sorted(found) if exists(p)] == ["daemon/test_daemon.py"]
+
+    def test_every_module_is_on_the_code_map(self) -> None:
+        """docs/architecture.md names every module of the package (the code map is complete)."""
+        text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+        package = ROOT / "daemon" / "horde_replica_sync"
+        for module in package.glob("*.py"):
+            if module.name != "__init__.py":
+                assert f"`{module.name}`" in text, module.name
+        for sub in (p for p in package.iterdir() if (p / "__init__.py").exists()):
+            assert f"`{sub.name}/`" in text, sub.name
 
     def test_readme_is_the_operators_page(self) -> None:
         """At most 250 lines, and it still shows `make run` and `make test`."""
