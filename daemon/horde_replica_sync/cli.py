@@ -31,6 +31,7 @@ from horde_replica_sync.errors import (
     InstallError,
     ReplicaSyncError,
     ReplicaUnusable,
+    root_cause,
 )
 from horde_replica_sync.hook import HookCommand, HookResult, run_hook
 from horde_replica_sync.report import SyncReport
@@ -203,17 +204,18 @@ async def _run_once(settings: Settings, flags: RunFlags) -> SyncReport:
 
 
 def render_report(report: SyncReport) -> str:
-    """A table of the run for humans; errors name the category, URL and reason."""
+    """A table of the run for humans; errors cut to their root cause (URL and what happened;
+    in full in the log's `sync.category_done` at debug and in `status --json`)."""
     lines = [f"{'category':<21} {'layer':<6} {'outcome':<9} {'source':<7} {'written':>9}  error"]
     for r in report.results:
         source = r.source or ("cache" if r.cache_hit else "-")
         lines.append(
             f"{r.category.value:<21} {r.layer.value:<6} {r.outcome.value:<9} {source:<7} "
-            f"{r.bytes_written:>9}  {r.error or ''}".rstrip()
+            f"{r.bytes_written:>9}  {root_cause(r.error) if r.error else ''}".rstrip()
         )
     verdict = "ok" if report.ok else f"{len(report.failed)} failed"
     if report.primary_error:
-        verdict += f"; the PRIMARY was unavailable ({report.primary_error})"
+        verdict += f"; the PRIMARY was unavailable ({root_cause(report.primary_error)})"
     if report.state_error:
         verdict += f"; the state file could not be saved ({report.state_error})"
     mode = " (dry run: nothing written)" if report.dry_run else ""
