@@ -284,10 +284,10 @@ class TestProvisioning:
 
     def test_ci_fails_loudly(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("CI", "true")
-        with pytest.raises(pytest.fail.Exception, match="unknown reader 'hmr-0.0.0'"):
+        with pytest.raises(pytest.fail.Exception, match=r"unknown reader 'hmr-0\.0\.0'"):
             reader_python("hmr-0.0.0")
 
     def test_elsewhere_skips_with_the_reason(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("CI", raising=False)
-        with pytest.raises(pytest.skip.Exception, match="unknown reader 'hmr-0.0.0'"):
+        with pytest.raises(pytest.skip.Exception, match=r"unknown reader 'hmr-0\.0\.0'"):
             reader_python("hmr-0.0.0")
