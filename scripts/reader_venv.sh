@@ -72,12 +72,17 @@ started=$(date +%s)
 rm -rf "$VENV"
 mkdir -p "$(dirname "$VENV")"
 "$PY" -m venv "$VENV" || die "$PY -m venv $VENV failed"
-pip() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >&2; }
+# pip's output goes to a log, shown only on failure: with --no-deps it always lists the
+# dependencies left out on purpose as conflicts.
+LOG="$(dirname "$VENV")/build.log"
+: >"$LOG"
+quiet() { "$@" >>"$LOG" 2>&1 || { cat "$LOG" >&2; return 1; }; }
+pip() { quiet "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"; }
 if [ "${#NO_DEPS[@]}" -gt 0 ]; then
     pip --no-deps "${NO_DEPS[@]}" || die "pip install --no-deps ${NO_DEPS[*]} failed"
 fi
 pip "${PACKAGES[@]}" || die "pip install ${PACKAGES[*]} failed"
-"$VENV/bin/python" -c "$CHECK" >&2 2>&1 || die "'$CHECK' fails in $VENV"
+quiet "$VENV/bin/python" -c "$CHECK" || die "'$CHECK' fails in $VENV"
 touch "$STAMP"
 log "ready in $(( $(date +%s) - started )) s"
 printf '%s\n' "$VENV/bin/python"
