@@ -8,6 +8,8 @@ read-only bind mount of the replica.
     python consumer_probe.py upstream PORT     every category through ModelReferenceManager()
     python consumer_probe.py sdk PORT          horde-sdk's ImageModelLoadResolver
     python consumer_probe.py hordelib PORT     SharedModelManager.load_model_managers() (hordelib)
+    python consumer_probe.py hordelib-child PORT  the same with adhoc_read_only=True, as its
+                                               inference child processes load them
     python consumer_probe.py hmr09 PORT        horde_model_reference 0.9.x, read as reGen's
                                                process manager does (no download)
     python consumer_probe.py hmr09-startup PORT  0.9.x as reGen's run_worker.py starts: download
@@ -147,12 +149,13 @@ def _torch_without_cuda() -> None:
     sys.modules["torch"] = torch
 
 
-def _hordelib(result: dict[str, Any]) -> dict[str, Any]:
-    """Record names per manager, as the reGen worker's main process loads them."""
+def _hordelib(result: dict[str, Any], *, adhoc_read_only: bool) -> dict[str, Any]:
+    """Record names per manager, as the reGen worker's processes load them."""
     _torch_without_cuda()
     shared = importlib.import_module("hordelib.shared_model_manager").SharedModelManager
     shared()
-    shared.load_model_managers()  # every manager; offline from HORDE_MODEL_REFERENCE_OFFLINE
+    # every manager; offline from HORDE_MODEL_REFERENCE_OFFLINE
+    shared.load_model_managers(adhoc_read_only=adhoc_read_only)
     result.update(_backend(shared.model_reference_manager))
     return {
         str(manager._model_category): sorted(manager.model_reference)
@@ -220,7 +223,8 @@ def main(argv: list[str]) -> int:
     modes: dict[str, Callable[[], Any]] = {
         "upstream": upstream,
         "sdk": sdk,
-        "hordelib": lambda: _hordelib(result),
+        "hordelib": lambda: _hordelib(result, adhoc_read_only=False),
+        "hordelib-child": lambda: _hordelib(result, adhoc_read_only=True),
         "hmr09": _hmr09_read,
         "hmr09-startup": _hmr09_startup,
     }

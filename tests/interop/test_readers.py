@@ -278,6 +278,42 @@ class TestHordelib:
         assert changed == ["legacy/lora.json", "legacy/ti.json"], "hordelib wrote our files"
         assert set(before) <= set(after)
 
+    def test_main_process_needs_legacy_writable(
+        self, hordelib: Path, synced: Path, primary: Primary, tmp_path: Path
+    ) -> None:
+        """On a read-only replica the main process cannot save its LoRA cache: no managers."""
+        run = run_consumer(
+            hordelib,
+            "hordelib",
+            synced,
+            tmp_path / "cache",
+            readme_environment("hordelib"),
+            primary.port,
+        )
+        assert run.returncode != 0
+        assert "Read-only file system" in run.stderr, run.describe()
+        assert "legacy/lora.json.tmp-" in run.stderr, run.describe()
+
+    def test_inference_children_read_a_read_only_replica(
+        self, hordelib: Path, synced: Path, primary: Primary, tmp_path: Path
+    ) -> None:
+        """With adhoc_read_only=True (its inference children) a read-only replica serves."""
+        before = tree_digest(synced)
+        run = run_consumer(
+            hordelib,
+            "hordelib-child",
+            synced,
+            tmp_path / "cache",
+            readme_environment("hordelib"),
+            primary.port,
+        )
+        assert run.returncode == 0, run.describe()
+        assert run.result["replica_writable"] is False
+        for category in HORDELIB_FROM_REPLICA:
+            assert run.loaded[category] == record_names(primary.v2(category)), category
+        assert run.result["written"] == []
+        assert tree_digest(synced) == before
+
 
 class TestProvisioning:
     """A reader venv that cannot be built fails the run in CI and skips elsewhere, saying why."""
