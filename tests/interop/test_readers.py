@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +123,7 @@ def _legacy_server(synced: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 opener.open(base, timeout=1).read()
                 break
             except OSError:
-                subprocess.run(["sleep", "0.05"], check=True)
+                time.sleep(0.05)
         else:
             pytest.fail(f"http.server on {base} never answered: {log.read_text()}")
         yield base, log
