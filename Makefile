@@ -10,7 +10,7 @@ export HRS_SHARED_DIR := $(SHARED)
 export PEER_VENV
 export SDK_VENV
 
-.PHONY: help venv run demo docs lint format test tools peer sdk chaos bench clean image image-tools image-test
+.PHONY: help venv run demo docs lint format test tools peer sdk readers chaos bench clean image image-tools image-test
 
 help:
 	@echo "make run    set up and run horde-replica-sync with the documented defaults"
@@ -64,6 +64,12 @@ peer:
 sdk:
 	@bash scripts/sdk_venv.sh >/dev/null
 
+# The reader matrix (docs/readers.md) runs more readers, each in its own cached venv:
+# horde_model_reference 0.9.2 and horde-engine 7.12.0's model managers.
+readers:
+	@bash scripts/reader_venv.sh hmr-0.9.2 >/dev/null
+	@bash scripts/reader_venv.sh horde-engine-7.12.0 >/dev/null
+
 # Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill, nginx
 # (the site cache; /usr/sbin is not on every user's PATH), faketime (libfaketime steps a
 # daemon's wall clock).
@@ -80,7 +86,7 @@ tools:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: $(STAMP) peer sdk tools
+test: $(STAMP) peer sdk readers tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The container image. podman is configured by image/containers.conf (CONTAINERS_CONF), never
