@@ -65,7 +65,7 @@ class _Metadata(_Open):
     """A catalog's (or licensing dataset's) revision metadata."""
 
     schema_version: int = 1
-    revision: int = Field(1, ge=1)
+    revision: int = Field(default=1, ge=1)
     updated_at: int | None = None
 
 
@@ -73,15 +73,15 @@ class _Policy(_Open):
     kudos: float = 1
     kudos_qr_code: float | None = None
     kudos_hires: float | None = None
-    batching: int = Field(1, ge=1)
-    ttl: int = Field(1, ge=1)
-    resolution_floor: int = Field(0, ge=0)
+    batching: int = Field(default=1, ge=1)
+    ttl: int = Field(default=1, ge=1)
+    resolution_floor: int = Field(default=0, ge=0)
 
 
 class _Baseline(_Open):
     name: str = Field(min_length=1)
     display_name: str | None = None
-    native_resolution: int | None = Field(None, ge=1)
+    native_resolution: int | None = Field(default=None, ge=1)
     alternative_names: list[str] = Field(default_factory=list)
     capabilities: dict[str, Any] = Field(default_factory=dict)
     horde_policy: _Policy = Field(default_factory=_Policy)

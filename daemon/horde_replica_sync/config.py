@@ -33,12 +33,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from horde_replica_sync.catalogs import ALL_NAMES, Name, parse_names
 from horde_replica_sync.categories import (
     GITHUB_BRANCH,
     GITHUB_OWNER,
     GITHUB_URL,
-    MODEL_REFERENCE_CATEGORY,
-    parse_categories,
 )
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.redact import ENCODING_ADVICE, redact_url
@@ -84,9 +83,8 @@ class Settings(BaseSettings):
     github_branch: str = Field(GITHUB_BRANCH, min_length=1)
     replica_dir: Path = Field(default_factory=default_replica_dir)
     state_dir: Path | None = None
-    categories: Annotated[tuple[MODEL_REFERENCE_CATEGORY, ...], NoDecode] = tuple(
-        MODEL_REFERENCE_CATEGORY
-    )
+    # The 15 categories and the PRIMARY's 3 side catalogs (catalogs.py), by name.
+    categories: Annotated[tuple[Name, ...], NoDecode] = ALL_NAMES
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
     request_deadline_seconds: float = Field(120.0, gt=0, le=3600)
     run_timeout_seconds: float = Field(300.0, gt=0, le=DAY)
@@ -202,9 +200,9 @@ class Settings(BaseSettings):
     @classmethod
     def _category_list(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return parse_categories(value)
+            return parse_names(value)
         if isinstance(value, list | tuple):
-            return parse_categories(",".join(str(v) for v in value))
+            return parse_names(",".join(str(v) for v in value))
         return value
 
     @model_validator(mode="after")
