@@ -225,6 +225,12 @@ class CliRun:
         return sum(int(e.get("bytes_downloaded") or 0) for e in self.category_events)
 
     @property
+    def category_bytes_downloaded(self) -> int:
+        """Body bytes the run downloaded for categories (the catalogs' checks left out)."""
+        events = (e for e in self.category_events if e.get("layer") != "catalog")
+        return sum(int(e.get("bytes_downloaded") or 0) for e in events)
+
+    @property
     def run_seconds(self) -> float:
         """The engine's duration of the whole run, change detection included (`sync.run_done`)."""
         done = [e for e in self.events if e.get("event") == "sync.run_done"]
