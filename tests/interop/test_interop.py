@@ -51,6 +51,12 @@ METADATA_REQUESTS = 2  # v1 and v2 metadata/metadata
 # no catalog revision in its metadata, so the two small exports are fetched and the licensing
 # revision is probed (its 545 KB export only when that moved: a cold run asks 4 times).
 CATALOG_CHECKS = 3
+CATALOG_ANSWERS = (  # what a cold run downloads for them
+    "/model_references/v2/image_generation/baselines/export",
+    "/model_references/v2/text_generation/guidance/export",
+    "/model_references/v2/licensing/licenses?limit=1",
+    "/model_references/v2/licensing/export",
+)
 CATALOG_COLD_REQUESTS = 4
 
 
@@ -133,6 +139,7 @@ class TestColdSync:
         assert cold_replica.requests == METADATA_REQUESTS + ALL_LAYERS - 3 + CATALOG_COLD_REQUESTS
         served = sum(len(primary.v2(c)) for c in V2_FILES)
         served += sum(len(primary.v1(c)) for c in LEGACY_FILES)
+        served += sum(len(primary.get_bytes(p)) for p in CATALOG_ANSWERS)
         assert run.bytes_downloaded == served, "the log reports the bytes the PRIMARY served"
 
 
