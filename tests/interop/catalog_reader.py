@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from upstream_reader import _prepare_env  # noqa: E402  (a sibling script, not a package)
+from upstream_reader import _prepare_env
 
 
 def main(argv: list[str]) -> int:
