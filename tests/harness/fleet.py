@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from horde_replica_sync.catalogs import SPECS as CATALOG_SPECS
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from tests.faultserver import v1_path, v2_path
 from tests.harness.relay import Relay
@@ -29,6 +30,12 @@ from tests.interop.peer import LOCK_FILE_NAME, CliRun, Primary, run_sync
 METADATA_PATHS: Final = frozenset(
     f"/api/model_references/{family}/metadata/metadata" for family in ("v1", "v2")
 )
+# What every run polls besides the metadata: the catalogs' checks (catalogs.py), cached by
+# the site like metadata (5 s). The two small exports are their own check.
+CATALOG_CHECK_PATHS: Final = frozenset(
+    "/api/" + (spec.probe or spec.export).partition("?")[0] for spec in CATALOG_SPECS.values()
+)
+POLL_PATHS: Final = METADATA_PATHS | CATALOG_CHECK_PATHS
 # The category an image edit changes, and its two layers' files and PRIMARY paths.
 CHANGED_CATEGORY: Final = "image_generation"
 CHANGED_LEGACY_FILE: Final = "stable_diffusion.json"  # in the PRIMARY's legacy/ and ours
@@ -162,7 +169,7 @@ def measure_round(
     seconds = time.monotonic() - started
     time.sleep(LOG_SETTLE_SECONDS)
     paths = primary_paths(primary, since)
-    metadata = sum(1 for path in paths if path in METADATA_PATHS)
+    metadata = sum(1 for path in paths if path in POLL_PATHS)
     current = sum(
         all((host / rel).read_bytes() == body for rel, body in expected.items()) for host in hosts
     )
@@ -244,7 +251,7 @@ def cached_idle_hour(idle: FleetRound) -> Hourly:
     Bytes: that many times the round's mean metadata answer."""
     periods = 3600 / METADATA_CACHE_SECONDS
     busy = 1 - (1 - METADATA_CACHE_SECONDS / DEFAULT_INTERVAL_SECONDS) ** idle.hosts
-    requests = len(METADATA_PATHS) * periods * busy
+    requests = len(POLL_PATHS) * periods * busy
     per_request = idle.wire_bytes / idle.metadata_requests if idle.metadata_requests else 0.0
     return Hourly(requests, requests * per_request)
 
