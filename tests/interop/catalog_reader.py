@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from upstream_reader import _prepare_env
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a sibling script, not a package
+_prepare_env = importlib.import_module("upstream_reader")._prepare_env
 
 
 def main(argv: list[str]) -> int:
