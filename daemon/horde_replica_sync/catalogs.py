@@ -19,9 +19,11 @@ overrides). The PRIMARY honours no conditional request (If-None-Match is ignored
 405), so the two small exports are their own change check; the 545 KB licensing export is
 fetched only when its revision moved (`probe`: one 600-byte page that carries it).
 
-Validation is written from upstream's models but tolerant of new fields (a newer PRIMARY must
-not stop the mirror); it refuses what upstream's reader could not load at all: a wrong shape
-or type, a record filed under another name, an asset naming an unknown licence.
+Validation is upstream 8.6.2's models, closed like them: unlike a category file, where
+upstream's reader skips a record it cannot load, one unknown field in a catalog file stops
+`ModelReferenceManager` from being built at all, so a body upstream's reader could not load
+(a wrong shape or type, a field it does not know, a record filed under another name, an
+asset naming an unknown licence) is refused and the last good copy kept.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -54,14 +56,22 @@ Name = MODEL_REFERENCE_CATEGORY | Catalog
 ALL_NAMES: Final[tuple[Name, ...]] = (*MODEL_REFERENCE_CATEGORY, *Catalog)
 
 
-# -- validation: upstream's models, open to new fields --------------------------------------
+# -- validation: upstream 8.6.2's models ---------------------------------------------------
+#
+# Closed like upstream's own (`extra="forbid"` throughout): its stores load these files when
+# `ModelReferenceManager` is built, and one field they do not know makes that fail, for every
+# category, not just the catalog (measured: tests/interop/test_catalogs.py). Upstream's own
+# replica refuses such an export too (`refresh_replica_export` validates first). So a newer
+# PRIMARY's new field is refused with its name, the last good copy kept, until these models
+# learn it. Types are upstream's where a wrong one would stop its reader; validators that
+# only its writers need (SPDX parsing, raw-HTML checks) are left to the PRIMARY.
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-class _Metadata(_Open):
+class _Metadata(_Closed):
     """A catalog's (or licensing dataset's) revision metadata."""
 
     schema_version: int = 1
@@ -69,7 +79,24 @@ class _Metadata(_Open):
     updated_at: int | None = None
 
 
-class _Policy(_Open):
+class _RecordMetadata(_Closed):
+    revision: int = Field(default=1, ge=1)
+    created_at: int | None = None
+    created_by: str | None = None
+    updated_at: int | None = None
+    updated_by: str | None = None
+
+
+class _Capabilities(_Closed):
+    controlnet: bool = False
+    controlnet_types_unavailable: list[str] = Field(default_factory=list)
+    transparent: bool = False
+    qr_code: bool = False
+    remix: bool = False
+    flow_matching: bool = False
+
+
+class _Policy(_Closed):
     kudos: float = 1
     kudos_qr_code: float | None = None
     kudos_hires: float | None = None
@@ -78,63 +105,174 @@ class _Policy(_Open):
     resolution_floor: int = Field(default=0, ge=0)
 
 
-class _Baseline(_Open):
+class _Baseline(_Closed):
     name: str = Field(min_length=1)
     display_name: str | None = None
     native_resolution: int | None = Field(default=None, ge=1)
     alternative_names: list[str] = Field(default_factory=list)
-    capabilities: dict[str, Any] = Field(default_factory=dict)
+    capabilities: _Capabilities = Field(default_factory=_Capabilities)
     horde_policy: _Policy = Field(default_factory=_Policy)
+    metadata: _RecordMetadata = Field(default_factory=_RecordMetadata)
 
 
-class _BaselineCatalog(_Open):
+class _BaselineCatalog(_Closed):
     metadata: _Metadata = Field(default_factory=_Metadata)
     baselines: dict[str, _Baseline] = Field(default_factory=dict)
 
 
-class _Profile(_Open):
+_Setting = int | float | str | bool | list[int] | list[float] | list[str]
+_Role = Literal["system", "user", "assistant", "tool"]
+
+
+class _Source(_Closed):
+    url: str
+    title: str | None = None
+    note: str | None = None
+
+
+class _Audience(_Closed):
+    overview: str = ""
+    use_cases: list[str] = Field(default_factory=list)
+    tips: list[str] = Field(default_factory=list)
+    caveats: list[str] = Field(default_factory=list)
+
+
+class _Message(_Closed):
+    role: _Role
+    content: str
+
+
+class _Example(_Closed):
+    title: str
+    description: str | None = None
+    messages: list[_Message] = Field(min_length=1)
+    rendered_prompt: str | None = None
+
+
+class _Variable(_Closed):
+    name: str = Field(min_length=1)
+    description: str
+    required: bool = True
+
+
+class _Template(_Closed):
+    template_id: str = Field(min_length=1)
+    name: str
+    syntax: str
+    syntax_name: str | None = None
+    template: str
+    variables: list[_Variable] = Field(default_factory=list)
+
+
+class _HordeExample(_Closed):
+    title: str
+    prompt: str
+    parameters: dict[str, _Setting] = Field(default_factory=dict)
+    notes: str | None = None
+
+
+class _ProfileBase(_Closed):
     profile_id: str
     display_name: str
+    aliases: list[str] = Field(default_factory=list)
     summary: str
-    kind: str | None = None
+    user: _Audience = Field(default_factory=_Audience)
+    developer: _Audience = Field(default_factory=_Audience)
+    examples: list[_Example] = Field(default_factory=list)
+    recommended_settings: dict[str, _Setting] = Field(default_factory=dict)
+    ai_horde_examples: list[_HordeExample] = Field(default_factory=list)
+    sources: list[_Source] = Field(default_factory=list)
+    deprecated: bool = False
+    metadata: _RecordMetadata = Field(default_factory=_RecordMetadata)
 
 
-class _Assignment(_Open):
+class _PromptContract(_ProfileBase):
+    kind: Literal["prompt_contract"] = "prompt_contract"
+    interaction_modes: list[str] = Field(min_length=1)
+    accepted_roles: list[_Role] = Field(default_factory=list)
+    role_markers: dict[str, str] = Field(default_factory=dict)
+    stop_sequences: list[str] = Field(default_factory=list)
+    templates: list[_Template] = Field(default_factory=list)
+
+
+class _UsageRecipe(_ProfileBase):
+    kind: Literal["usage_recipe"] = "usage_recipe"
+    capability: str | None = None
+    scenario: str | None = None
+
+
+class _Assignment(_Closed):
     model_name: str = Field(min_length=1)
     primary_profile_id: str
     supplemental_profile_ids: list[str] = Field(default_factory=list)
+    metadata: _RecordMetadata = Field(default_factory=_RecordMetadata)
 
 
-class _GuidanceCatalog(_Open):
+class _GuidanceCatalog(_Closed):
     metadata: _Metadata = Field(default_factory=_Metadata)
-    profiles: dict[str, _Profile] = Field(default_factory=dict)
+    profiles: dict[str, Annotated[_PromptContract | _UsageRecipe, Field(discriminator="kind")]] = (
+        Field(default_factory=dict)
+    )
     assignments: dict[str, _Assignment] = Field(default_factory=dict)
 
 
-class _Definition(_Open):
+class _Definition(_Closed):
     license_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
+    spdx_identifier: str | None = None
     canonical_url: str = Field(min_length=1)
     commercial_use: str
     redistribution: str
+    obligations: list[str] = Field(default_factory=list)
+    restrictions: list[str] = Field(default_factory=list)
+    notes: str | None = None
+    deprecated: bool = False
+    metadata: _RecordMetadata = Field(default_factory=_RecordMetadata)
 
 
-class _Conclusion(_Open):  # upstream's LicenseAssignment
+class _Evidence(_Closed):
+    source: str = Field(min_length=1)
+    description: str | None = None
+    checked_at: str | None = None
+
+
+class _Conclusion(_Closed):  # upstream's LicenseAssignment
     license_expression: str = Field(min_length=1)
     license_ids: list[str] = Field(default_factory=list)
     commercial_use: str
     redistribution: str
+    obligations: list[str] = Field(default_factory=list)
+    attribution: str | None = None
+    evidence: list[_Evidence] = Field(default_factory=list)
+    reviewed_by: str | None = None
+    reviewed_at: str | None = None
+    notes: str | None = None
 
 
-class _AssetView(_Open):
+class _Asset(_Closed):
+    """A non-model asset as upstream's replica keeps it (`LicensedAsset`)."""
+
     asset_kind: str
     asset_identifier: str = Field(min_length=1)
     display_name: str = Field(min_length=1)
+    source_url: str | None = None
+    version: str | None = None
+    locations: list[str] = Field(default_factory=list)
+    related_assets: list[str] = Field(default_factory=list)
     licensing: _Conclusion
-    metadata: dict[str, Any] | None = None
+    notes: str | None = None
+    metadata: _RecordMetadata = Field(default_factory=_RecordMetadata)
 
 
-class _LicensingExport(_Open):
+class _AssetView(BaseModel):
+    """An export row; upstream's replica keeps only `_ASSET_FIELDS` of it (the rest is the
+    PRIMARY's view: model assets, per-file overrides, links), so only those are closed."""
+
+    asset_kind: str
+    asset_identifier: str = Field(min_length=1)
+
+
+class _LicensingExport(BaseModel):  # its other parts are the PRIMARY's summary, never kept
     metadata: _Metadata = Field(default_factory=_Metadata)
     licenses: list[_Definition]
     assets: list[_AssetView]
@@ -228,15 +366,15 @@ def _build_licensing(what: str, data: dict[str, Any]) -> Built:
         if asset.asset_kind == "model":
             continue
         key = f"{asset.asset_kind}:{asset.asset_identifier}"
-        if "metadata" in raw and asset.metadata is None:  # upstream's store cannot load it
-            raise InvalidPayload(what, f"asset {key!r} has metadata null")
         if key in assets:
             raise InvalidPayload(what, f"asset {key!r} appears twice")
-        unknown = [i for i in asset.licensing.license_ids if i not in definitions]
+        kept = {field: raw[field] for field in _ASSET_FIELDS if field in raw}
+        if isinstance(kept.get("licensing"), dict):
+            kept["licensing"] = {k: v for k, v in kept["licensing"].items() if k != "files"}
+        checked = _validated(_Asset, f"{what}: asset {key!r}", kept)
+        unknown = [i for i in checked.licensing.license_ids if i not in definitions]
         if unknown:
             raise InvalidPayload(what, f"asset {key!r} names unknown licence {unknown[0]!r}")
-        kept = {field: raw[field] for field in _ASSET_FIELDS if field in raw}
-        kept["licensing"] = {k: v for k, v in raw["licensing"].items() if k != "files"}
         assets[key] = kept
     head = {
         "schema_version": export.metadata.schema_version,

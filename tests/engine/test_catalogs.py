@@ -233,6 +233,24 @@ class TestCatalogDecisions:
         assert of(again, Catalog.baselines).miss is MissReason.FAILED_LAST_TIME
         assert again.ok
 
+    def test_a_field_upstreams_reader_does_not_know_is_refused_naming_it(
+        self, tmp_path: Path
+    ) -> None:
+        """A newer PRIMARY's new field would stop every 8.6.2 reader: refused, kept, named."""
+        rig = synced(tmp_path)
+        assert rig.primary is not None
+        kept = rig.publisher.files["baselines/catalog.json"]
+        data = json.loads(baselines(2, "sd1", "sdxl"))
+        data["baselines"]["sd1"]["horde_policy"]["kudos_video"] = 2
+        rig.primary.catalogs[BASELINES.export] = json.dumps(data).encode()
+        result = of(rig.run(), Catalog.baselines)
+        assert result.outcome is Outcome.REFUSED
+        assert result.error is not None
+        assert "baselines.sd1.horde_policy.kudos_video: Extra inputs are not permitted" in (
+            result.error
+        )
+        assert rig.publisher.files["baselines/catalog.json"] == kept
+
     def test_the_shrink_guard_covers_catalogs(self, tmp_path: Path) -> None:
         """A catalog that suddenly loses most of its records is refused."""
         rig = synced(tmp_path)

@@ -130,3 +130,76 @@ class TestCatalogs:
             "licensing/licenses.json",
             "text_guidance/catalog.json",
         ]
+
+
+UPSTREAM_REFRESH = """
+import json, sys
+from pathlib import Path
+from horde_model_reference.image_baseline_store import ImageBaselineStore
+from horde_model_reference.licensing_store import LicensingStore
+from horde_model_reference.text_guidance_store import TextGuidanceStore
+exports, root = Path(sys.argv[1]), Path(sys.argv[2])
+for store, folder in ((ImageBaselineStore, "baselines"), (TextGuidanceStore, "text_guidance"),
+                      (LicensingStore, "licensing")):
+    payload = json.loads((exports / folder).read_bytes())
+    store(root_path=root / folder, writable=False).refresh_replica_export(payload)
+"""
+
+
+class TestCatalogFiles:
+    """Our files are the ones upstream's own replica writes, and why they must be closed."""
+
+    def test_byte_identical_to_what_upstreams_replica_writes(
+        self, primary: Primary, tmp_path: Path
+    ) -> None:
+        """Upstream's stores' `refresh_replica_export` of the same exports: the same bytes."""
+        replica = tmp_path / "replica"
+        assert run_sync(primary.base_url, replica).returncode == 0
+        exports = tmp_path / "exports"
+        exports.mkdir()
+        for folder, path in (
+            ("baselines", BASELINES),
+            ("text_guidance", GUIDANCE),
+            ("licensing", LICENSING),
+        ):
+            (exports / folder).write_bytes(primary.get_bytes(path))
+        upstream = tmp_path / "upstream"
+        proc = subprocess.run(
+            [str(peer_python()), "-c", UPSTREAM_REFRESH, str(exports), str(upstream)],
+            env=clean_env(HORDE_MODEL_REFERENCE_AUDIT__ENABLED="false"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        written = sorted(str(p.relative_to(upstream)) for p in upstream.rglob("*") if p.is_file())
+        assert written == [
+            "baselines/catalog.json",
+            "licensing/assets.json",
+            "licensing/licenses.json",
+            "text_guidance/catalog.json",
+        ]
+        for rel in written:
+            assert (replica / rel).read_bytes() == (upstream / rel).read_bytes(), rel
+
+    def test_one_unknown_field_stops_upstreams_reader(
+        self, primary: Primary, tmp_path: Path
+    ) -> None:
+        """Why the catalogs' models are closed: upstream's manager cannot even be built."""
+        replica = tmp_path / "replica"
+        assert run_sync(primary.base_url, replica).returncode == 0
+        path = replica / "baselines" / "catalog.json"
+        catalog = json.loads(path.read_bytes())
+        next(iter(catalog["baselines"].values()))["a_newer_primarys_field"] = 1
+        path.write_text(json.dumps(catalog), encoding="utf-8")
+        proc = subprocess.run(
+            [str(peer_python()), str(READER), str(replica), str(tmp_path / "home")],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert "extra_forbidden" in proc.stderr
