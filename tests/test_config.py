@@ -69,6 +69,11 @@ class TestDefaults:
         """Every category is synced by default, in upstream order, then the three catalogs."""
         assert load_settings().categories == (*MODEL_REFERENCE_CATEGORY, *Catalog)
 
+    def test_the_example_selects_the_defaults(self) -> None:
+        """A copy of the shipped example mirrors what the defaults mirror, catalogs included."""
+        example = Path(__file__).parents[1] / "config" / "config.example.toml"
+        assert load_settings(example).categories == load_settings().categories
+
     def test_catalogs_are_selected_by_name(self) -> None:
         """A catalog is selected in the same setting as the categories, after them."""
         settings = load_settings(categories="licensing,esrgan,baselines")
