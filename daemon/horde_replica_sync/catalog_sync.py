@@ -224,7 +224,8 @@ class CatalogSync:
             miss=miss or MissReason.UNCONFIRMED,
             verified=True,
             error=error,
-            error_kind=ErrorKind.VANISHED if layer.files else None,
+            # Counted only when a PRIMARY that served the catalog stops serving it.
+            error_kind=ErrorKind.VANISHED if layer.files and self._primary else None,
         )
 
     def _failed(
