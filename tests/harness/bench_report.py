@@ -25,6 +25,7 @@ from tests.harness.fleet import (
     DEFAULT_JITTER_SECONDS,
     FleetFigures,
     FleetRound,
+    cached_idle_bound,
     cached_idle_hour,
     convergence_bound,
     direct_idle_hour,
@@ -274,11 +275,12 @@ def _fleet_rows(out: Report, fleet: FleetFigures) -> None:
     out.add_fleet(
         f"(f) {hosts} hosts, idle hour (extrapolated: 60 polls/h at the default "
         f"{DEFAULT_INTERVAL_SECONDS:.0f} s interval)",
-        _traffic(cached_hour.requests, cached_hour.wire_bytes, hosts) + " (≤ 1440 req at any size)",
+        _traffic(cached_hour.requests, cached_hour.wire_bytes, hosts)
+        + f" (≤ {cached_idle_bound():.0f} req at any size)",
         _traffic(direct_hour.requests, direct_hour.wire_bytes, hosts),
         "bounded by the cache period, not the hosts",
         yes_no(
-            cached_hour.requests <= 1440,
+            cached_hour.requests <= cached_idle_bound(),
             f"{ratio(direct_hour.wire_bytes, cached_hour.wire_bytes)} fewer bytes",
         ),
     )
@@ -437,10 +439,10 @@ Missed targets: {missed}.
   `image_generation` change (legacy file edited, its `last_updated` moved in `meta/`, PRIMARY
   restarted; the other categories keep their stamps), 6 s for the site cache's metadata to
   expire, and a change round. The idle hour is extrapolated with the default 60 s interval:
-  without the cache the idle round times 60; with it 2 metadata requests per 5 s cache period
-  in which any host polls, 2 x 720 x (1 - (1 - 5/60)^hosts) with polls spread by the jitter,
-  ≤ 1440 at any fleet size (the round in turn packs the polls, so its own count is no hourly
-  rate). Convergence: a change is seen at the next tick (≤ interval + jitter = 66 s), plus the
+  without the cache the idle round times 60; with it the 5 polls (2 metadata, 3 catalog
+  checks) per 5 s cache period in which any host polls, 5 x 720 x (1 - (1 - 5/60)^hosts) with
+  polls spread by the jitter, ≤ 3600 at any fleet size (the round in turn packs the polls,
+  so its own count is no hourly rate). Convergence: a change is seen at the next tick (≤ interval + jitter = 66 s), plus the
   metadata's age at the site cache (≤ 6 s), plus the slowest host's run, measured (the engine's
   `sync.run_done` duration).
 """

@@ -244,10 +244,16 @@ def direct_idle_hour(idle: FleetRound) -> Hourly:
     return Hourly(idle.requests * POLLS_PER_HOUR, idle.wire_bytes * POLLS_PER_HOUR)
 
 
+def cached_idle_bound() -> float:
+    """The most requests an idle hour can cost the PRIMARY behind the site cache, at any size:
+    every poll path once per cache period."""
+    return len(POLL_PATHS) * 3600 / METADATA_CACHE_SECONDS
+
+
 def cached_idle_hour(idle: FleetRound) -> Hourly:
-    """With the site cache the PRIMARY sees the 2 metadata requests once per cache period in
-    which any host polls: with the hosts' polls spread evenly over the interval (the jitter's
-    job), 2 x 3600/5 x (1 - (1 - 5/60)^hosts); at most 1440 whatever the fleet's size.
+    """With the site cache the PRIMARY sees the 5 polls (2 metadata, 3 catalog checks) once per
+    cache period in which any host polls: with the hosts' polls spread evenly over the interval
+    (the jitter's job), 5 x 3600/5 x (1 - (1 - 5/60)^hosts); at most `cached_idle_bound()`.
     Bytes: that many times the round's mean metadata answer."""
     periods = 3600 / METADATA_CACHE_SECONDS
     busy = 1 - (1 - METADATA_CACHE_SECONDS / DEFAULT_INTERVAL_SECONDS) ** idle.hosts
