@@ -442,9 +442,9 @@ Missed targets: {missed}.
   without the cache the idle round times 60; with it the 5 polls (2 metadata, 3 catalog
   checks) per 5 s cache period in which any host polls, 5 x 720 x (1 - (1 - 5/60)^hosts) with
   polls spread by the jitter, ≤ 3600 at any fleet size (the round in turn packs the polls,
-  so its own count is no hourly rate). Convergence: a change is seen at the next tick (≤ interval + jitter = 66 s), plus the
-  metadata's age at the site cache (≤ 6 s), plus the slowest host's run, measured (the engine's
-  `sync.run_done` duration).
+  so its own count is no hourly rate). Convergence: a change is seen at the next tick
+  (≤ interval + jitter = 66 s), plus the metadata's age at the site cache (≤ 6 s), plus the
+  slowest host's run, measured (the engine's `sync.run_done` duration).
 """
 
 
