@@ -17,6 +17,10 @@ import pytest
 
 from tests.environment import clean_env, shared_dir
 from tests.interop.peer import (
+    CATALOG_ANSWERS,
+    CATALOG_CHECKS,
+    CATALOG_COLD_REQUESTS,
+    CATALOG_FILES,
     LEGACY_FILES,
     NO_LEGACY,
     V2_FILES,
@@ -37,27 +41,9 @@ RecordProperty = Callable[[str, object], None]
 
 READER = Path(__file__).with_name("upstream_reader.py")
 CATEGORY_FILES = sorted([*V2_FILES.values(), *(f"legacy/{f}" for f in LEGACY_FILES.values())])
-# The side catalogs (catalogs.py): 3 layers, 4 files.
-CATALOG_FILES = [
-    "baselines/catalog.json",
-    "licensing/assets.json",
-    "licensing/licenses.json",
-    "text_guidance/catalog.json",
-]
 EXPECTED_FILES = sorted([*CATEGORY_FILES, *CATALOG_FILES])
 ALL_LAYERS = len(V2_FILES) + len(LEGACY_FILES) + 3  # 15 v2 + 10 legacy + 3 catalogs
 METADATA_REQUESTS = 2  # v1 and v2 metadata/metadata
-# Every run checks the catalogs: the PRIMARY honours no conditional request and publishes
-# no catalog revision in its metadata, so the two small exports are fetched and the licensing
-# revision is probed (its 545 KB export only when that moved: a cold run asks 4 times).
-CATALOG_CHECKS = 3
-CATALOG_ANSWERS = (  # what a cold run downloads for them
-    "/model_references/v2/image_generation/baselines/export",
-    "/model_references/v2/text_generation/guidance/export",
-    "/model_references/v2/licensing/licenses?limit=1",
-    "/model_references/v2/licensing/export",
-)
-CATALOG_COLD_REQUESTS = 4
 
 
 def report(
