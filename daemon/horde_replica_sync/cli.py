@@ -312,4 +312,6 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-primary", action="store_true", help="GitHub only")
     parser.add_argument("--replica-dir", help="the replica directory readers load")
     parser.add_argument("--state-dir", help="where state.json lives")
-    parser.add_argument("--categories", help="comma-separated categories (default: all)")
+    parser.add_argument(
+        "--categories", help="comma-separated categories and catalogs (default: all)"
+    )
