@@ -131,6 +131,44 @@ class TestRoutes:
         assert refusals == [Refusal.BAD_REQUEST, Refusal.BAD_REQUEST]
 
 
+class TestFraming:
+    """Requests framed as RFC 9112 lets a recipient accept them (§2.2, §3.2.2)."""
+
+    @pytest.mark.parametrize(
+        "request_bytes",
+        [
+            pytest.param(b"GET /healthz HTTP/1.1\nHost: x\n\n", id="bare-LF"),
+            pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\n\r\n", id="mixed-CRLF-LF"),
+            pytest.param(b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", id="leading-CRLF"),
+            pytest.param(b"\n\r\nGET /healthz HTTP/1.1\r\n\r\n", id="leading-LF-and-CRLF"),
+            pytest.param(b"GET http://127.0.0.1:9464/healthz HTTP/1.1\r\n\r\n", id="absolute"),
+            pytest.param(b"GET HTTP://[::1]:9464/healthz?x=1 HTTP/1.0\r\n\r\n", id="absolute-q"),
+        ],
+    )
+    def test_is_answered(self, request_bytes: bytes) -> None:
+        """Bare LF line ends, empty lines before the request line, and an absolute-form
+        target are answered like the plain request, at once (not after the deadline)."""
+        with serving(request_deadline_seconds=DEADLINE) as server:
+            started = time.monotonic()
+            answer = raw(server, request_bytes)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            assert answer.endswith(b'"status": "ok"}\n')
+            assert time.monotonic() - started < DEADLINE / 2
+
+    def test_other_absolute_paths_are_404(self) -> None:
+        """The absolute form routes on its path: an unknown one is 404, not our /healthz."""
+        with serving() as server:
+            answer = raw(server, b"GET http://h/healthz/x HTTP/1.1\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 404 ")
+
+    def test_empty_lines_count_towards_the_head_limit(self) -> None:
+        """A client sending only empty lines is refused at the head limit, not read for ever."""
+        refusals: list[Refusal] = []
+        with serving(refusals=refusals) as server:
+            assert raw(server, b"\r\n" * 10_000).startswith(b"HTTP/1.1 431 ")
+        assert refusals == [Refusal.OVERSIZE]
+
+
 class TestBounds:
     """No client holds the server: slow ones are dropped, big ones refused, floods evicted."""
 

@@ -27,6 +27,7 @@ import json
 import socket
 import termios
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -200,13 +201,15 @@ class HealthServer:
 
     async def _answer(self, reader: asyncio.StreamReader) -> _Answer:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            request_line = await _read_head(reader)
         except asyncio.LimitOverrunError:
-            self._on_refusal(Refusal.OVERSIZE)
-            return _error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            request_line = None
         except asyncio.IncompleteReadError as exc:
             raise ConnectionResetError from exc  # the client left mid-request
-        method, path = _request_line(head)
+        if request_line is None:
+            self._on_refusal(Refusal.OVERSIZE)
+            return _error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        method, path = _request_line(request_line)
         if method not in ("GET", "HEAD"):
             self._on_refusal(Refusal.BAD_REQUEST)
             return _error(
@@ -252,13 +255,39 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
-def _request_line(head: bytes) -> tuple[str | None, str]:
-    """(method, path without the query) of an HTTP/1.x request; (None, "") if it is not one."""
-    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = line.split(" ")
+async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The request line, once the whole head is read; None past `MAX_REQUEST_BYTES`.
+
+    As RFC 9112 §2.2 lets a server: a line ends at LF, a CR before it ignored (curl, Python
+    and Go send CRLF; `printf 'GET /healthz HTTP/1.1\\n\\n' | nc` does not), and empty lines
+    before the request line are skipped. They all count towards the bound.
+    """
+    request_line, size = None, 0
+    while True:
+        line = await reader.readuntil(b"\n")  # one line is bounded by the reader's limit
+        size += len(line)
+        if size > MAX_REQUEST_BYTES:
+            return None
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        if request_line is None:
+            request_line = line or None
+        elif not line:
+            return request_line
+
+
+def _request_line(line: bytes) -> tuple[str | None, str]:
+    """(method, path without the query) of an HTTP/1.x request line; (None, "") if it is not.
+
+    The target may be in absolute form (`http://host:port/healthz`, RFC 9112 §3.2.2), as a
+    client talking to a proxy sends it: its path is routed, its authority ignored.
+    """
+    parts = line.decode("latin-1").split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         return None, ""
-    return parts[0], parts[1].split("?", 1)[0]
+    target = parts[1]
+    if target[:7].lower() == "http://" or target[:8].lower() == "https://":
+        target = urllib.parse.urlsplit(target).path or "/"
+    return parts[0], target.split("?", 1)[0]
 
 
 def _verdict(verdict: Verdict) -> _Answer:
