@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,9 +23,12 @@ from horde_replica_sync.health import (
     HealthServer,
     Refusal,
     Verdict,
+    probe_url,
 )
+from tests.environment import clean_env
 
 DEADLINE = 1.0  # seconds a client may take to send its request and read the answer
+ALIVE = Verdict(ok=True, detail={"loop_silent_seconds": 0.1})
 
 
 def _has_ipv6_loopback() -> bool:
@@ -43,6 +48,7 @@ def serving(
     request_deadline_seconds: float = REQUEST_DEADLINE_SECONDS,
     refusals: list[Refusal] | None = None,
     registry: CollectorRegistry | None = None,
+    alive: Verdict = ALIVE,
 ) -> Iterator[HealthServer]:
     """A started server with a test counter in its registry, stopped on exit; what it
     refused is appended to `refusals`."""
@@ -53,7 +59,7 @@ def serving(
         host,
         0,
         registry=registry,
-        alive=lambda: Verdict(ok=True, detail={"loop_silent_seconds": 0.1}),
+        alive=lambda: alive,
         ready=lambda: Verdict(ok=False, detail={"never_synced": ["esrgan/v2"]}),
         max_connections=max_connections,
         request_deadline_seconds=request_deadline_seconds,
@@ -88,6 +94,19 @@ def raw(server: HealthServer, request: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def healthcheck(metrics_addr: str) -> subprocess.CompletedProcess[str]:
+    """`horde-replica-sync healthcheck --metrics-addr ADDR` in a fresh interpreter."""
+    argv = [sys.executable, "-m", "horde_replica_sync", "healthcheck"]
+    return subprocess.run(
+        [*argv, "--metrics-addr", metrics_addr],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def dropped_within(sock: socket.socket, seconds: float) -> float:
@@ -285,6 +304,37 @@ class TestAddresses:
         """Unbalanced brackets, a non-address in brackets, no colon, no host: refused."""
         with pytest.raises(ConfigError, match="metrics_addr"):
             load_settings(metrics_addr=value)
+
+    @pytest.mark.parametrize(
+        ("metrics_addr", "url"),
+        [
+            ("0.0.0.0:9464", "http://127.0.0.1:9464/healthz"),
+            ("[::]:9464", "http://[::1]:9464/healthz"),
+            ("[::1]:9464", "http://[::1]:9464/healthz"),
+            ("127.0.0.1:1", "http://127.0.0.1:1/healthz"),
+            ("10.1.2.3:9464", "http://10.1.2.3:9464/healthz"),
+            ("[fd00::5]:80", "http://[fd00::5]:80/healthz"),
+            ("localhost:9464", "http://localhost:9464/healthz"),
+        ],
+    )
+    def test_the_probe_url_reaches_the_bound_address(self, metrics_addr: str, url: str) -> None:
+        """A wildcard is probed on its own family's loopback, any other address as it is."""
+        assert probe_url(*load_settings(metrics_addr=metrics_addr).metrics_host_port) == url
+
+    def test_the_healthcheck_command_probes_metrics_addr(self) -> None:
+        """`horde-replica-sync healthcheck`: 0 on a 200, 1 naming the URL and the reason on a
+        503 (the detail included) or on no answer."""
+        stuck = Verdict(ok=False, detail={"loop_silent_seconds": 42})
+        for alive, code, said in [(Verdict(ok=True), 0, ""), (stuck, 1, "answered 503")]:
+            with serving(alive=alive) as server:
+                address = server.address
+                done = healthcheck(address)
+            assert done.returncode == code, done.stderr
+            assert said in done.stderr
+        assert '"loop_silent_seconds": 42' in done.stderr
+        gone = healthcheck(address)
+        assert gone.returncode == 1
+        assert f"http://{address}/healthz did not answer" in gone.stderr
 
     def test_ipv4_and_names_still_work(self) -> None:
         """The default and a host name are unchanged."""

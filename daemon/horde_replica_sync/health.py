@@ -275,6 +275,20 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
             return request_line
 
 
+def probe_url(host: str, port: int, path: str = "/healthz") -> str:
+    """The URL a probe on this host uses to reach a server bound to HOST:PORT: a wildcard is
+    reached on its own family's loopback (0.0.0.0 on 127.0.0.1, :: on ::1, which an IPv6
+    socket serves alone: see `_listen`), any other address or name as it is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name: resolved by the probe as it was by the server
+        return f"http://{host}:{port}{path}"
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{shown}:{port}{path}"
+
+
 def _request_line(line: bytes) -> tuple[str | None, str]:
     """(method, path without the query) of an HTTP/1.x request line; (None, "") if it is not.
 

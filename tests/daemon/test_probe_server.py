@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import resource
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.test_docker import healthcheck
 from tests.processes import DaemonProcess, LoggedProcess
 
 Start = Callable[..., DaemonProcess]
@@ -235,3 +238,36 @@ def test_daemon_serves_probes_on_ipv6_loopback(daemon_env: dict[str, str]) -> No
             assert reply.status == 200
     finally:
         daemon.close()
+
+
+@pytest.mark.skipif(IPV6_PORT is None, reason="this host has no IPv6 loopback")
+@pytest.mark.parametrize("host", ["[::1]", "[::]"])
+def test_the_images_healthcheck_probes_an_ipv6_metrics_addr(
+    daemon_env: dict[str, str], host: str
+) -> None:
+    """The Dockerfile's HEALTHCHECK command, run as the image runs it (settings in the
+    environment), reports a daemon on an IPv6 `metrics_addr` healthy, and one gone unhealthy
+    naming the URL it probed, within its timeout."""
+    command, timeout = healthcheck()
+    env = {
+        **daemon_env,
+        "HORDE_REPLICA_METRICS_ADDR": f"{host}:{IPV6_PORT}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    argv = [sys.executable, "-m", "horde_replica_sync", "run"]
+    daemon = LoggedProcess(argv, env)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    try:
+        daemon.wait_for("daemon.listening", address=f"{host}:{IPV6_PORT}")
+        healthy = check()
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    finally:
+        daemon.close()
+    unhealthy = check()
+    assert unhealthy.returncode == 1
+    assert f"http://[::1]:{IPV6_PORT}/healthz" in unhealthy.stderr
