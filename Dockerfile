@@ -71,11 +71,11 @@ WORKDIR /data
 VOLUME ["/data/horde_model_reference"]
 EXPOSE 9464
 # /healthz: the process and its loop are alive (not /readyz: a stale replica is an alert, not
-# a reason to restart). `healthcheck` reads metrics_addr as `run` does (environment or config
-# file) and probes the address bound: 0.0.0.0 on 127.0.0.1, [::] on [::1], any other as it is.
-# Its own probe gives up after 4 s; the rest of the timeout is the interpreter's start-up.
+# a reason to restart). It reads metrics_addr as `run` does (environment or config file) and
+# probes the address bound: 0.0.0.0 on 127.0.0.1, [::] on [::1], any other as it is. Its probe
+# gives up after 4 s; the rest of the timeout is the interpreter's start-up on a busy host.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
-    CMD ["horde-replica-sync", "healthcheck"]
+    CMD ["python", "-m", "horde_replica_sync.healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["horde-replica-sync"]
 CMD ["run"]

@@ -12,19 +12,16 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
-from horde_replica_sync import __version__, early, logs, status
+from horde_replica_sync import __version__, early, healthcheck, logs, status
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as Category
 from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
 from horde_replica_sync.errors import ConfigError, ReplicaSyncError, ReplicaUnusable, StoreError
-from horde_replica_sync.health import probe_url
 from horde_replica_sync.hook import HookCommand, HookResult, run_hook
 from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
@@ -37,7 +34,6 @@ EXIT_CANTCREAT: Final = 73  # sysexits: "a (user specified) output file cannot b
 EXIT_TEMPFAIL: Final = 75
 EXIT_CONFIG: Final = 78
 
-HEALTHCHECK_TIMEOUT_SECONDS: Final = 4.0
 ON_CHANGE_HELP: Final = "command to run after a sync published changes (no shell)"
 
 log = structlog.get_logger(__name__)
@@ -136,19 +132,7 @@ def _clear_hook_due(settings: Settings, delivered: frozenset[Category]) -> None:
 
 
 def _cmd_healthcheck(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
-    """GET /healthz where the daemon binds `metrics_addr` (the image's HEALTHCHECK): exit 0
-    when it answers 200, else 1 (unhealthy) saying why on stderr. Never through a proxy."""
-    url = probe_url(*settings.metrics_host_port)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=HEALTHCHECK_TIMEOUT_SECONDS):
-            return EXIT_OK
-    except urllib.error.HTTPError as exc:  # 503: the detail says what is stuck
-        problem = f"answered {exc.code}: {exc.read(512).decode(errors='replace').strip()}"
-    except OSError as exc:
-        problem = f"did not answer ({getattr(exc, 'reason', exc)})"
-    print(f"horde-replica-sync: {url} {problem}", file=sys.stderr)
-    return EXIT_UNEXPECTED
+    return healthcheck.check(settings)
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
@@ -271,8 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser(
         "healthcheck", help="exit 0 if the daemon's /healthz answers 200 (container HEALTHCHECK)"
     )
-    probe.add_argument("--config", type=Path, help="TOML settings file")
-    probe.add_argument("--metrics-addr", metavar="HOST:PORT", help="as given to `run`")
+    healthcheck.add_arguments(probe)
     probe.set_defaults(handler=_cmd_healthcheck)
 
     check = commands.add_parser("check-config", help="print the effective config and its origins")

@@ -22,11 +22,13 @@ import asyncio
 import dataclasses
 import enum
 import fcntl
+import http.client
 import ipaddress
 import json
 import socket
 import termios
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ MAX_REQUEST_BYTES: Final = 8192
 """The request line and headers; a probe's are a few hundred bytes."""
 LISTEN_BACKLOG: Final = 64
 """Connections the kernel queues before they are accepted (and, if need be, evicted)."""
+PROBE_CONNECT_SECONDS: Final = 0.25
+"""How long `probe` waits for a connect attempt before it makes another."""
 JSON: Final = "application/json"
 
 
@@ -287,6 +291,35 @@ def probe_url(host: str, port: int, path: str = "/healthz") -> str:
         address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
     shown = f"[{address}]" if address.version == 6 else str(address)
     return f"http://{shown}:{port}{path}"
+
+
+def probe(url: str, timeout_seconds: float) -> tuple[int, bytes]:
+    """GET `url` (a `probe_url`) within `timeout_seconds`: (status, the body's first 512 bytes).
+
+    Never through a proxy. A connect attempt that is not answered within
+    `PROBE_CONNECT_SECONDS` is made again at once: under a connect flood the kernel's accept
+    queue is full and drops SYNs, and TCP's own retries would come only after 1 s and 3 s.
+    Raises OSError when no answer came in time.
+    """
+    target = urllib.parse.urlsplit(url)
+    assert target.hostname is not None and target.port is not None  # a probe_url has both
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            sock = socket.create_connection((target.hostname, target.port), PROBE_CONNECT_SECONDS)
+            break
+        except TimeoutError:
+            if time.monotonic() + PROBE_CONNECT_SECONDS > deadline:
+                raise
+    connection = http.client.HTTPConnection(target.hostname, target.port)
+    connection.sock = sock
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.1))
+        connection.request("GET", target.path)
+        reply = connection.getresponse()
+        return reply.status, reply.read(512)
+    finally:
+        connection.close()
 
 
 def _request_line(line: bytes) -> tuple[str | None, str]:

@@ -168,7 +168,7 @@ def test_image_metadata(built_image: BuiltImage) -> None:
     # HEALTHCHECK has no place in an OCI image config: it is kept by --format docker.
     assert inspected["ManifestType"] == "application/vnd.docker.distribution.manifest.v2+json"
     test = inspected["Healthcheck"]["Test"]
-    assert test == ["CMD", "horde-replica-sync", "healthcheck"], test
+    assert test == ["CMD", "python", "-m", "horde_replica_sync.healthcheck"], test
     assert built_image.size_bytes < 400_000_000, built_image.size_bytes
 
 
