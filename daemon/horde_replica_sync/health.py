@@ -13,6 +13,9 @@ idle and slowloris clients are dropped; a request head capped at `MAX_REQUEST_BY
 stdlib's ThreadingHTTPServer with a pool: a pool of blocking handlers is held by as many idle
 clients as it has threads, and then /healthz waits; an event loop holds idle sockets for free.
 Why not the daemon's loop: /healthz must still answer (503) when that loop is stuck.
+
+`probe_url` and `probe` are the other side: how the image's HEALTHCHECK (healthcheck.py)
+reaches this server where `metrics_addr` binds it.
 """
 
 from __future__ import annotations
