@@ -73,6 +73,10 @@ class ReplicaState(BaseModel):
     schema_version: int = SCHEMA_VERSION
     categories: dict[MODEL_REFERENCE_CATEGORY, CategoryState] = Field(default_factory=dict)
     catalogs: dict[Catalog, LayerState] = Field(default_factory=dict)
+    # `sync --once`: the categories and catalogs its on-change hook has yet to deliver.
+    # Recorded before the hook runs, cleared when it succeeds, so the next invocation retries
+    # a failed (or killed) one.
+    hook_due: list[Name] = Field(default_factory=list)
 
     def category(self, category: MODEL_REFERENCE_CATEGORY) -> CategoryState:
         """The state of `category`, created empty on first use."""
