@@ -88,6 +88,18 @@ def default_replica_dir() -> Path:
     return default_cache_home()[0] / REPLICA_NAME
 
 
+def split_host_port(value: str) -> tuple[str, int]:
+    """A `metrics_addr` (`HOST:PORT`, an IPv6 host in brackets) as host and port; ValueError
+    saying the rule when it is not one."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        msg = f"must be HOST:PORT with a port from 0 to 65535, got {value!r}"
+        raise ValueError(msg)
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        _bracketed_ipv6(host, value)
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def _bracketed_ipv6(host: str, value: str) -> None:
     """An IPv6 host must be `[ADDRESS]`: without brackets `::1:9464` could be a port or not."""
     inner = host.removeprefix("[").removesuffix("]")
@@ -242,12 +254,7 @@ class Settings(BaseSettings):
     @field_validator("metrics_addr")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
-            msg = f"must be HOST:PORT with a port from 0 to 65535, got {value!r}"
-            raise ValueError(msg)
-        if host.startswith("[") or host.endswith("]") or ":" in host:
-            _bracketed_ipv6(host, value)
+        split_host_port(value)
         return value
 
     @field_validator("on_change_command")
@@ -273,8 +280,7 @@ class Settings(BaseSettings):
     @property
     def metrics_host_port(self) -> tuple[str, int]:
         """`metrics_addr` split into host and port (IPv6 brackets removed)."""
-        host, _, port = self.metrics_addr.rpartition(":")
-        return host.removeprefix("[").removesuffix("]"), int(port)
+        return split_host_port(self.metrics_addr)
 
     @field_validator("categories", mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.test_docker import healthcheck
+from tests.environment import free_port
 from tests.processes import DaemonProcess, LoggedProcess
 
 Start = Callable[..., DaemonProcess]
@@ -350,3 +351,34 @@ def test_the_images_healthcheck_probes_an_ipv6_metrics_addr(
     unhealthy = check()
     assert unhealthy.returncode == 1
     assert f"http://[::1]:{IPV6_PORT}/healthz" in unhealthy.stderr
+
+
+def test_the_images_healthcheck_survives_a_config_file_the_daemon_refused(
+    daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A config file broken after start (the daemon refuses it at SIGHUP and keeps running on
+    its settings) leaves the HEALTHCHECK probing the address the daemon bound: healthy, not
+    exit 78. (`make image-test` caught this: the HEALTHCHECK reported the container unhealthy
+    after a refused reload.)"""
+    command, timeout = healthcheck()
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'metrics_addr = "127.0.0.1:{port}"\n', encoding="utf-8")
+    env = {
+        **daemon_env,
+        "HORDE_REPLICA_CONFIG": str(config),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    daemon = LoggedProcess([sys.executable, "-m", "horde_replica_sync", "run"], env)
+    try:
+        daemon.wait_for("daemon.listening", address=f"127.0.0.1:{port}")
+        config.write_text(f'metrics_addr = "127.0.0.1:{port}"\nmax_concurrency = "many"\n')
+        os.kill(daemon.proc.pid, signal.SIGHUP)  # ours, by PID
+        daemon.wait_for("config.reload_failed")
+        checked = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "max_concurrency" in checked.stderr  # says why it probed the address alone
+    finally:
+        daemon.close()
