@@ -31,7 +31,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
-from horde_replica_sync.freshness import layer_keys, staleness
+from horde_replica_sync.freshness import UNSHOWN_CAUSE, layer_keys, staleness
 from horde_replica_sync.health import HealthServer, Verdict
 from horde_replica_sync.hook import ChangeHook, HookCommand, announce
 from horde_replica_sync.metrics import Metrics
@@ -268,6 +268,9 @@ class Daemon:
             detail["never_synced"] = list(verdict.never_confirmed)
         if verdict.stale:
             detail["stale"] = list(verdict.stale)
+        if verdict.unshown:
+            detail["stamp_not_shown"] = list(verdict.unshown)
+            detail["likely_cause"] = UNSHOWN_CAUSE
         return Verdict(verdict.fresh, detail)
 
     def _alive(self) -> Verdict:

@@ -135,6 +135,7 @@ def build_engine(
         categories=settings.categories,
         max_concurrency=settings.max_concurrency,
         run_timeout_seconds=settings.run_timeout_seconds,
+        cache_ttl_seconds=settings.cache_ttl_seconds,
     )
     publisher = ComparingPublisher(store) if flags.dry_run else StorePublisher(store)
     return SyncEngine(
