@@ -45,6 +45,8 @@ class TestMetrics:
         server.script(
             "/api/model_references/v1/metadata/metadata", Reply(body=json.dumps(moved).encode())
         )
+        # a write changes the body: the same bytes under a new stamp would prove nothing
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4, tag="moved")))
         daemon.signal(signal.SIGUSR1)  # forced: everything re-verified, no cache read
         daemon.wait_for("sync.run_done", count=2)
         assert (daemon.sample("horde_replica_staleness_seconds", **labels) or 99) < first

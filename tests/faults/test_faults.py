@@ -348,7 +348,7 @@ class TestChangeDetection:
         assert set(report.metadata_unusable) == {C.esrgan}
         assert "metadata" in report.metadata_unusable[C.esrgan]
         esrgan = next(r for r in report.results if r.category is C.esrgan)
-        assert esrgan.verified and esrgan.miss is MissReason.UNCONFIRMED
+        assert esrgan.cache_hit and not esrgan.verified  # the cache TTL decides for it
 
     async def test_moved_metadata_refetches_only_that_category(
         self, server: FaultServer, sync: SyncFn, replica: Path

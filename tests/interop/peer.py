@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -82,6 +82,8 @@ class Primary:
     data_dir: Path
     port: int
     pid: int
+    # Upstream settings for this server (e.g. its write path, `writable_env`), kept on restart.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -137,24 +139,39 @@ class Primary:
         Returns once the PRIMARY answers (start_primary.sh waits for that).
         """
         try:
-            self.pid = _start(self.data_dir, self.port)
+            self.pid = _start(self.data_dir, self.port, self.env)
         except _PortBusy:
             self.port = free_port()
-            self.pid = _start(self.data_dir, self.port)
+            self.pid = _start(self.data_dir, self.port, self.env)
+
+
+WRITER_ID: Final = "1"
+WRITER_KEY: Final = "0123456789"  # any key: the stand-in Horde below accepts it
+
+
+def writable_env(horde_url: str) -> dict[str, str]:
+    """Upstream's real write path, offline: writes apply at once (no pending queue) for the
+    approver WRITER_ID, whom `horde_url` (a stand-in AI Horde, `/v2/find_user` answering
+    `{"username": "writer#1"}`) authenticates."""
+    return {
+        "AI_HORDE_URL": horde_url,
+        "HORDE_MODEL_REFERENCE_PENDING_QUEUE__ENABLED": "false",
+        "HORDE_MODEL_REFERENCE_PENDING_QUEUE__APPROVER_IDS": json.dumps([WRITER_ID]),
+    }
 
 
 class _PortBusy(Exception):
     pass
 
 
-def _start(data_dir: Path, port: int) -> int:
+def _start(data_dir: Path, port: int, env: dict[str, str] | None = None) -> int:
     script = shared_dir() / "peer" / "start_primary.sh"
     if not script.is_file():
         pytest.fail(f"cannot start the PRIMARY: {script} not found (set HRS_SHARED_DIR)")
     try:
         proc = subprocess.run(
             [str(script), str(port)],
-            env=clean_env(PEER_DATA_DIR=str(data_dir)),
+            env=clean_env(PEER_DATA_DIR=str(data_dir), **(env or {})),
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_SECONDS,
@@ -179,16 +196,16 @@ def _stop(pid: int) -> None:
     subprocess.run([str(script), str(pid)], capture_output=True, timeout=30, check=False)
 
 
-def start_primary(data_dir: Path) -> Primary:
+def start_primary(data_dir: Path, env: dict[str, str] | None = None) -> Primary:
     """Start a PRIMARY on a free port, retrying if another process wins the port race."""
     data_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         port = free_port()
         try:
-            pid = _start(data_dir, port)
+            pid = _start(data_dir, port, env)
         except _PortBusy:
             continue
-        return Primary(data_dir=data_dir, port=port, pid=pid)
+        return Primary(data_dir=data_dir, port=port, pid=pid, env=dict(env or {}))
     pytest.fail("no free port for the PRIMARY after 3 attempts")
 
 
