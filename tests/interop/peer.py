@@ -160,6 +160,53 @@ def writable_env(horde_url: str) -> dict[str, str]:
     }
 
 
+def start_v2_primary(data_dir: Path, env: dict[str, str] | None = None) -> Primary:
+    """A PRIMARY in upstream's default v2-canonical mode (v2 has the write API; the v1 layer
+    is read-only and not re-derived). start_primary.sh pins legacy-canonical, so the data dir
+    is seeded by it (v2 files and meta/ derived from the legacy seed), and then served by
+    uvicorn as that script does, with `CANONICAL_FORMAT=v2`; stopped like any other."""
+    seeded = start_primary(data_dir)
+    seeded.stop()
+    settings = {
+        "AIWORKER_CACHE_HOME": str(data_dir),
+        "LOGS_FOLDER": str(data_dir / "logs"),
+        "HORDE_MODEL_REFERENCE_REPLICATE_MODE": "PRIMARY",
+        "HORDE_MODEL_REFERENCE_CANONICAL_FORMAT": "v2",
+        "HORDE_MODEL_REFERENCE_GITHUB_SEED_ENABLED": "false",
+        "HORDE_MODEL_REFERENCE_MAKE_FOLDERS": "true",
+        "HAIDRA_USE_DEFAULT_ENV_FILES": "0",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    app = "horde_model_reference.service.app:app"
+    # Detached (its own session, not our child), as start_primary.sh leaves it: the PID it
+    # prints is what stop_primary.sh stops.
+    launch = (
+        f'exec nohup "{peer_python()}" -m uvicorn {app} --host 127.0.0.1 --port "$1" '
+        '>"$2" 2>&1 </dev/null & echo $!'
+    )
+    primary = Primary(data_dir=data_dir, port=seeded.port, pid=0, env=settings)
+    started = subprocess.run(
+        ["bash", "-c", launch, "launch", str(primary.port), str(primary.log_path)],
+        env=clean_env(**settings),
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    primary.pid = int(started.stdout.strip())
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if primary.get_json("/replicate_mode")["canonical_format"] == "v2":
+                return primary
+        except OSError:
+            time.sleep(0.2)
+    primary.stop()
+    pytest.fail(f"the v2-canonical PRIMARY did not start:\n{primary.log_path.read_text()[-4000:]}")
+
+
 class _PortBusy(Exception):
     pass
 

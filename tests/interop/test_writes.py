@@ -1,8 +1,10 @@
 """The real PRIMARY's changes through its real write path (issue 20, item 2).
 
-Upstream 8.6.2 in legacy-canonical mode (how upstream runs production), writes enabled offline:
-the pending queue off and a stand-in AI Horde authenticating the approver, so every write goes
-through upstream's own HTTP API, legacy file, v2 re-derivation and metadata bookkeeping. Each
+Upstream 8.6.2, writes enabled offline by a stand-in AI Horde authenticating the approver:
+legacy-canonical (how upstream runs production; the pending queue off, so v1 writes apply at
+once through upstream's own HTTP API, legacy file, v2 re-derivation and metadata bookkeeping),
+and v2-canonical (upstream's default; v2 writes go through its pending queue: queued,
+approved, applied, as an operator does it). Each
 change must be recorded by the next `sync --once`, with one keyed request per layer (nothing
 asked past the caches, no warning), and the replica must then equal what the PRIMARY serves.
 """
@@ -29,6 +31,7 @@ from tests.interop.peer import (
     fresh_replica,
     run_sync,
     start_primary,
+    start_v2_primary,
     writable_env,
 )
 
@@ -37,16 +40,59 @@ METADATA_REQUESTS: Final = 2
 
 
 @pytest.fixture
-def writable(tmp_path: Path) -> Iterator[Primary]:
-    """A legacy-canonical PRIMARY of this test's own, with its write API enabled."""
+def horde_url() -> Iterator[str]:
+    """A stand-in AI Horde that knows every key as the approver WRITER_ID."""
     with running() as horde:
         who = json.dumps({"username": f"writer#{WRITER_ID}", "id": int(WRITER_ID)}).encode()
         horde.script("/api/v2/find_user", Reply(body=who))
-        server = start_primary(tmp_path / "primary", writable_env(f"{horde.url}/api/"))
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield f"{horde.url}/api/"
+
+
+@pytest.fixture
+def writable(horde_url: str, tmp_path: Path) -> Iterator[Primary]:
+    """A legacy-canonical PRIMARY of this test's own, with its write API enabled."""
+    server = start_primary(tmp_path / "primary", writable_env(horde_url))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def writable_v2(horde_url: str, tmp_path: Path) -> Iterator[Primary]:
+    """A v2-canonical PRIMARY of this test's own; its writes go through the pending queue."""
+    queued = writable_env(horde_url)
+    del queued["HORDE_MODEL_REFERENCE_PENDING_QUEUE__ENABLED"]  # upstream's default: on
+    server = start_v2_primary(tmp_path / "primary", queued)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def post(server: Primary, path: str, payload: dict[str, Any], method: str = "POST") -> Any:
+    """`payload` sent to `path` under /model_references as the writer; the parsed answer."""
+    request = urllib.request.Request(
+        f"{server.base_url}/model_references{path}",
+        data=json.dumps(payload).encode(),
+        method=method,
+        headers={"apikey": WRITER_KEY, "Content-Type": "application/json"},
+    )
+    with _NO_PROXY.open(request, timeout=30) as response:
+        assert response.status in (200, 202), f"{method} {path}: HTTP {response.status}"
+        return json.loads(response.read())
+
+
+def write_v2(server: Primary, category: str, record: dict[str, Any], *, into: float) -> None:
+    """Upstream's v2 write path: queue the update, approve it, apply it (in a second of its
+    own, `into` seconds past its start)."""
+    name = record["name"]
+    queued = post(server, f"/v2/{category}/model/{name}", record, method="PUT")
+    change = queued["change_id"]
+    post(server, "/v2/pending_queue/batches", {"batch_title": "test", "approved_ids": [change]})
+    next_second(into)
+    applied = post(server, "/v2/pending_queue/apply", {"change_ids": [change]})
+    assert [c["change_id"] for c in applied["applied"]] == [change]
 
 
 def write(
@@ -157,6 +203,25 @@ def test_a_write_stamped_across_a_second_boundary_is_recorded_in_one_run(
             server, "image_generation"
         )
         synced_once(server, replica, "image_generation")
+        if crossed:
+            break
+    assert crossed, "no write crossed a second boundary: the case was not exercised"
+
+
+def test_v2_canonical_writes_are_recorded_in_one_run(writable_v2: Primary, tmp_path: Path) -> None:
+    """v2 writes move only the v2 metadata and stamp the written record (the v1 body does not
+    change: upstream does not re-derive it). Each, applied at the start of a second or just
+    before its end (the record then a second older than the metadata), in one run."""
+    server, replica = writable_v2, tmp_path / "replica"
+    fresh_replica(server, replica)
+    names = sorted(json.loads(server.v2("esrgan")))
+    crossed = 0
+    for attempt, name in enumerate(names[:6]):
+        record = json.loads(server.get_bytes(f"/model_references/v2/esrgan/model/{name}"))
+        into = 0.05 if attempt == 0 else 0.97
+        write_v2(server, "esrgan", record | {"description": f"v2 write {attempt}"}, into=into)
+        crossed += newest_record_time(server, "esrgan") < stamp_of(server, "esrgan")
+        synced_once(server, replica, "esrgan")
         if crossed:
             break
     assert crossed, "no write crossed a second boundary: the case was not exercised"
