@@ -87,9 +87,7 @@ class TestRealPrimaryWrites:
         assert report[C.esrgan, V2].verified and report[C.esrgan, V2].older_answer is None
         assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 200
 
-    def test_a_record_stamped_the_second_before_its_metadata_shows_it(
-        self, tmp_path: Path
-    ) -> None:
+    def test_a_record_stamped_the_second_before_its_metadata_shows_it(self, tmp_path: Path) -> None:
         """Upstream stamps the record, then the metadata: across a second boundary the record
         is one second older than the stamp (1 in 6 image_generation writes, measured)."""
         rig, primary = synced_at(tmp_path, 100)

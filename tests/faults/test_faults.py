@@ -12,7 +12,7 @@ import pytest
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import ErrorKind, SourceName
-from horde_replica_sync.report import MissReason, Outcome, SyncReport
+from horde_replica_sync.report import Outcome, SyncReport
 from horde_replica_sync.state import ReplicaState
 from tests.environment import free_port
 from tests.faults.conftest import SyncFn
