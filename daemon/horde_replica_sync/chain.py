@@ -434,12 +434,14 @@ class _Checker:
 
     def changed(self, delivered: DeliveredFile, stamp: int | None) -> bool | None:
         """Whether a v2 body differs from the bytes held at the last recorded stamp; None when
-        nothing is held or `stamp` is that recorded stamp (no write announced since)."""
+        nothing is held, or `stamp` is not later than that recorded stamp (no write announced
+        since: the same stamp, or a rollback, which the same bytes may well be)."""
         state = self._states.get(Layer.V2)
         record = state.files.get(delivered.relpath) if state is not None else None
         if state is None or record is None or stamp is None:
             return None
-        if stamp == state.upstream_last_updated:
+        recorded = state.upstream_last_updated
+        if recorded is not None and stamp <= recorded:
             return None
         if state.unproven_stamp is not None:  # published since the last recorded stamp:
             return True  # because its bytes had changed

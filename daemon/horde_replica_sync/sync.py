@@ -175,7 +175,10 @@ class SyncEngine:
         other stamp is not followed (no refetch, no rollback) until something else happens."""
         followed = dict(stamps)
         for category, stamp in stamps.items():
-            state = self.state.layer(category, Layer.V2)
+            both = self.state.categories.get(category)  # never created for a category not held
+            if both is None:
+                continue
+            state = both.v2
             held, pair = state.upstream_last_updated, state.flapping
             if held is None or (pair is None and stamp != state.rolled_back_from):
                 continue
@@ -190,7 +193,7 @@ class SyncEngine:
                         likely_cause=FLAPPING_CAUSE,
                         action=f"holding {stamp}'s data; {held} is no longer followed",
                     )
-            elif stamp == held:
+            elif stamp == held or (stamp in pair and stamp > held):  # the newer: followed
                 state.flap_other_runs = 0
             elif stamp in pair and state.flap_other_runs + 1 < FLAP_SETTLE_RUNS:
                 state.flap_other_runs += 1

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.freshness import UNSHOWN_RUNS_ALARM, layer_keys, staleness
+from horde_replica_sync.metrics import Metrics
 from horde_replica_sync.sources.primary import Operation
 from tests.engine.test_content_keys import stamped, synced_at
 from tests.engine.test_engine import CATEGORIES, Rig, by_key, primary_with
@@ -144,3 +146,30 @@ class TestFlappingStamps:
         v2 = rig.engine.state.layer(C.esrgan, V2)
         assert v2.flapping == (100, 200) and v2.upstream_last_updated == 200
         assert rig.publisher.files["esrgan.json"] == b  # the newer instance's data
+
+    def test_a_new_stamp_ends_the_flapping_and_is_followed(self, tmp_path: Path) -> None:
+        rig = Rig(tmp_path, primary_with(100))
+        assert rig.run().ok
+        for stamp, tag in ((200, "B"), (100, "A"), (200, "B"), (100, "A")):
+            rig.move(C.esrgan, stamp)
+            rig.primary.v2[C.esrgan] = body("a", "b", extra=tag)
+            assert rig.run().ok
+        assert rig.engine.state.layer(C.esrgan, V2).flapping == (100, 200)
+        rig.move(C.esrgan, 300)  # a write: the instances agree again
+        rig.primary.v2[C.esrgan] = body("a", "b", extra="C")
+        assert rig.run().ok
+        v2 = rig.engine.state.layer(C.esrgan, V2)
+        assert (v2.flapping, v2.upstream_last_updated) == (None, 300)
+
+    def test_the_flapping_alarm_is_a_metric(self, tmp_path: Path) -> None:
+        """What HordeReplicaStampsFlapping and HordeReplicaStampNotShown read, at scrape."""
+        rig = Rig(tmp_path, primary_with(100))
+        assert rig.run().ok
+        rig.engine.state.layer(C.esrgan, V2).flapping = (100, 200)
+        rig.engine.state.layer(C.lora, V2).unshown_runs = 2
+        registry = CollectorRegistry()
+        Metrics(registry).track(layer_keys(CATEGORIES), rig.engine.state)
+        sample = registry.get_sample_value
+        assert sample("horde_replica_stamps_flapping", {"category": "esrgan"}) == 1
+        assert sample("horde_replica_stamps_flapping", {"category": "lora"}) == 0
+        assert sample("horde_replica_stamp_unshown_runs", {"category": "lora"}) == 2
