@@ -6,6 +6,8 @@ The new stamp must never be recorded for those bytes, and the daemon must say wh
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Final
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
+from tests.environment import clean_env
 from tests.faultserver import FaultServer
 from tests.fleet.test_cache_poisoning import NEW, OLD, body, serve
 from tests.harness.site_cache import METADATA_MAX_AGE_SECONDS, SiteCache
@@ -54,3 +57,15 @@ def test_a_cache_ignoring_query_strings_never_gets_the_new_stamp_recorded(
     older = [e for e in run.events if e.get("event") == "sync.older_answer"]
     assert older and "ignores query strings" in older[-1]["detail"], run.describe()
     assert (replica / "esrgan.json").read_bytes() == body(OLD)
+    where = ("--replica-dir", str(replica), "--categories", ESRGAN.value)
+    status = subprocess.run(
+        [sys.executable, "-m", "horde_replica_sync", "status", "--json", *where],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 1, status.stdout + status.stderr  # `status` agrees with /readyz
+    rows = {row["layer"]: row for row in json.loads(status.stdout)["layers"]}
+    assert "ignores query strings" in (rows["v2"]["problem"] or "")
