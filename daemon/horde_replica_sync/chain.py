@@ -90,7 +90,7 @@ class RunScope:
     window: int | None = None
     moved: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
     rollbacks: dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]] = field(default_factory=dict)
-    # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
+    # Categories whose metadata entry was unusable: the cache TTL decides them, unconfirmed.
     unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
     # The PRIMARY answered its metadata with nothing usable: the TTL decides this run.
     metadata_error: SourceError | None = None
