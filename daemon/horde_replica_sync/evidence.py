@@ -8,7 +8,8 @@ a PRIMARY that bumps its metadata before its data, still can. What the real PRIM
 - the bytes: every write rewrites the category's file, and the v2 body is re-derived from it,
   so a write changes the v2 body's bytes. A body whose bytes are those already held at the last
   recorded stamp proves nothing, whatever it says: it is exactly what a cache that ignores the
-  key hands back. So a moved stamp is never recorded for unchanged bytes.
+  key hands back. So a moved stamp is never recorded for unchanged bytes (a stamp that went
+  back announces no write: a rollback is judged by record times alone, as before).
 - `metadata.updated_at`: a v2-canonical write stamps the record it writes, and the category's
   metadata a moment later (`EARLY_SECONDS`: the same or the next second). A legacy-canonical
   write bumps only the v1 metadata and re-derives v2 records from the legacy file: their times
