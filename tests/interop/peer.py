@@ -185,7 +185,7 @@ def start_v2_primary(data_dir: Path, env: dict[str, str] | None = None) -> Prima
         f'exec nohup "{peer_python()}" -m uvicorn {app} --host 127.0.0.1 --port "$1" '
         '>"$2" 2>&1 </dev/null & echo $!'
     )
-    primary = Primary(data_dir=data_dir, port=seeded.port, pid=0, env=settings)
+    primary = Primary(data_dir=data_dir, port=free_port(), pid=0, env=settings)
     started = subprocess.run(
         ["bash", "-c", launch, "launch", str(primary.port), str(primary.log_path)],
         env=clean_env(**settings),
@@ -199,8 +199,9 @@ def start_v2_primary(data_dir: Path, env: dict[str, str] | None = None) -> Prima
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         try:
-            if primary.get_json("/replicate_mode")["canonical_format"] == "v2":
-                return primary
+            mode = primary.get_json("/replicate_mode")
+            if mode["canonical_format"] == "v2" and os.path.exists(f"/proc/{primary.pid}"):
+                return primary  # ours (a port taken meanwhile would answer, but not as v2)
         except OSError:
             time.sleep(0.2)
     primary.stop()

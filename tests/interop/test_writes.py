@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,9 +79,12 @@ def post(server: Primary, path: str, payload: dict[str, Any], method: str = "POS
         method=method,
         headers={"apikey": WRITER_KEY, "Content-Type": "application/json"},
     )
-    with _NO_PROXY.open(request, timeout=30) as response:
-        assert response.status in (200, 202), f"{method} {path}: HTTP {response.status}"
-        return json.loads(response.read())
+    try:
+        with _NO_PROXY.open(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        log = server.log_path.read_text(errors="replace")[-3000:]
+        pytest.fail(f"{method} {path}: HTTP {exc.code} {exc.read()!r}\n{log}")
 
 
 def write_v2(server: Primary, category: str, record: dict[str, Any], *, into: float) -> None:
