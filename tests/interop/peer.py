@@ -200,7 +200,7 @@ def start_v2_primary(data_dir: Path, env: dict[str, str] | None = None) -> Prima
     while time.monotonic() < deadline:
         try:
             mode = primary.get_json("/replicate_mode")
-            if mode["canonical_format"] == "v2" and os.path.exists(f"/proc/{primary.pid}"):
+            if mode["canonical_format"] == "v2" and Path(f"/proc/{primary.pid}").exists():
                 return primary  # ours (a port taken meanwhile would answer, but not as v2)
         except OSError:
             time.sleep(0.2)
