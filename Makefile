@@ -10,10 +10,12 @@ export HRS_SHARED_DIR := $(SHARED)
 export PEER_VENV
 export SDK_VENV
 
-.PHONY: help venv run lint format test tools peer sdk chaos bench clean image image-tools image-test
+.PHONY: help venv run demo docs lint format test tools peer sdk readers chaos bench clean image image-tools image-test
 
 help:
 	@echo "make run    set up and run horde-replica-sync with the documented defaults"
+	@echo "make demo   offline: the real upstream PRIMARY on 127.0.0.1 and the daemon syncing from it"
+	@echo "make docs   regenerate docs/configuration.md's settings table from Settings"
 	@echo "make test   set up and run the whole test suite (starts the real upstream PRIMARY)"
 	@echo "make lint   ruff + mypy --strict"
 	@echo "make chaos  crash-consistency harness: SIGKILL syncs at random moments (KILLS=200)"
@@ -32,6 +34,14 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/horde-replica-sync run $(ARGS)
+
+# Offline: the real upstream PRIMARY from $(SHARED)/peer on 127.0.0.1, a sync, status, then
+# the daemon until Ctrl-C (DEMO_SECONDS=N stops it after N s).
+demo: $(STAMP) peer
+	BIN=$(BIN) scripts/demo.sh
+
+docs: $(STAMP)
+	$(BIN)/python -m scripts.config_doc
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check daemon tests scripts
@@ -54,6 +64,12 @@ peer:
 sdk:
 	@bash scripts/sdk_venv.sh >/dev/null
 
+# The reader matrix (docs/readers.md) runs more readers, each in its own cached venv:
+# horde_model_reference 0.9.2 and horde-engine 7.12.0's model managers.
+readers:
+	@bash scripts/reader_venv.sh hmr-0.9.2 >/dev/null
+	@bash scripts/reader_venv.sh horde-engine-7.12.0 >/dev/null
+
 # Debian tools the tests drive for real: promtool/prometheus, systemd-analyze, /bin/kill, nginx
 # (the site cache; /usr/sbin is not on every user's PATH), faketime (libfaketime steps a
 # daemon's wall clock).
@@ -70,7 +86,7 @@ tools:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: $(STAMP) peer sdk tools
+test: $(STAMP) peer sdk readers tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The container image. podman is configured by image/containers.conf (CONTAINERS_CONF), never

@@ -17,7 +17,7 @@ from horde_replica_sync.errors import StoreError
 from horde_replica_sync.sources.github import NotModified
 from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched, Operation, Stamps
 from horde_replica_sync.state import ReplicaState
-from horde_replica_sync.store import ReplicaStore
+from horde_replica_sync.store import ReplicaStore, sha256_hex
 from horde_replica_sync.sync import SyncEngine, SyncOptions
 
 C = MODEL_REFERENCE_CATEGORY
@@ -132,8 +132,15 @@ class MemoryPublisher:
     def read(self, relpath: str) -> bytes | None:
         return self.files.get(relpath)
 
-    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
-        if current == content:
+    def digest(self, relpath: str) -> str | None:
+        content = self.files.get(relpath)
+        return None if content is None else sha256_hex(content)
+
+    def holds(self, relpath: str, content: bytes) -> bool:
+        return self.files.get(relpath) == content
+
+    def publish(self, relpath: str, content: bytes, *, unchanged: bool) -> bool:
+        if unchanged:
             return False
         self.files[relpath] = content
         self.writes.append(relpath)

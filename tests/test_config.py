@@ -37,6 +37,17 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIWORKER_CACHE_HOME", raising=False)
 
 
+# Path.home() falls back to the passwd entry: pretend there is none (a container's UID).
+_NO_HOME_PROBE = """
+import pathlib, sys
+from horde_replica_sync import cli
+def no_home():
+    raise RuntimeError("Could not determine home directory.")
+pathlib.Path.home = staticmethod(no_home)
+sys.exit(cli.main(["check-config"]))
+"""
+
+
 def write_toml(tmp_path: Path, text: str) -> Path:
     """Write `text` to a TOML file in `tmp_path` and return its path."""
     path = tmp_path / "horde-replica-sync.toml"
@@ -88,16 +99,47 @@ class TestDefaults:
         monkeypatch.setenv("AIWORKER_CACHE_HOME", str(tmp_path))
         assert load_settings().replica_dir == tmp_path / "horde_model_reference"
 
-    def test_replica_dir_without_aiworker_cache_home(self) -> None:
-        """Without AIWORKER_CACHE_HOME the replica dir is ./models/horde_model_reference."""
-        assert load_settings().replica_dir == Path("models") / "horde_model_reference"
+    def test_replica_dir_without_aiworker_cache_home(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Without AIWORKER_CACHE_HOME the replica is ~/.cache/horde_model_reference, whatever
+        the working directory (never ./models)."""
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        monkeypatch.chdir(tmp_path)
+        expected = tmp_path / ".cache" / "horde_model_reference"
+        assert load_settings().replica_dir == expected
 
     def test_replica_dir_with_empty_aiworker_cache_home(
-        self, monkeypatch: pytest.MonkeyPatch
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
-        """An empty AIWORKER_CACHE_HOME counts as unset."""
+        """An empty AIWORKER_CACHE_HOME counts as unset; XDG_CACHE_HOME is honoured."""
         monkeypatch.setenv("AIWORKER_CACHE_HOME", "")
-        assert load_settings().replica_dir == Path("models") / "horde_model_reference"
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        assert load_settings().replica_dir == tmp_path / "horde_model_reference"
+
+    def test_relative_xdg_cache_home_is_ignored(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """A relative XDG_CACHE_HOME is invalid (XDG spec): ~/.cache, not the working dir."""
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+        assert load_settings().replica_dir == tmp_path / ".cache" / "horde_model_reference"
+
+    def test_no_home_for_the_default_exits_78(self, tmp_path: Path) -> None:
+        """No AIWORKER_CACHE_HOME and no home directory: a config error naming replica_dir."""
+        env = {"PATH": os.environ["PATH"], "HOME": "", "XDG_CONFIG_HOME": str(tmp_path)}
+        result = subprocess.run(
+            [sys.executable, "-c", _NO_HOME_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 78, result.stderr
+        assert "replica_dir" in result.stderr and "AIWORKER_CACHE_HOME" in result.stderr
 
     def test_effective_state_dir_default(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -562,6 +604,31 @@ class TestCheckConfigCommand:
         result = check_config(**{TIMEOUT: "-1"})
         assert result.returncode == cli.EXIT_CONFIG
         assert f"from env {TIMEOUT}" in result.stderr
+
+    def test_lower_case_variables_are_named_as_set(self) -> None:
+        """`horde_replica_interval_seconds` sets the value (names are case-insensitive), and
+        check-config names that variable, not "default"."""
+        result = check_config("--json", horde_replica_interval_seconds="90")
+        assert result.returncode == cli.EXIT_OK, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["interval_seconds"] == {
+            "value": 90.0,
+            "from": "env horde_replica_interval_seconds",
+        }
+
+    def test_use_primary_origin_agrees_with_its_value(self) -> None:
+        """An empty upstream URL beside our own lower-case primary_url: the PRIMARY is used, and
+        check-config does not say "empty: GitHub only" beside `true`."""
+        result = check_config(
+            "--json", **{URL: "", "horde_replica_primary_url": "http://ours.test/api"}
+        )
+        assert result.returncode == cli.EXIT_OK, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["use_primary"] == {"value": True, "from": "default"}
+        assert shown["primary_url"] == {
+            "value": "http://ours.test/api",
+            "from": "env horde_replica_primary_url",
+        }
 
 
 class TestBounds:

@@ -19,7 +19,14 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.config import load_settings
 from horde_replica_sync.errors import ConfigError
-from horde_replica_sync.hook import ChangeHook, HookCommand, HookResult, announce, run_hook
+from horde_replica_sync.hook import (
+    ChangeHook,
+    HookCommand,
+    HookResult,
+    announce,
+    hook_environment,
+    run_hook,
+)
 from horde_replica_sync.report import LayerResult, Outcome, SyncReport
 from tests.hookscript import calls, gone, overlapped, write_hook
 
@@ -124,6 +131,26 @@ class TestOneRun:
         assert "HORDE_REPLICA_CHANGED=blip\n" in run.output_tail
         assert "injected" not in run.output_tail
         assert "WORKER_SOCKET=/run/worker.sock" in run.output_tail
+
+    def test_credentials_are_withheld_in_any_case(self) -> None:
+        """Our settings in any case, and every value with a URL's userinfo, are withheld;
+        URLs without one and everything else pass."""
+        environ = {
+            "horde_replica_primary_url": "http://primary.test/api",
+            "Horde_Replica_Interval_Seconds": "5",
+            "HORDE_MODEL_REFERENCE_PRIMARY_API_URL": "https://user:pw@primary.test/api",
+            "horde_model_reference_primary_api_url": "https://TOKEN@primary.test/api",
+            "HTTPS_PROXY": "user:pw@proxy.test:3128",
+            "MIRRORS": "https://a.test, https://u:pw@b.test",
+            "HORDE_MODEL_REFERENCE_OFFLINE": "true",
+            "WORKER_URL": "http://worker.test:7001/reload",
+            "HTTP_PROXY": "http://proxy.test:3128",
+        }
+        assert hook_environment(environ) == {
+            "HORDE_MODEL_REFERENCE_OFFLINE": "true",
+            "WORKER_URL": "http://worker.test:7001/reload",
+            "HTTP_PROXY": "http://proxy.test:3128",
+        }
 
     async def test_missing_command_is_error_naming_the_setting(self, tmp_path: Path) -> None:
         """A command that cannot start is `error`, and the message names the setting."""

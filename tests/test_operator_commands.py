@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.environment import free_port
 from tests.faultserver import FaultServer, running, script_primary
 
 
@@ -118,3 +119,95 @@ class TestCheckConfig:
         result = cli("check-config", env={"HORDE_REPLICA_CONFIG": str(tmp_path / "nope.toml")})
         assert result.returncode == 78
         assert "nope.toml" in result.stderr
+
+
+class TestWhere:
+    """`status`, `check-config` and `sync` say which replica, state and config they use."""
+
+    def test_default_replica_is_in_the_users_cache_from_any_directory(
+        self, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """No AIWORKER_CACHE_HOME: sync and status use ~/.cache/horde_model_reference, not the
+        working directory, and print it with the rule and the config files searched."""
+        home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        env = {"HOME": str(home), "XDG_CONFIG_HOME": "", "XDG_CACHE_HOME": ""}
+        env_without_cache_home = {k: v for k, v in os.environ.items() if k != "AIWORKER_CACHE_HOME"}
+        replica = home / ".cache" / "horde_model_reference"
+        common = ["--primary-url", f"{server.url}/api", "--categories", "esrgan"]
+
+        def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "horde_replica_sync", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**env_without_cache_home, **env},
+                cwd=cwd,
+                check=False,
+            )
+
+        synced = run("sync", "--once", *common, cwd=tmp_path)
+        assert synced.returncode == 0, synced.stderr
+        assert (replica / "esrgan.json").is_file()
+        assert f"replica: {replica} (default: ~/.cache/horde_model_reference" in synced.stderr
+        shown = run("status", "--categories", "esrgan", cwd=elsewhere)
+        assert shown.returncode == 0, shown.stdout
+        lines = shown.stdout.splitlines()
+        assert lines[0].startswith(f"replica: {replica} ")
+        assert lines[1].startswith(f"state:   {replica / '.horde-replica-sync' / 'state.json'} ")
+        searched = home / ".config" / "horde-replica-sync" / "config.toml"
+        assert lines[2] == (
+            f"config:  none (searched {searched}, /etc/horde-replica-sync/config.toml)"
+        )
+        document = json.loads(
+            run("status", "--json", "--categories", "esrgan", cwd=elsewhere).stdout
+        )
+        assert document["paths"]["replica"].startswith(str(replica))
+        checked = run("check-config", cwd=elsewhere).stdout.splitlines()
+        assert checked[0].startswith(f"# replica: {replica} ")
+        assert checked[2].startswith("# config:  none (searched ")
+        assert not (tmp_path / "models").exists() and not (elsewhere / "models").exists()
+
+
+class TestNothingServed:
+    """No replica and no source: the log and `status` say so in plain words, with the root."""
+
+    def test_one_log_line_and_one_status_line(self, tmp_path: Path) -> None:
+        """One `sync.outage` says workers have no reference and why (root causes, no exception
+        chain); `status` ends with one such line, its rows cut to the root, --json in full."""
+        closed = f"http://127.0.0.1:{free_port()}"
+        common = ["--replica-dir", str(tmp_path / "r")]
+        synced = cli(
+            "sync", "--once", "--primary-url", f"{closed}/api", "--github-url", closed, *common
+        )
+        assert synced.returncode == 75
+        events = [json.loads(line) for line in synced.stderr.splitlines() if line.startswith("{")]
+        (outage,) = [e for e in events if e["event"] == "sync.outage"]
+        assert outage["workers"].startswith("have no model reference yet")
+        assert outage["layers_failing"] == "all 25"
+        assert "ConnectError" not in outage["reason"] and "GitHub fallback" not in outage["reason"]
+        assert outage["reason"].startswith(
+            f"{closed}/api/model_references/v2/metadata/metadata: connection failed"
+        )
+        assert len(outage["reason"]) < 300, outage["reason"]
+
+        shown = cli("status", *common)
+        assert shown.returncode == 1
+        last = shown.stdout.splitlines()[-1]
+        assert last == (
+            "workers have no model reference yet: nothing is published here; every source"
+            f" failed: {closed}: connection failed"
+        )
+        assert "ConnectError" not in shown.stdout and "GitHub fallback" not in shown.stdout
+        document = json.loads(cli("status", "--json", *common).stdout)
+        assert document["nothing_served"] == last
+        errors = [layer["last_error"] for layer in document["layers"]]
+        assert any("ConnectError" in e and "GitHub fallback" in e for e in errors)
+
+    def test_before_any_sync(self, tmp_path: Path) -> None:
+        """Never synced: the line says so, and what to run."""
+        shown = cli("status", "--replica-dir", str(tmp_path / "r"))
+        assert shown.stdout.splitlines()[-1].endswith(
+            "no sync has run yet (start the daemon, or run `horde-replica-sync sync --once`)"
+        )

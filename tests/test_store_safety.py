@@ -7,15 +7,19 @@ run or exhaust its memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from horde_replica_sync import store as store_module
 from horde_replica_sync.cli import EXIT_CANTCREAT, EXIT_TEMPFAIL
 from horde_replica_sync.errors import StoreError
 from horde_replica_sync.store import LOCK_FILE, ReplicaStore
@@ -287,3 +291,64 @@ class TestStoreInProcess:
                 store.write("esrgan.json", b'{"a": 1}')
         assert list(elsewhere.iterdir()) == []
         assert (tmp_path / "replica.old" / "esrgan.json").read_bytes() == b"{}"
+
+    def test_a_swap_between_the_check_and_the_rename_cannot_redirect_the_write(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The replica is swapped for a symlink to another directory just after the check that
+        it is still ours (inside the write, before the temp file and the rename): the write
+        lands in our own directory, wherever it now is, never in the other one."""
+        replica, elsewhere = tmp_path / "replica", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        store = ReplicaStore(replica, tmp_path / ".state")
+        checked = store_module._refuse_foreign_target
+
+        def swap_then_check(*args: Any, **kwargs: Any) -> None:
+            if not replica.is_symlink():
+                replica.rename(tmp_path / "replica.old")
+                replica.symlink_to(elsewhere)
+            checked(*args, **kwargs)
+
+        with store.locked():
+            store.write("esrgan.json", b"{}")
+            monkeypatch.setattr(store_module, "_refuse_foreign_target", swap_then_check)
+            with contextlib.suppress(StoreError):
+                store.write("legacy/esrgan.json", b'{"a": 1}')
+        assert list(elsewhere.iterdir()) == []
+        assert (tmp_path / "replica.old" / "esrgan.json").read_bytes() == b"{}"
+
+    def test_a_deleted_replica_dir_is_recreated_and_relocked(self, tmp_path: Path) -> None:
+        """Deleted while locked: the next write re-creates it, with our lock, and writes."""
+        replica = tmp_path / "replica"
+        store = ReplicaStore(replica, replica / ".state")
+        with store.locked():
+            store.write("esrgan.json", b"{}")
+            shutil.rmtree(replica)
+            store.write("legacy/esrgan.json", b'{"a": 1}')
+            store.save_state(store.load_state())
+            assert (replica / "legacy" / "esrgan.json").read_bytes() == b'{"a": 1}'
+            assert (replica / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+            assert (replica / ".state" / "state.json").is_file()
+
+    @pytest.mark.parametrize("put_back", ["symlink", "non-empty", "file"])
+    def test_what_took_a_deleted_replica_dirs_place_is_never_adopted(
+        self, tmp_path: Path, put_back: str
+    ) -> None:
+        """Deleted, and a symlink, a directory holding something or a file put in its place:
+        refused, naming the path; nothing written there."""
+        replica, elsewhere = tmp_path / "replica", tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        store = ReplicaStore(replica, tmp_path / ".state")
+        with store.locked():
+            shutil.rmtree(replica)
+            if put_back == "symlink":
+                replica.symlink_to(elsewhere)
+            elif put_back == "non-empty":
+                replica.mkdir()
+                (replica / "theirs").write_text("x")
+            else:
+                replica.write_text("x")
+            with pytest.raises(StoreError, match=r"was deleted while the daemon ran"):
+                store.write("esrgan.json", b"{}")
+        assert list(elsewhere.iterdir()) == []
+        assert not (replica / "esrgan.json").exists()

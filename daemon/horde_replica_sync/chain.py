@@ -24,9 +24,9 @@ categories. Nothing here writes: the engine publishes what comes back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, is_csv, spec_for
 from horde_replica_sync.errors import (
@@ -57,22 +57,52 @@ SERVER_DOWN_AFTER: Final = 2
 CONNECTION_LEVEL: Final = frozenset({ErrorKind.CONNECTION, ErrorKind.TLS, ErrorKind.TIMEOUT})
 
 
+class PublishedFiles(Protocol):
+    """Where a category's published files are read, digested and compared (the publisher)."""
+
+    def read(self, relpath: str) -> bytes | None:
+        """The published bytes of `relpath`; None when missing."""
+        ...
+
+    def digest(self, relpath: str) -> str | None:
+        """Their sha256, streamed."""
+        ...
+
+    def holds(self, relpath: str, content: bytes) -> bool:
+        """Whether they are exactly `content`, compared a chunk at a time."""
+        ...
+
+
 class Published:
     """A category's published files, each read at most once per run, and only when needed.
 
-    Lazily: on the PRIMARY's path the old bytes are first wanted when the new ones are
-    published, so a run never holds both copies of a large file for the whole download.
+    Lazily: the old bytes are read whole only where they are needed whole (a 304's body, the
+    shrink guard without a recorded count); a digest or a comparison with the new bytes is
+    streamed from the file, so a run never holds both copies of a large file.
     """
 
-    def __init__(self, read: Callable[[str], bytes | None]) -> None:
-        self._read = read
+    def __init__(self, files: PublishedFiles) -> None:
+        self._source = files
         self._files: dict[str, bytes | None] = {}
 
     def get(self, relpath: str) -> bytes | None:
         """The published bytes of `relpath` (None when missing), read on first use."""
         if relpath not in self._files:
-            self._files[relpath] = self._read(relpath)
+            self._files[relpath] = self._source.read(relpath)
         return self._files[relpath]
+
+    def digest(self, relpath: str) -> str | None:
+        """The sha256 of `relpath` (None when missing), from memory if it was read."""
+        if relpath in self._files:
+            held = self._files[relpath]
+            return None if held is None else sha256_hex(held)
+        return self._source.digest(relpath)
+
+    def holds(self, relpath: str, content: bytes) -> bool:
+        """Whether `relpath` is exactly `content`, from memory if it was read."""
+        if relpath in self._files:
+            return self._files[relpath] == content
+        return self._source.holds(relpath, content)
 
 
 @dataclass(slots=True)
@@ -460,12 +490,12 @@ class _Checker:
         """The ETag to send, only when the published file is exactly what it describes."""
         state = self._states.get(Layer.LEGACY)
         record = state.files.get(relpath) if state is not None else None
+        if record is None or record.etag is None:
+            return None, None
+        if self._published.digest(relpath) != record.sha256:  # streamed: read only if it is
+            return None, None
         held = self._published.get(relpath)
-        if record is None or record.etag is None or held is None:
-            return None, None
-        if sha256_hex(held) != record.sha256:
-            return None, None
-        return record.etag, held
+        return (None, None) if held is None else (record.etag, held)
 
     def _previous_records(self, layer: Layer, relpath: str) -> int | None:
         """Records in the last good copy: from the state, else counted from the file itself."""

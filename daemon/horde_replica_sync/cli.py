@@ -1,4 +1,4 @@
-"""Command line: `run`, `sync --once`, `status`, `check-config`.
+"""Command line: `run`, `sync --once`, `status`, `check-config`, `install-files`.
 
 Exit codes (sysexits): 0 fine; 75 some category failed or was refused but the replica is
 consistent, or another process holds the replica (temporary: retrying helps); 73 the replica
@@ -18,9 +18,21 @@ from typing import Any, Final
 
 import structlog
 
-from horde_replica_sync import __version__, early, logs, status
-from horde_replica_sync.config import Settings, find_config_file, load_settings, provenance
-from horde_replica_sync.errors import ConfigError, ReplicaSyncError, ReplicaUnusable
+from horde_replica_sync import __version__, deploy, early, logs, status
+from horde_replica_sync.config import (
+    Settings,
+    find_config_file,
+    load_settings,
+    provenance,
+    resolved_paths,
+)
+from horde_replica_sync.errors import (
+    ConfigError,
+    InstallError,
+    ReplicaSyncError,
+    ReplicaUnusable,
+    root_cause,
+)
 from horde_replica_sync.hook import HookCommand, HookResult, run_hook
 from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
@@ -42,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.handler is not _cmd_run:  # only the daemon defers signals until it is up
         early.release()
+    if args.command == "install-files":  # needs no settings: a broken config must not stop it
+        return _cmd_install_files(args)
     logs.configure()
     overrides = _overrides(args)
     try:
@@ -52,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     logs.configure(level=logs.LEVELS[settings.log_level])
     command: Callable[..., int] = args.handler
+    if command is _cmd_sync:  # stdout is the run's table: where it goes is context, on stderr
+        for line in _where(settings, config_file, overrides):
+            print(line, file=sys.stderr)
     try:
         return command(args, settings, lambda: load_settings(config_file, **overrides), config_file)
     except ConfigError as exc:  # e.g. the metrics address is taken
@@ -100,10 +117,23 @@ def _run_hook_once(settings: Settings, report: SyncReport) -> bool:
     return False
 
 
-def _cmd_status(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
+def _cmd_status(
+    args: argparse.Namespace, settings: Settings, _: Any, config_file: Path | None
+) -> int:
     rows = status.collect(settings)
-    print(status.render_json(rows) if args.json else status.render_table(rows))
+    paths = resolved_paths(settings, config_file, provenance(config_file, _overrides(args)))
+    if args.json:
+        print(status.render_json(rows, paths))
+    else:
+        print("\n".join([*_where(settings, config_file, _overrides(args)), ""]))
+        print(status.render_table(rows))
     return EXIT_UNEXPECTED if any(r.problem for r in rows) else EXIT_OK
+
+
+def _where(settings: Settings, config_file: Path | None, overrides: dict[str, Any]) -> list[str]:
+    """`replica: …`, `state: …`, `config: …` lines: what this command reads and why."""
+    paths = resolved_paths(settings, config_file, provenance(config_file, overrides))
+    return [f"{name + ':':<8} {value}" for name, value in paths.items()]
 
 
 def _cmd_check_config(
@@ -116,17 +146,54 @@ def _cmd_check_config(
             json.dumps({k: {"value": v, "from": origins[k]} for k, v in values.items()}, indent=2)
         )
     else:
-        print(f"# config file: {config_file or 'none found'}")
+        for line in _where(settings, config_file, _overrides(args)):
+            print(f"# {line}")
         for key, value in values.items():
             print(f"{key} = {json.dumps(value)}  # {origins[key]}")
     return EXIT_OK
+
+
+def _cmd_install_files(args: argparse.Namespace) -> int:
+    try:
+        installed = deploy.install_files(args.directory, binary=args.bin, force=args.force)
+    except (InstallError, OSError) as exc:
+        print(f"horde-replica-sync: {exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
+    print(render_installed(installed, args.directory))
+    return EXIT_OK
+
+
+def render_installed(installed: deploy.Installed, directory: Path) -> str:
+    """What was written, and the commands that turn it into a running service."""
+    d = directory.absolute()
+    lines = [f"wrote {len(installed.files)} files under {d}; the units start {installed.binary}"]
+    lines += [f"  {path}" for path in installed.files]
+    if installed.binary_hidden:
+        lines.append(
+            f"warning: {installed.binary} is under a home directory, which the units' sandbox"
+            " hides (ProtectHome=yes): install system-wide (pipx install --global, or a venv"
+            " under /opt) or pass --bin with a path outside /home and /root"
+        )
+    lines += [
+        'systemd (as root; README "Run it under systemd"):',
+        f"  install -m 0644 {d}/systemd/horde-replica-sync.sysusers.conf"
+        " /etc/sysusers.d/horde-replica-sync.conf && systemd-sysusers",
+        f"  install -m 0644 {d}/systemd/horde-replica-sync.service /etc/systemd/system/",
+        "  systemctl daemon-reload && systemctl enable --now horde-replica-sync",
+        f"compose: docker compose -f {d}/config/compose.example.yaml up -d",
+    ]
+    return "\n".join(lines)
 
 
 async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
     if flags.dry_run:  # writes nothing, so it needs no lock
         report = await _run_once(settings, flags)
     else:
-        store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+        store = ReplicaStore(
+            settings.replica_dir,
+            settings.effective_state_dir,
+            max_file_bytes=settings.max_body_bytes,
+        )
         with store.locked():
             for stale in store.remove_stale_temps():
                 log.info("store.stale_temp_removed", path=str(stale))
@@ -141,17 +208,18 @@ async def _run_once(settings: Settings, flags: RunFlags) -> SyncReport:
 
 
 def render_report(report: SyncReport) -> str:
-    """A table of the run for humans; errors name the category, URL and reason."""
+    """A table of the run for humans; errors cut to their root cause (URL and what happened;
+    in full in the log's `sync.category_done` at debug and in `status --json`)."""
     lines = [f"{'category':<21} {'layer':<6} {'outcome':<9} {'source':<7} {'written':>9}  error"]
     for r in report.results:
         source = r.source or ("cache" if r.cache_hit else "-")
         lines.append(
             f"{r.category.value:<21} {r.layer.value:<6} {r.outcome.value:<9} {source:<7} "
-            f"{r.bytes_written:>9}  {r.error or ''}".rstrip()
+            f"{r.bytes_written:>9}  {root_cause(r.error) if r.error else ''}".rstrip()
         )
     verdict = "ok" if report.ok else f"{len(report.failed)} failed"
     if report.primary_error:
-        verdict += f"; the PRIMARY was unavailable ({report.primary_error})"
+        verdict += f"; the PRIMARY was unavailable ({root_cause(report.primary_error)})"
     if report.state_error:
         verdict += f"; the state file could not be saved ({report.state_error})"
     mode = " (dry run: nothing written)" if report.dry_run else ""
@@ -218,15 +286,30 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--on-change", metavar="CMD", help=argparse.SUPPRESS)
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=_cmd_check_config)
+
+    install = commands.add_parser(
+        "install-files",
+        help="write the systemd units, example config, alerts and dashboard into DIRECTORY",
+    )
+    install.add_argument("directory", type=Path, metavar="DIRECTORY")
+    install.add_argument(
+        "--bin",
+        type=Path,
+        metavar="PATH",
+        help="the console script the units start (default: this installation's)",
+    )
+    install.add_argument("--force", action="store_true", help="overwrite files that differ")
+    install.set_defaults(handler=_cmd_install_files)
     return parser
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML settings file")
+    # Paths stay strings until validated: Path("") would already be ".".
+    parser.add_argument("--config", help="TOML settings file")
     parser.add_argument("--primary-url", help="PRIMARY API base, including /api")
     parser.add_argument("--github-url", help="raw GitHub base URL (a proxy or mirror works)")
     parser.add_argument("--no-fallback", action="store_true", help="PRIMARY only, no GitHub")
     parser.add_argument("--no-primary", action="store_true", help="GitHub only")
-    parser.add_argument("--replica-dir", type=Path, help="the replica directory readers load")
-    parser.add_argument("--state-dir", type=Path, help="where state.json lives")
+    parser.add_argument("--replica-dir", help="the replica directory readers load")
+    parser.add_argument("--state-dir", help="where state.json lives")
     parser.add_argument("--categories", help="comma-separated categories (default: all)")

@@ -13,6 +13,7 @@ import os
 import shlex
 import ssl
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -48,11 +49,44 @@ ENV_PREFIX: Final = "HORDE_REPLICA_"
 DEFAULT_PRIMARY_URL: Final = "https://models.aihorde.net/api"
 MIB: Final = 1024 * 1024
 DAY: Final = 86400
+DEFAULT_MAX_BODY_BYTES: Final = 64 * MIB
+EMPTY_PATH: Final = (
+    "is empty (what an unset ${VAR} in a compose or environment file gives): give a path, "
+    "or leave the setting out"
+)
+
+
+REPLICA_NAME: Final = "horde_model_reference"
+
+
+def default_cache_home(environ: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """Where the replica's parent is by default, and the rule that chose it (for humans).
+
+    `$AIWORKER_CACHE_HOME` as upstream; without it the user's cache directory
+    (`$XDG_CACHE_HOME`, else `~/.cache`), never the working directory: upstream 8.6.2 falls
+    back to `./models`, which would make `status` run elsewhere look at another replica.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("AIWORKER_CACHE_HOME"):
+        return Path(env["AIWORKER_CACHE_HOME"]), "$AIWORKER_CACHE_HOME"
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if Path(xdg).is_absolute():  # the XDG spec: a relative value is invalid and ignored
+        return Path(xdg), "$XDG_CACHE_HOME"
+    try:
+        home = Path.home()
+    except RuntimeError as exc:  # no $HOME and no passwd entry
+        msg = (
+            "invalid setting replica_dir (env HORDE_REPLICA_REPLICA_DIR, flag --replica-dir): "
+            f"no AIWORKER_CACHE_HOME and no home directory for ~/.cache ({exc}); set one of them"
+        )
+        raise ConfigError(msg) from exc
+    return home / ".cache", "~/.cache"
 
 
 def default_replica_dir() -> Path:
-    """`$AIWORKER_CACHE_HOME/horde_model_reference`, upstream's default (`./models` if unset)."""
-    return Path(os.environ.get("AIWORKER_CACHE_HOME") or "./models") / "horde_model_reference"
+    """`$AIWORKER_CACHE_HOME/horde_model_reference`, else
+    `${XDG_CACHE_HOME:-~/.cache}/horde_model_reference` (never the working directory)."""
+    return default_cache_home()[0] / REPLICA_NAME
 
 
 def _bracketed_ipv6(host: str, value: str) -> None:
@@ -73,41 +107,83 @@ class Settings(BaseSettings):
     # Every number is finite (no inf/NaN) and within a stated range: an absurd value exits 78
     # instead of crashing later (OverflowError) or leaving a daemon that never syncs.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", allow_inf_nan=False
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,  # each field's docstring: docs/configuration.md
     )
 
     primary_url: str = DEFAULT_PRIMARY_URL
+    """PRIMARY API base, including `/api`; a user:password in it is sent as basic auth, never
+    shown."""
     github_url: str = GITHUB_URL
+    """Raw GitHub base; a proxy or mirror laid out the same way works."""
     use_primary: bool = True
+    """`false`: GitHub only (`--no-primary`)."""
     github_fallback: bool = True
+    """Fall back to GitHub when the PRIMARY is unavailable (never on a 404)."""
     github_owner: str = Field(GITHUB_OWNER, min_length=1)
+    """Owner of both legacy repositories."""
     github_branch: str = Field(GITHUB_BRANCH, min_length=1)
+    """Branch of both legacy repositories."""
     replica_dir: Path = Field(default_factory=default_replica_dir)
+    """The directory readers load (restart to change)."""
     state_dir: Path | None = None
+    """Where `state.json` lives; unset: `<replica_dir>/.horde-replica-sync` (restart to
+    change)."""
     categories: Annotated[tuple[MODEL_REFERENCE_CATEGORY, ...], NoDecode] = tuple(
         MODEL_REFERENCE_CATEGORY
     )
+    """Comma-separated categories to sync."""
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    """Per HTTP request: connecting, and each wait for more bytes."""
     request_deadline_seconds: float = Field(120.0, gt=0, le=3600)
+    """The longest one request may take in all (connect, headers, body)."""
     run_timeout_seconds: float = Field(300.0, gt=0, le=DAY)
-    max_body_bytes: int = Field(64 * MIB, ge=1024, le=1024 * MIB)
+    """Bound on one whole run, change detection included; a run cut short fails
+    (`run_timeout`)."""
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024 * MIB)
+    """Bodies are abandoned past this many decoded bytes, while streaming."""
     max_concurrency: int = Field(4, ge=1, le=64)
+    """Fetches in flight at once."""
     retry_attempts: int = Field(3, ge=1, le=20)
+    """Tries per request (capped exponential backoff with full jitter, `Retry-After`
+    honoured)."""
     retry_initial_seconds: float = Field(0.5, ge=0, le=600)
+    """First backoff."""
     retry_max_seconds: float = Field(10.0, ge=0, le=3600)
+    """Backoff cap."""
     max_shrink_fraction: float = Field(0.5, ge=0, le=1)
+    """Refuse a payload that drops more than this fraction of a category's records."""
     cache_ttl_seconds: int = Field(3600, ge=1, le=30 * DAY)
+    """A category is re-downloaded and re-verified at least this often, even if the metadata
+    says nothing changed."""
     interval_seconds: float = Field(60.0, ge=1, le=DAY)
+    """Period between runs."""
     init_interval_seconds: float = Field(10.0, ge=1, le=3600)
+    """Period until the first successful run."""
     interval_jitter_seconds: float = Field(6.0, ge=0, le=3600)
+    """Random delay added to each tick, so a fleet never polls in step."""
     misfire_grace_seconds: float = Field(30.0, ge=1, le=DAY)
+    """A tick late by less than this still runs."""
     max_staleness_seconds: float = Field(7200.0, ge=1, le=30 * DAY)
+    """`/readyz`, `status` and the staleness metric call a layer stale after this long without
+    confirmation (keep the alert `HordeReplicaStale` equal)."""
     shutdown_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    """Bound on finishing the run in flight at SIGTERM."""
     metrics_addr: str = "127.0.0.1:9464"
-    ca_bundle: Path | None = None  # PEM file of extra CAs, trusted besides the system store
+    """`/metrics`, `/healthz`, `/readyz` as `HOST:PORT`; an IPv6 host in brackets (restart to
+    change)."""
+    ca_bundle: Path | None = None
+    """PEM file of extra CAs trusted besides the system store."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """`debug`, `info`, `warning` or `error`."""
     on_change_command: str | None = None
+    """Command run after a sync published changes, and once at start; split like a shell
+    would, run without one."""
     on_change_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    """The hook's whole process group is killed past this."""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -145,10 +221,14 @@ class Settings(BaseSettings):
         # JSON dumps are what gets logged and printed (daemon.starting, check-config).
         return redact_url(value)
 
-    @field_validator("ca_bundle", mode="before")
+    @field_validator("replica_dir", "state_dir", "ca_bundle", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value  # `HORDE_REPLICA_CA_BUNDLE=` means none
+    def _not_empty(cls, value: Any) -> Any:
+        # Path("") is Path("."): an unset compose `${VAR}` would silently mean the working
+        # directory. An explicit "." still does.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(EMPTY_PATH)
+        return value
 
     @field_validator("ca_bundle")
     @classmethod
@@ -286,10 +366,19 @@ def config_search_path(environ: dict[str, str] | None = None) -> list[Path]:
     return paths
 
 
-def find_config_file(explicit: Path | None) -> Path | None:
-    """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists."""
+def find_config_file(explicit: str | Path | None) -> Path | None:
+    """`--config`, else `$HORDE_REPLICA_CONFIG` (must exist), else the first file that exists.
+
+    Either given empty is an error, not "none": it is what an unset `${VAR}` becomes.
+    """
     if explicit is not None:
-        return explicit
+        if not str(explicit).strip():
+            msg = f"the config file (flag --config) {EMPTY_PATH}"
+            raise ConfigError(msg)
+        return Path(explicit)
+    if "HORDE_REPLICA_CONFIG" in os.environ and not os.environ["HORDE_REPLICA_CONFIG"].strip():
+        msg = f"the config file (env HORDE_REPLICA_CONFIG) {EMPTY_PATH}"
+        raise ConfigError(msg)
     try:
         candidates = config_search_path()
         if os.environ.get("HORDE_REPLICA_CONFIG"):
@@ -314,8 +403,8 @@ def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str,
     for key in Settings.model_fields:
         if key in overrides:
             origins[key] = f"flag {FLAGS.get(key, key)}"
-        elif f"{ENV_PREFIX}{key.upper()}" in os.environ:
-            origins[key] = f"env {ENV_PREFIX}{key.upper()}"
+        elif variable := our_variable(key):
+            origins[key] = f"env {variable}"
         elif upstream := upstream_origin(key, overridden=ours):
             origins[key] = upstream
         elif key in from_file:
@@ -323,6 +412,31 @@ def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str,
         else:
             origins[key] = "default"
     return origins
+
+
+def resolved_paths(
+    settings: Settings, config_file: Path | None, origins: dict[str, str]
+) -> dict[str, str]:
+    """The replica, state file and config file this command uses, each with why (for humans:
+    `status`, `check-config` and `sync` print them, so nobody reads the wrong replica)."""
+    replica_origin = origins["replica_dir"]
+    if replica_origin == "default":
+        rule = default_cache_home()[1]
+        unset = "" if rule == "$AIWORKER_CACHE_HOME" else "; AIWORKER_CACHE_HOME unset"
+        replica_origin = f"default: {rule}/{REPLICA_NAME}{unset}"
+    state_origin = origins["state_dir"]
+    if state_origin == "default":
+        state_origin = "default: inside the replica"
+    if config_file is not None:
+        config = str(config_file.absolute())
+    else:
+        searched = ", ".join(str(path) for path in config_search_path())
+        config = f"none (searched {searched})"
+    return {
+        "replica": f"{settings.replica_dir.absolute()} ({replica_origin})",
+        "state": f"{settings.effective_state_dir.absolute() / 'state.json'} ({state_origin})",
+        "config": config,
+    }
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -334,9 +448,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(describe_settings_error(exc, overrides)) from exc
 
 
+def our_variable(key: str) -> str | None:
+    """The name of our variable for setting `key` as it is set in the environment: names are
+    case-insensitive, as pydantic-settings reads them (the upper-case spelling first)."""
+    wanted = f"{ENV_PREFIX}{key.upper()}"
+    if wanted in os.environ:
+        return wanted
+    return next((name for name in os.environ if name.upper() == wanted), None)
+
+
 def _set_by_us(overrides: dict[str, Any]) -> set[str]:
     """The settings a flag or one of our own variables sets (upstream's cannot change them)."""
-    ours = {key for key in Settings.model_fields if f"{ENV_PREFIX}{key.upper()}" in os.environ}
+    ours = {key for key in Settings.model_fields if our_variable(key)}
     return ours | set(overrides)
 
 
@@ -361,7 +484,7 @@ def describe_settings_error(exc: ValidationError, overrides: dict[str, Any] | No
                 f"invalid settings: {error['msg'].removeprefix('Value error, ')}{supplied}"
             )
             continue
-        where = [f"env {ENV_PREFIX}{key.upper()}"]
+        where = [f"env {our_variable(key) or ENV_PREFIX + key.upper()}"]
         if key not in ours and (upstream := upstream_origin(key, overridden=ours)):
             where.insert(0, f"from {upstream}")
         if key in FLAGS:

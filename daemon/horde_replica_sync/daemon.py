@@ -18,7 +18,7 @@ import contextlib
 import ctypes
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -36,7 +36,7 @@ from horde_replica_sync.health import HealthServer, Verdict
 from horde_replica_sync.hook import ChangeHook, HookCommand, announce
 from horde_replica_sync.metrics import Metrics
 from horde_replica_sync.notify import Notifier
-from horde_replica_sync.report import SyncReport
+from horde_replica_sync.report import LayerKey, SyncReport
 from horde_replica_sync.runtime import build_engine, make_client
 from horde_replica_sync.scheduler import Ticker
 from horde_replica_sync.store import ReplicaStore
@@ -92,6 +92,7 @@ class Daemon:
             async with make_client(self.settings) as client:
                 self._client: httpx.AsyncClient = client
                 self.engine = build_engine(self.settings, client)
+                self.engine.witness = self._witness
                 await self._serve_with_engine()
         log.info("daemon.stopped", config=self.settings.model_dump(mode="json"))
         return 0
@@ -241,6 +242,7 @@ class Daemon:
         changed = _changed(self.settings, new)
         old_client, self._client = self._client, make_client(new)
         self.engine = build_engine(new, self._client, previous=self.engine)
+        self.engine.witness = self._witness
         await old_client.aclose()
         self.settings = new
         self._hook.command = HookCommand.from_settings(new)
@@ -249,20 +251,33 @@ class Daemon:
         self._track()
         log.info("config.reloaded", changed=changed)
 
+    def _witness(self, relpaths: Sequence[str]) -> str | None:
+        """The on-change hook, when a file another process changed was written while it ran."""
+        for relpath in relpaths:
+            try:
+                changed_at = (self.settings.replica_dir / relpath).lstat().st_mtime
+            except OSError:  # removed: no time to compare
+                continue
+            program = self._hook.ran_at(changed_at)
+            if program is not None:
+                return (
+                    f"the on-change hook ({program}), which was running when {relpath} "
+                    "changed: a hook must not write the replica (each edit is repaired, and "
+                    "the repair announced to the hook again)"
+                )
+        return None
+
     # -- probes and snapshots -----------------------------------------------------------
 
     def _track(self) -> None:
         self._metrics.track(layer_keys(self.settings.categories), self.engine.state)
 
     def ready(self) -> Verdict:
-        """Every configured layer confirmed current within `max_staleness_seconds`."""
+        """Every configured layer confirmed current within `max_staleness_seconds`, and every
+        file it published still there for readers to load."""
         bound = self.settings.max_staleness_seconds
-        verdict = staleness(
-            self.engine.state,
-            layer_keys(self.settings.categories),
-            now=self._clock(),
-            bound_seconds=bound,
-        )
+        keys = layer_keys(self.settings.categories)
+        verdict = staleness(self.engine.state, keys, now=self._clock(), bound_seconds=bound)
         detail: dict[str, Any] = {"max_staleness_seconds": bound}
         if verdict.never_confirmed:
             detail["never_synced"] = list(verdict.never_confirmed)
@@ -271,7 +286,20 @@ class Daemon:
         if verdict.unshown:
             detail["stamp_not_shown"] = list(verdict.unshown)
             detail["likely_cause"] = UNSHOWN_CAUSE
-        return Verdict(verdict.fresh, detail)
+        missing = self._missing_files(keys)
+        if missing:  # deleted (the whole directory, say): until the next run publishes them
+            detail["missing"] = missing
+        return Verdict(verdict.fresh and not missing, detail)
+
+    def _missing_files(self, keys: Sequence[LayerKey]) -> list[str]:
+        """The published files readers would not find: a stat each (a few dozen a probe)."""
+        replica = self.settings.replica_dir
+        return [
+            relpath
+            for key in keys
+            for relpath in self.engine.state.layer(*key).files
+            if not (replica / relpath).is_file()
+        ]
 
     def _alive(self) -> Verdict:
         silent = time.monotonic() - self._heartbeat

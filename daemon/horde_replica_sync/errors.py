@@ -3,6 +3,7 @@
     ReplicaSyncError
     ├── ConfigError            bad settings; the CLI exits 78 before any I/O
     ├── LockHeldError          another process owns the replica directory
+    ├── InstallError           `install-files` cannot write a deployment file (exit 73)
     ├── SourceError            a source could not deliver one file (carries the URL)
     │   ├── SourceUnavailable  connection, TLS, timeout, 5xx, 429, redirect: try the fallback
     │   └── SourceRejected     the source answered, but not with data (422, other 4xx)
@@ -19,6 +20,9 @@ of the error: the source chain, which made the call, records it beside the error
 from __future__ import annotations
 
 import enum
+import re
+from typing import Final
+from urllib.parse import urlsplit
 
 from horde_replica_sync.redact import redact_url
 
@@ -62,6 +66,10 @@ class ReplicaSyncError(Exception):
 
 class ConfigError(ReplicaSyncError):
     """Raised by the settings loader when a setting breaks its rule."""
+
+
+class InstallError(ReplicaSyncError):
+    """Raised by `install-files` when a file exists with other content, or cannot be written."""
 
 
 class LockHeldError(ReplicaSyncError):
@@ -125,3 +133,31 @@ class StoreError(ReplicaSyncError):
 class ReplicaUnusable(StoreError):
     """Raised by the store when the replica directory or its lock file cannot be used (not a
     directory, not writable, a symlink or FIFO lock): permanent, so the CLI exits 73."""
+
+
+# How the engine nests one failure in another (chain.py): GitHub's error carries the PRIMARY's
+# that sent it there, a skipped request the run's PRIMARY outage, a transport error the
+# library's exception. An operator needs the innermost "URL: what happened" only.
+_FALLBACK_TAIL: Final = " (GitHub fallback, after the PRIMARY was unavailable: "
+_SKIPPED: Final = re.compile(r"^\S+: skipped: the PRIMARY is unavailable this run \((.*)\)$")
+_EXCEPTION_DETAIL: Final = re.compile(r" \([A-Z][A-Za-z]*(?:Error|Exception|Timeout)\b[^()]*\)$")
+
+
+def root_cause(error: str) -> str:
+    """The root of a nested error message: `URL: what happened`, without the chain of
+    fallbacks and the library's exception (those stay in the log and `status --json`)."""
+    text = error.partition(_FALLBACK_TAIL)[0]
+    while (skipped := _SKIPPED.match(text)) is not None:
+        text = skipped.group(1)
+    while (detail := _EXCEPTION_DETAIL.search(text)) is not None:
+        text = text[: detail.start()]
+    return text
+
+
+def by_origin(cause: str) -> str:
+    """`http://host:port/long/path: what` -> `http://host:port: what`: one line per server."""
+    url, sep, what = cause.partition(": ")
+    parts = urlsplit(url)
+    if not sep or parts.scheme not in ("http", "https"):
+        return cause
+    return f"{parts.scheme}://{parts.netloc}: {what}"

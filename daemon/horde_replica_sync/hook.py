@@ -8,20 +8,22 @@
 One command at a time, never awaited by the sync loop (a task on the daemon's loop). Changes
 that arrive while it runs wait as one follow-up with the union of their categories. The command
 is an argv (`shlex.split` at config load, no shell), started in its own session with stdin
-/dev/null and the daemon's environment, its own HORDE_REPLICA_* settings replaced by
-HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR; past its timeout its whole process group is killed.
+/dev/null and the daemon's environment, its own HORDE_REPLICA_* settings (any case) and every
+value carrying a credential withheld, plus HORDE_REPLICA_CHANGED / HORDE_REPLICA_DIR; past its
+timeout its whole process group is killed.
 Each run is one `hook.done` log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import os
 import signal
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -30,12 +32,15 @@ import structlog
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.config import ENV_PREFIX, Settings
+from horde_replica_sync.redact import carries_credentials
 from horde_replica_sync.report import SyncReport
 
 log = structlog.get_logger(__name__)
 
 OUTPUT_TAIL_BYTES: Final = 4096  # what of the command's output a log line carries
 KILL_GRACE_SECONDS: Final = 2.0  # for a killed group's exit (and its output's end) to be seen
+RUNS_REMEMBERED: Final = 8  # hook runs whose times are kept to explain a foreign change
+MTIME_SLACK_SECONDS: Final = 0.05  # file times come from a coarse kernel clock
 SETTING: Final = "on_change_command (env HORDE_REPLICA_ON_CHANGE_COMMAND, flag --on-change)"
 
 
@@ -127,8 +132,7 @@ async def _spawn(command: HookCommand, changed: str) -> tuple[asyncio.subprocess
     the other end for ever, and asyncio would keep its end open (a descriptor per run) as long.
     """
     env = {
-        # Not the daemon's own settings: `primary_url` may carry credentials.
-        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
+        **hook_environment(os.environ),
         "HORDE_REPLICA_CHANGED": changed,
         "HORDE_REPLICA_DIR": str(command.replica_dir.resolve()),
     }
@@ -148,6 +152,21 @@ async def _spawn(command: HookCommand, changed: str) -> tuple[asyncio.subprocess
     finally:
         os.close(write_end)
     return proc, output
+
+
+def hook_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What the command inherits: the daemon's environment without its own settings (in any
+    case: names are case-insensitive to us) and without any value carrying a credential (a
+    URL's `user:password@`, e.g. upstream's `HORDE_MODEL_REFERENCE_PRIMARY_API_URL`)."""
+    kept, withheld = {}, []
+    for name, value in environ.items():
+        if name.upper().startswith(ENV_PREFIX) or carries_credentials(name, value):
+            withheld.append(name)
+        else:
+            kept[name] = value
+    if withheld:  # names only: they are no secret, and they explain a hook missing one
+        log.debug("hook.environment_withheld", variables=sorted(withheld))
+    return kept
 
 
 async def _finish(
@@ -237,6 +256,15 @@ class ChangeHook:
         self._due: set[MODEL_REFERENCE_CATEGORY] = set()  # announced, not yet delivered
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Wall-clock [start, end] of the last runs (end None while running): a file whose
+        # mtime falls in one was likely written by the hook (see `ran_at`).
+        self._windows: collections.deque[list[float | None]] = collections.deque(
+            maxlen=RUNS_REMEMBERED
+        )
+
+    @property
+    def _program(self) -> str:
+        return self.command.argv[0] if self.command is not None else "(removed by a reload)"
 
     def notify(self, changed: Iterable[MODEL_REFERENCE_CATEGORY]) -> None:
         """Tell the hook about `changed` (and retry what is still due)."""
@@ -259,17 +287,31 @@ class ChangeHook:
     async def _drain(self, command: HookCommand, changed: set[MODEL_REFERENCE_CATEGORY]) -> None:
         """Run for `changed`, then for what piled up meanwhile, until nothing is waiting."""
         while True:
+            window: list[float | None] = [time.time(), None]  # wall clock: compared with mtimes
+            self._windows.append(window)
             try:
                 run = await run_hook(command, changed)
             except Exception:  # a bug here must not end the hook for good
                 log.exception("hook.crashed", changed=changed_value(changed))
                 run = HookRun(HookResult.ERROR, changed_value(changed), 0.0)
+            finally:
+                window[1] = time.time()
             self._record(run.result, run.duration_seconds)
             if run.result is not HookResult.OK:
                 self._due |= changed
             if not self._pending or self.command is None or self._closing:
                 return
             command, changed, self._pending = self.command, self._pending, set()
+
+    def ran_at(self, moment: float) -> str | None:
+        """The program of the command if one of its recent runs was under way at the wall
+        time `moment` (a file's mtime), else None. Only the program: arguments may hold a
+        token."""
+        for start, end in self._windows:
+            assert start is not None
+            if start - MTIME_SLACK_SECONDS <= moment <= (end or time.time()) + MTIME_SLACK_SECONDS:
+                return self._program
+        return None
 
     async def idle(self) -> None:
         """Wait until no run is in flight or waiting."""

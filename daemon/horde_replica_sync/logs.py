@@ -15,7 +15,7 @@ from typing import Any, Final, TextIO
 
 import structlog
 
-from horde_replica_sync.errors import ErrorKind
+from horde_replica_sync.errors import ErrorKind, by_origin, root_cause
 from horde_replica_sync.report import Outcome, SyncReport
 
 
@@ -128,16 +128,43 @@ class RunLog:
             self._outage, self._since = outage, None
             return
         failed = report.failed
+        everything = len(failed) == len(report.results)
         log.warning(
             "sync.outage",
             state="started" if not self._outage else "changed",
+            # Said in plain words first: the one thing an operator must know.
+            workers=NOTHING_SERVED if report.nothing_served else None,
             down=sorted(f"{source}: {kind}" for source, kind in outage),
-            layers_failing=sorted(f"{r.category.value}/{r.layer.value}" for r in failed),
-            reason=report.primary_error or (failed[0].error if failed else None) or _blind(report),
+            layers_failing=f"all {len(failed)}"
+            if everything
+            else sorted(f"{r.category.value}/{r.layer.value}" for r in failed),
+            reason=_root_causes(report) or _blind(report),
             next_attempt_in_seconds=next_attempt_seconds,
         )
         self._outage = outage
         self._since = now if self._since is None else self._since
+
+
+NOTHING_SERVED: Final = "have no model reference yet: nothing is published and no source delivered"
+MAX_CAUSES: Final = 3
+
+
+def _root_causes(report: SyncReport) -> str | None:
+    """The run's failures cut to their root causes (the PRIMARY's first), one per server and
+    what happened, with how many more URLs failed alike; each layer's full error is in its
+    `sync.category_done` at debug."""
+    errors = [report.primary_error, *(r.error for r in report.failed)]
+    alike: dict[str, list[str]] = {}
+    for cause in (root_cause(e) for e in errors if e):
+        urls = alike.setdefault(by_origin(cause), [])
+        if cause not in urls:
+            urls.append(cause)
+    causes = [
+        urls[0] + (f" (+{len(urls) - 1} more like it)" if len(urls) > 1 else "")
+        for urls in alike.values()
+    ]
+    more = f" (+{len(causes) - MAX_CAUSES} more)" if len(causes) > MAX_CAUSES else ""
+    return "; ".join(causes[:MAX_CAUSES]) + more if causes else None
 
 
 def _blind(report: SyncReport) -> str | None:

@@ -104,8 +104,16 @@ class Publisher(Protocol):
         """The published bytes of `relpath`; None when missing."""
         ...
 
-    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
-        """Make `relpath` hold `content` (its bytes now are `current`); True if it changed."""
+    def digest(self, relpath: str) -> str | None:
+        """The sha256 of what `read` would return (None when missing), streamed."""
+        ...
+
+    def holds(self, relpath: str, content: bytes) -> bool:
+        """Whether `relpath` is exactly `content`, compared without reading it whole."""
+        ...
+
+    def publish(self, relpath: str, content: bytes, *, unchanged: bool) -> bool:
+        """Make `relpath` hold `content` unless it is `unchanged`; True if it changed."""
         ...
 
     def save_state(self, state: ReplicaState, *, durable: bool) -> None:

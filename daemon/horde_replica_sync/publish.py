@@ -18,9 +18,17 @@ class StorePublisher:
         """The published bytes of `relpath`."""
         return self._store.read(relpath)
 
-    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
-        """Write `content` unless `current` already is it."""
-        if current == content:
+    def digest(self, relpath: str) -> str | None:
+        """The sha256 of the published bytes of `relpath`, streamed."""
+        return self._store.digest(relpath)
+
+    def holds(self, relpath: str, content: bytes) -> bool:
+        """Whether `relpath` is exactly `content`, compared a chunk at a time."""
+        return self._store.holds(relpath, content)
+
+    def publish(self, relpath: str, content: bytes, *, unchanged: bool) -> bool:
+        """Write `content` unless the file is `unchanged`."""
+        if unchanged:
             return False
         self._store.write(relpath, content)
         return True
@@ -34,9 +42,9 @@ class StorePublisher:
 class ComparingPublisher(StorePublisher):
     """A dry run: says what would change, writes neither data nor state."""
 
-    def publish(self, relpath: str, content: bytes, *, current: bytes | None) -> bool:
+    def publish(self, relpath: str, content: bytes, *, unchanged: bool) -> bool:
         """Whether publishing would change `relpath`."""
-        return current != content
+        return not unchanged
 
     def save_state(self, state: ReplicaState, *, durable: bool) -> None:
         """Nothing is saved in a dry run."""

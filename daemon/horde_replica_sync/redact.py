@@ -57,3 +57,19 @@ def _hidden_values(query: str) -> str:
 def _hidden_value(pair: str) -> str:
     name, _, _ = pair.partition("=")
     return pair if name in OWN_PARAMETERS else f"{name}={HIDDEN}"
+
+
+def carries_credentials(name: str, value: str) -> bool:
+    """Whether the environment variable `name=value` holds a URL with a user or password.
+
+    Any word of the value (a list of URLs included) with an `@` after its `scheme://`, and
+    a proxy variable's scheme-less `user:password@host:port`. An `@` in a path counts too:
+    too much withheld beats a password passed on.
+    """
+    for word in value.replace(",", " ").split():
+        scheme, sep, rest = word.partition("://")
+        if sep and "@" in rest and scheme:
+            return True
+        if not sep and "@" in word and name.lower().endswith("_proxy"):
+            return True
+    return False

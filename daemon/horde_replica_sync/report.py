@@ -115,6 +115,13 @@ class SyncReport:
         )
 
     @property
+    def nothing_served(self) -> bool:
+        """Workers have no reference at all: every layer failed, none held from before."""
+        return bool(self.results) and all(
+            not r.outcome.ok and r.miss is MissReason.FIRST_LOAD for r in self.results
+        )
+
+    @property
     def held(self) -> tuple[MODEL_REFERENCE_CATEGORY, ...]:
         """The categories with at least one layer in the replica after this run (published or
         confirmed), in run order, once each."""

@@ -88,7 +88,9 @@ def build_engine(
     With `previous` (a config reload), its backend (the cache and its counters) and its state
     carry over, so nothing is re-downloaded and no metric resets.
     """
-    store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+    store = ReplicaStore(
+        settings.replica_dir, settings.effective_state_dir, max_file_bytes=settings.max_body_bytes
+    )
     policy = RetryPolicy(
         attempts=settings.retry_attempts,
         initial_seconds=settings.retry_initial_seconds,

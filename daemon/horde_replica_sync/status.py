@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from horde_replica_sync.categories import spec_for
 from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
+from horde_replica_sync.errors import by_origin, root_cause
 from horde_replica_sync.freshness import (
     NEVER,
     STALE,
@@ -48,7 +49,9 @@ class LayerStatus:
 def collect(settings: Settings, *, now: float | None = None) -> list[LayerStatus]:
     """The status of every configured category and layer."""
     now = SYSTEM.now() if now is None else now
-    store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+    store = ReplicaStore(
+        settings.replica_dir, settings.effective_state_dir, max_file_bytes=settings.max_body_bytes
+    )
     state = store.load_state()
     keys = layer_keys(settings.categories)
     verdict = staleness(state, keys, now=now, bound_seconds=settings.max_staleness_seconds)
@@ -112,11 +115,28 @@ def _problem(
     return None
 
 
-def render_json(rows: list[LayerStatus]) -> str:
-    """The rows as a JSON document for scripts."""
-    return json.dumps(
-        {"layers": [asdict(r) for r in rows], "ok": not any(r.problem for r in rows)}, indent=2
-    )
+def nothing_served(rows: list[LayerStatus]) -> str | None:
+    """One plain line when workers have no reference at all, and why; None when they have one."""
+    if any(r.present for r in rows):
+        return None
+    causes = sorted({by_origin(root_cause(r.last_error)) for r in rows if r.last_error})
+    if causes:
+        why = f"every source failed: {'; '.join(causes)}"
+    else:
+        why = "no sync has run yet (start the daemon, or run `horde-replica-sync sync --once`)"
+    return f"workers have no model reference yet: nothing is published here; {why}"
+
+
+def render_json(rows: list[LayerStatus], paths: dict[str, str] | None = None) -> str:
+    """The rows (full errors), the paths they were read from and the verdict, for scripts."""
+    document: dict[str, object] = {
+        "layers": [asdict(r) for r in rows],
+        "ok": not any(r.problem for r in rows),
+        "nothing_served": nothing_served(rows),
+    }
+    if paths is not None:
+        document["paths"] = paths
+    return json.dumps(document, indent=2)
 
 
 def render_table(rows: list[LayerStatus]) -> str:
@@ -134,12 +154,15 @@ def render_table(rows: list[LayerStatus]) -> str:
             if r.foreign_changes
             else None
         )
-        note = "; ".join(x for x in (r.problem, r.last_error, rollback, foreign) if x)
+        error = root_cause(r.last_error) if r.last_error else None  # in full: --json
+        note = "; ".join(x for x in (r.problem, error, rollback, foreign) if x)
         lines.append(
             f"{r.category:<21} {r.layer:<6} {age:>8} {fetched:>8} {r.source or '-':<7} "
             f"{r.size or 0:>8} {(r.sha256 or '-')[:12]:<12} "
             f"{r.upstream_last_updated or '-':>10}  {note}".rstrip()
         )
+    if (verdict := nothing_served(rows)) is not None:
+        lines.append(verdict)
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -65,6 +65,10 @@ FLAPPING_CAUSE: Final = (
     "two PRIMARY instances with different data behind one balancer or DNS name, so the "
     "metadata alternates between their stamps"
 )
+OTHER_WRITER = (
+    "another writer on the replica directory, such as an upstream reader not in offline mode "
+    "(HORDE_MODEL_REFERENCE_OFFLINE=true)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ class SyncEngine:
         self._semaphore = asyncio.Semaphore(options.max_concurrency)
         # Whether the state holds more than new confirmations since it was last saved durably.
         self._dirty = False
+        # Who, of the daemon's own children, changed these files (the hook): set by the daemon.
+        self.witness: Callable[[Sequence[str]], str | None] | None = None
 
     async def run(self, *, force: bool = False) -> SyncReport:
         """One full run over the configured categories."""
@@ -315,7 +321,7 @@ class SyncEngine:
         async with self._semaphore:
             started = time.perf_counter()
             spec = spec_for(category)
-            published = Published(self.publisher.read)
+            published = Published(self.publisher)
             answers = await self.chain.deliver(
                 category,
                 list(layers),
@@ -350,7 +356,7 @@ class SyncEngine:
         changed = tuple(
             relpath
             for relpath, record in state.files.items()
-            if _digest(published.get(relpath)) != record.sha256
+            if published.digest(relpath) != record.sha256
         )
         if changed:
             state.foreign_changes += 1
@@ -361,8 +367,7 @@ class SyncEngine:
                 category=category.value,
                 layer=layer.value,
                 files=list(changed),
-                likely_cause="another writer on the replica directory, such as an upstream "
-                "reader not in offline mode (HORDE_MODEL_REFERENCE_OFFLINE=true)",
+                likely_cause=(self.witness(changed) if self.witness else None) or OTHER_WRITER,
                 action="repairing from upstream",
             )
         return changed
@@ -404,7 +409,9 @@ class SyncEngine:
             f
             for f in delivery.files
             if self.publisher.publish(
-                f.relpath, f.payload.content, current=published.get(f.relpath)
+                f.relpath,
+                f.payload.content,
+                unchanged=published.holds(f.relpath, f.payload.content),
             )
         ]
         self._record_success(category, layer, delivery, scope)
@@ -571,7 +578,3 @@ def _unproven(category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> Failure:
         f"{category.value} {layer.value}", reason, kind=ErrorKind.UNPROVEN_ABSENCE
     )
     return Failure(error, SourceName.PRIMARY)
-
-
-def _digest(content: bytes | None) -> str | None:
-    return None if content is None else sha256_hex(content)

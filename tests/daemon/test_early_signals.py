@@ -23,7 +23,7 @@ Start = Callable[..., DaemonProcess]
 
 # After the daemon is into its own imports (`_ssl` mapped, as httpx loads it), so the
 # interpreter's start-up before our first line (19-111 ms after Popen here, the window left:
-# see the README's Signals) cannot make the test flaky. Before the fix the handlers came
+# see docs/runbook.md, "Signals") cannot make the test flaky. Before the fix the handlers came
 # about 0.35 s after that mark.
 MOMENTS = (0.0, 0.05, 0.1, 0.2)
 FAILING_503 = Reply(status=503)

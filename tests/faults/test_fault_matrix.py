@@ -467,18 +467,22 @@ def _tmpfs_replica(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture(name="read_only")
 def _read_only(tmp_path: Path) -> Iterator[Callable[[bool], None]]:
-    """`read_only(True)` makes the replica a read-only bind mount of itself; False undoes it."""
+    """`read_only(True)` makes the replica's file system read-only; False undoes it.
+
+    The replica is a bind mount of itself from before the daemon starts, remounted read-only
+    and back: the daemon writes through the directory it opened at start, so a read-only
+    mount stacked on the path afterwards would not be the one it writes through.
+    """
     replica = tmp_path / "replica"
-    mounted: list[bool] = []
+    replica.mkdir()
+    run_mount("--bind", str(replica), str(replica))
 
     def switch(on: bool) -> None:
-        if not mounted:
-            run_mount("--bind", str(replica), str(replica))
-            mounted.append(True)
         run_mount("-o", f"remount,{'ro' if on else 'rw'},bind", str(replica))
 
-    yield switch
-    if mounted:
+    try:
+        yield switch
+    finally:
         unmount(replica)
 
 

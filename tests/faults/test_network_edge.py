@@ -23,7 +23,7 @@ import trustme
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.config import load_settings
-from horde_replica_sync.errors import ErrorKind
+from horde_replica_sync.errors import ConfigError, ErrorKind
 from tests.environment import clean_env, free_port
 from tests.faults.conftest import SyncFn
 from tests.faultserver import FaultServer, Reply, metadata, running, script_primary, v2_path
@@ -275,9 +275,11 @@ class TestTls:
         assert result.returncode == 78, result.stdout
         assert "ca_bundle" in result.stderr and "HORDE_REPLICA_CA_BUNDLE" in result.stderr
 
-    def test_empty_ca_bundle_is_unset(self) -> None:
-        """`HORDE_REPLICA_CA_BUNDLE=` (an env file's blank) means no extra CA, not `.`."""
-        assert load_settings(ca_bundle="").ca_bundle is None
+    def test_empty_ca_bundle_is_a_config_error(self) -> None:
+        """`HORDE_REPLICA_CA_BUNDLE=` (an unset compose `${VAR}`) is neither `.` nor silently
+        "no extra CA": a configuration error naming the setting (issue 20 item 6)."""
+        with pytest.raises(ConfigError, match=r"ca_bundle .*is empty"):
+            load_settings(ca_bundle="")
 
 
 class TestProxies:

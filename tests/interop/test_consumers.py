@@ -124,6 +124,12 @@ class TestUpstreamReaderAsAWorker:
         for category in ("lora", "ti"):  # {} on the PRIMARY; upstream reads {} as "none"
             assert json.loads(primary.v2(category)) == {}
             assert run.loaded[category] in (None, []), category
+        # ... and its strict getter raises for them (docs/readers.md): upstream's, not ours
+        assert run.result["get_raises"] == {
+            category: f"RuntimeError: Model reference for category {category} not found or"
+            " could not be parsed."
+            for category in ("lora", "ti")
+        }
         assert tree_digest(synced) == before, "the reader changed the replica"
         assert list((cache_home / "horde_model_reference").iterdir()) == [], (
             "the read-only bind mount leaked out of the consumer's namespace"
