@@ -83,9 +83,11 @@ WORKDIR /data
 VOLUME ["/data/horde_model_reference"]
 EXPOSE 9464
 # /healthz: the process and its loop are alive (not /readyz: a stale replica is an alert, not
-# a reason to restart). Python, because slim images have no curl; proxies are bypassed.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; port = os.environ.get('HORDE_REPLICA_METRICS_ADDR', ':9464').rpartition(':')[2]; u.build_opener(u.ProxyHandler({})).open(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+# a reason to restart). It reads metrics_addr as `run` does (environment or config file) and
+# probes the address bound: 0.0.0.0 on 127.0.0.1, [::] on [::1], any other as it is. Its probe
+# gives up after 4 s; the rest of the timeout is the interpreter's start-up on a busy host.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["python", "-m", "horde_replica_sync.healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["horde-replica-sync"]
 CMD ["run"]

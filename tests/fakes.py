@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
+from horde_replica_sync.catalog_sync import CatalogRules
+from horde_replica_sync.catalogs import Catalog
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.errors import StoreError
@@ -57,6 +59,17 @@ class ScriptedPrimary:
     calls: list[str] = field(default_factory=list)
     keys: list[tuple[str, int | None, bool]] = field(default_factory=list)  # (url, stamp, fresh)
     companions: list[str | None] = field(default_factory=list)  # each request's DataKey.v2
+    catalogs: dict[str, Script | list[Script]] = field(default_factory=dict)  # by path
+    catalog_keys: list[tuple[str, str | None, bool]] = field(default_factory=list)
+
+    def catalog_url(self, path: str) -> str:
+        return f"http://primary.test/{path}"
+
+    async def fetch_catalog(
+        self, path: str, *, revision: str | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        self.catalog_keys.append((path, revision, fresh))
+        return self._answer(self.catalog_url(path), self.catalogs.get(path), PLAIN)
 
     def v2_url(self, category: MODEL_REFERENCE_CATEGORY) -> str:
         return f"http://primary.test/v2/{category.value}"
@@ -176,13 +189,18 @@ def engine_for(
     run_timeout_seconds: float = 5.0,
     dry_run: bool = False,
     shrink: float | None = 0.5,
+    catalogs: tuple[Catalog, ...] = (),
+    catalog_ttl: float | None = 3600,
 ) -> SyncEngine:
-    """A sync engine over the fakes, configured for `cache.categories`."""
+    """A sync engine over the fakes, configured for `cache.categories` and `catalogs`."""
     chain = SourceChain(
         primary, github, github_fallback=github is not None, max_shrink_fraction=shrink
     )
     options = SyncOptions(
-        categories=cache.categories, max_concurrency=4, run_timeout_seconds=run_timeout_seconds
+        categories=(*cache.categories, *catalogs),
+        max_concurrency=4,
+        run_timeout_seconds=run_timeout_seconds,
+        catalog_rules=CatalogRules(ttl_seconds=catalog_ttl, max_shrink_fraction=shrink),
     )
     return SyncEngine(
         cache,

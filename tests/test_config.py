@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from horde_replica_sync import cli
+from horde_replica_sync.catalogs import Catalog
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from horde_replica_sync.config import (
     DEFAULT_PRIMARY_URL,
@@ -76,8 +77,18 @@ class TestDefaults:
         assert settings.github_branch == "main"
 
     def test_all_categories(self) -> None:
-        """Every category is synced by default, in upstream order."""
-        assert load_settings().categories == tuple(MODEL_REFERENCE_CATEGORY)
+        """Every category is synced by default, in upstream order, then the three catalogs."""
+        assert load_settings().categories == (*MODEL_REFERENCE_CATEGORY, *Catalog)
+
+    def test_the_example_selects_the_defaults(self) -> None:
+        """A copy of the shipped example mirrors what the defaults mirror, catalogs included."""
+        example = Path(__file__).parents[1] / "config" / "config.example.toml"
+        assert load_settings(example).categories == load_settings().categories
+
+    def test_catalogs_are_selected_by_name(self) -> None:
+        """A catalog is selected in the same setting as the categories, after them."""
+        settings = load_settings(categories="licensing,esrgan,baselines")
+        assert settings.categories == (C.esrgan, Catalog.baselines, Catalog.licensing)
 
     def test_limits(self) -> None:
         """Numeric knobs have their documented defaults."""

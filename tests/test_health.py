@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,9 +23,12 @@ from horde_replica_sync.health import (
     HealthServer,
     Refusal,
     Verdict,
+    probe_url,
 )
+from tests.environment import clean_env
 
 DEADLINE = 1.0  # seconds a client may take to send its request and read the answer
+ALIVE = Verdict(ok=True, detail={"loop_silent_seconds": 0.1})
 
 
 def _has_ipv6_loopback() -> bool:
@@ -43,6 +48,7 @@ def serving(
     request_deadline_seconds: float = REQUEST_DEADLINE_SECONDS,
     refusals: list[Refusal] | None = None,
     registry: CollectorRegistry | None = None,
+    alive: Verdict = ALIVE,
 ) -> Iterator[HealthServer]:
     """A started server with a test counter in its registry, stopped on exit; what it
     refused is appended to `refusals`."""
@@ -53,7 +59,7 @@ def serving(
         host,
         0,
         registry=registry,
-        alive=lambda: Verdict(ok=True, detail={"loop_silent_seconds": 0.1}),
+        alive=lambda: alive,
         ready=lambda: Verdict(ok=False, detail={"never_synced": ["esrgan/v2"]}),
         max_connections=max_connections,
         request_deadline_seconds=request_deadline_seconds,
@@ -88,6 +94,19 @@ def raw(server: HealthServer, request: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def healthcheck(metrics_addr: str) -> subprocess.CompletedProcess[str]:
+    """`horde-replica-sync healthcheck --metrics-addr ADDR` in a fresh interpreter."""
+    argv = [sys.executable, "-m", "horde_replica_sync", "healthcheck"]
+    return subprocess.run(
+        [*argv, "--metrics-addr", metrics_addr],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def dropped_within(sock: socket.socket, seconds: float) -> float:
@@ -129,6 +148,44 @@ class TestRoutes:
             head = raw(server, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
         assert refusals == [Refusal.BAD_REQUEST, Refusal.BAD_REQUEST]
+
+
+class TestFraming:
+    """Requests framed as RFC 9112 lets a recipient accept them (§2.2, §3.2.2)."""
+
+    @pytest.mark.parametrize(
+        "request_bytes",
+        [
+            pytest.param(b"GET /healthz HTTP/1.1\nHost: x\n\n", id="bare-LF"),
+            pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\n\r\n", id="mixed-CRLF-LF"),
+            pytest.param(b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", id="leading-CRLF"),
+            pytest.param(b"\n\r\nGET /healthz HTTP/1.1\r\n\r\n", id="leading-LF-and-CRLF"),
+            pytest.param(b"GET http://127.0.0.1:9464/healthz HTTP/1.1\r\n\r\n", id="absolute"),
+            pytest.param(b"GET HTTP://[::1]:9464/healthz?x=1 HTTP/1.0\r\n\r\n", id="absolute-q"),
+        ],
+    )
+    def test_is_answered(self, request_bytes: bytes) -> None:
+        """Bare LF line ends, empty lines before the request line, and an absolute-form
+        target are answered like the plain request, at once (not after the deadline)."""
+        with serving(request_deadline_seconds=DEADLINE) as server:
+            started = time.monotonic()
+            answer = raw(server, request_bytes)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            assert answer.endswith(b'"status": "ok"}\n')
+            assert time.monotonic() - started < DEADLINE / 2
+
+    def test_other_absolute_paths_are_404(self) -> None:
+        """The absolute form routes on its path: an unknown one is 404, not our /healthz."""
+        with serving() as server:
+            answer = raw(server, b"GET http://h/healthz/x HTTP/1.1\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 404 ")
+
+    def test_empty_lines_count_towards_the_head_limit(self) -> None:
+        """A client sending only empty lines is refused at the head limit, not read for ever."""
+        refusals: list[Refusal] = []
+        with serving(refusals=refusals) as server:
+            assert raw(server, b"\r\n" * 10_000).startswith(b"HTTP/1.1 431 ")
+        assert refusals == [Refusal.OVERSIZE]
 
 
 class TestBounds:
@@ -204,7 +261,7 @@ class TestBounds:
         refusals: list[Refusal] = []
         with serving(
             max_connections=2,
-            request_deadline_seconds=3 * DEADLINE,
+            request_deadline_seconds=8 * DEADLINE,  # rendering 1 MB takes seconds on a busy host
             refusals=refusals,
             registry=registry,
         ) as server:
@@ -215,12 +272,18 @@ class TestBounds:
                 sock.connect(("127.0.0.1", port_of(server)))
                 sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
                 stuck.append(sock)
-            time.sleep(2.0)  # both answers are being written, and block
-            with socket.create_connection(("127.0.0.1", port_of(server))) as third:
-                assert dropped_within(third, 1.0) < 1.0
-            time.sleep(2 * DEADLINE)  # past the deadline of the two that never read
-            for sock in stuck:
-                sock.close()
+            try:
+                for sock in stuck:  # both answers are being written, and block
+                    sock.settimeout(8 * DEADLINE)
+                    assert sock.recv(1, socket.MSG_PEEK)
+                with socket.create_connection(("127.0.0.1", port_of(server))) as third:
+                    assert dropped_within(third, 1.0) < 1.0
+                waited = time.monotonic() + 10 * DEADLINE
+                while refusals.count(Refusal.TIMEOUT) < 2 and time.monotonic() < waited:
+                    time.sleep(0.1)  # until the deadline of the two that never read
+            finally:
+                for sock in stuck:
+                    sock.close()
         assert refusals == [Refusal.BUSY, Refusal.TIMEOUT, Refusal.TIMEOUT]
 
 
@@ -247,6 +310,37 @@ class TestAddresses:
         """Unbalanced brackets, a non-address in brackets, no colon, no host: refused."""
         with pytest.raises(ConfigError, match="metrics_addr"):
             load_settings(metrics_addr=value)
+
+    @pytest.mark.parametrize(
+        ("metrics_addr", "url"),
+        [
+            ("0.0.0.0:9464", "http://127.0.0.1:9464/healthz"),
+            ("[::]:9464", "http://[::1]:9464/healthz"),
+            ("[::1]:9464", "http://[::1]:9464/healthz"),
+            ("127.0.0.1:1", "http://127.0.0.1:1/healthz"),
+            ("10.1.2.3:9464", "http://10.1.2.3:9464/healthz"),
+            ("[fd00::5]:80", "http://[fd00::5]:80/healthz"),
+            ("localhost:9464", "http://localhost:9464/healthz"),
+        ],
+    )
+    def test_the_probe_url_reaches_the_bound_address(self, metrics_addr: str, url: str) -> None:
+        """A wildcard is probed on its own family's loopback, any other address as it is."""
+        assert probe_url(*load_settings(metrics_addr=metrics_addr).metrics_host_port) == url
+
+    def test_the_healthcheck_command_probes_metrics_addr(self) -> None:
+        """`horde-replica-sync healthcheck`: 0 on a 200, 1 naming the URL and the reason on a
+        503 (the detail included) or on no answer."""
+        stuck = Verdict(ok=False, detail={"loop_silent_seconds": 42})
+        for alive, code, said in [(Verdict(ok=True), 0, ""), (stuck, 1, "answered 503")]:
+            with serving(alive=alive) as server:
+                address = server.address
+                done = healthcheck(address)
+            assert done.returncode == code, done.stderr
+            assert said in done.stderr
+        assert '"loop_silent_seconds": 42' in done.stderr
+        gone = healthcheck(address)
+        assert gone.returncode == 1
+        assert f"http://{address}/healthz did not answer" in gone.stderr
 
     def test_ipv4_and_names_still_work(self) -> None:
         """The default and a host name are unchanged."""

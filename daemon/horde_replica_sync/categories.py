@@ -37,10 +37,11 @@ class MODEL_REFERENCE_CATEGORY(enum.StrEnum):  # upstream's public name
 
 
 class Layer(enum.StrEnum):
-    """The two layers of a category: v2 records and the legacy (v1/GitHub) format."""
+    """The layers of a category (v2 records, the legacy v1/GitHub format), and a catalog's one."""
 
     V2 = "v2"
     LEGACY = "legacy"
+    CATALOG = "catalog"  # the one layer of a side catalog (catalogs.py)
 
 
 class GithubRepo(enum.Enum):

@@ -1,4 +1,5 @@
-"""Command line: `run`, `sync --once`, `status`, `check-config`, `install-files`.
+"""Command line: `run`, `sync --once`, `status`, `check-config`, `install-files`,
+`healthcheck`.
 
 Exit codes (sysexits): 0 fine; 75 some category failed or was refused but the replica is
 consistent, or another process holds the replica (temporary: retrying helps); 73 the replica
@@ -12,13 +13,14 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
-from horde_replica_sync import __version__, deploy, early, logs, status
+from horde_replica_sync import __version__, deploy, early, healthcheck, logs, status
+from horde_replica_sync.catalogs import ALL_NAMES, Name
 from horde_replica_sync.config import (
     Settings,
     find_config_file,
@@ -31,12 +33,14 @@ from horde_replica_sync.errors import (
     InstallError,
     ReplicaSyncError,
     ReplicaUnusable,
+    StoreError,
     root_cause,
 )
 from horde_replica_sync.hook import HookCommand, HookResult, run_hook
 from horde_replica_sync.report import SyncReport
 from horde_replica_sync.runtime import RunFlags, open_engine
 from horde_replica_sync.store import ReplicaStore
+from horde_replica_sync.sync import SyncEngine
 
 EXIT_OK: Final = 0
 EXIT_UNEXPECTED: Final = 1
@@ -98,23 +102,56 @@ def _cmd_run(
 
 def _cmd_sync(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
     flags = RunFlags(force=args.force, dry_run=args.dry_run, allow_shrink=args.allow_shrink)
-    report = asyncio.run(_sync_once(settings, flags))
+    command = None if flags.dry_run else HookCommand.from_settings(settings)
+    report, due = asyncio.run(_sync_once(settings, flags, hook=command is not None))
     print(render_report(report))
-    hook_ok = _run_hook_once(settings, report)
+    hook_ok = command is None or _run_hook_once(settings, command, due)
     return EXIT_OK if report.ok and hook_ok else EXIT_TEMPFAIL
 
 
-def _run_hook_once(settings: Settings, report: SyncReport) -> bool:
-    """After publishing changes, run the on-change hook and wait for it (never in a dry run;
-    the lock is released first). False when it did not succeed."""
-    command = HookCommand.from_settings(settings)
-    if command is None or report.dry_run or not report.changed:
+def _run_hook_once(settings: Settings, command: HookCommand, due: frozenset[Name]) -> bool:
+    """Run the on-change hook for what is due and wait for it (the lock is released first).
+    False when it did not succeed: what it was told stays due for the next invocation."""
+    if not due:
         return True
-    run = asyncio.run(run_hook(command, report.changed))
+    run = asyncio.run(run_hook(command, due))
     if run.result is HookResult.OK:
+        _clear_hook_due(settings, due)
         return True
     print(f"on-change hook failed ({run.result.value}): {run.error or run.output_tail.strip()}")
     return False
+
+
+def _record_hook_due(engine: SyncEngine, changed: Collection[Name]) -> frozenset[Name]:
+    """What the hook must be told: this run's changes and what an earlier invocation's hook
+    did not deliver, saved as due before it runs (so a failed or killed hook is retried)."""
+    held = frozenset(engine.state.hook_due)
+    due = held | frozenset(changed)
+    if due != held:
+        engine.state.hook_due = [c for c in ALL_NAMES if c in due]
+        try:
+            engine.publisher.save_state(engine.state, durable=True)
+        except StoreError as exc:  # the hook still runs; only a retry after a failure is lost
+            log.error("state.save_failed", error=str(exc))
+    return due
+
+
+def _clear_hook_due(settings: Settings, delivered: frozenset[Name]) -> None:
+    """Forget what the hook delivered. When the lock is taken meanwhile, the invocation that
+    holds it tells the hook again: at least once, as promised."""
+    store = ReplicaStore(settings.replica_dir, settings.effective_state_dir)
+    try:
+        with store.locked():
+            state = store.load_state()
+            if delivered & set(state.hook_due):
+                state.hook_due = [c for c in state.hook_due if c not in delivered]
+                store.save_state(state)
+    except ReplicaSyncError as exc:
+        log.warning("hook.due_not_cleared", error=str(exc))
+
+
+def _cmd_healthcheck(args: argparse.Namespace, settings: Settings, *_: Any) -> int:
+    return healthcheck.check(settings)
 
 
 def _cmd_status(
@@ -185,9 +222,12 @@ def render_installed(installed: deploy.Installed, directory: Path) -> str:
     return "\n".join(lines)
 
 
-async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
+async def _sync_once(
+    settings: Settings, flags: RunFlags, *, hook: bool = False
+) -> tuple[SyncReport, frozenset[Name]]:
+    """The run's report, and what the on-change hook is due to be told (with `hook`)."""
     if flags.dry_run:  # writes nothing, so it needs no lock
-        report = await _run_once(settings, flags)
+        report, due = await _run_once(settings, flags, hook=False)
     else:
         store = ReplicaStore(
             settings.replica_dir,
@@ -197,14 +237,17 @@ async def _sync_once(settings: Settings, flags: RunFlags) -> SyncReport:
         with store.locked():
             for stale in store.remove_stale_temps():
                 log.info("store.stale_temp_removed", path=str(stale))
-            report = await _run_once(settings, flags)
+            report, due = await _run_once(settings, flags, hook=hook)
     logs.RunLog().report(report)
-    return report
+    return report, due
 
 
-async def _run_once(settings: Settings, flags: RunFlags) -> SyncReport:
+async def _run_once(
+    settings: Settings, flags: RunFlags, *, hook: bool
+) -> tuple[SyncReport, frozenset[Name]]:
     async with open_engine(settings, flags) as engine:
-        return await engine.run(force=flags.force)
+        report = await engine.run(force=flags.force)
+        return report, (_record_hook_due(engine, report.changed) if hook else frozenset())
 
 
 def render_report(report: SyncReport) -> str:
@@ -279,6 +322,12 @@ def _parser() -> argparse.ArgumentParser:
     stat.add_argument("--json", action="store_true", help="machine-readable output")
     stat.set_defaults(handler=_cmd_status)
 
+    probe = commands.add_parser(
+        "healthcheck", help="exit 0 if the daemon's /healthz answers 200 (container HEALTHCHECK)"
+    )
+    healthcheck.add_arguments(probe)
+    probe.set_defaults(handler=_cmd_healthcheck)
+
     check = commands.add_parser("check-config", help="print the effective config and its origins")
     _add_settings_flags(check)
     check.add_argument("--interval", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
@@ -312,4 +361,6 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-primary", action="store_true", help="GitHub only")
     parser.add_argument("--replica-dir", help="the replica directory readers load")
     parser.add_argument("--state-dir", help="where state.json lives")
-    parser.add_argument("--categories", help="comma-separated categories (default: all)")
+    parser.add_argument(
+        "--categories", help="comma-separated categories and catalogs (default: all)"
+    )

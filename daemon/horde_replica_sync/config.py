@@ -34,12 +34,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from horde_replica_sync.catalogs import ALL_NAMES, Name, parse_names
 from horde_replica_sync.categories import (
     GITHUB_BRANCH,
     GITHUB_OWNER,
     GITHUB_URL,
-    MODEL_REFERENCE_CATEGORY,
-    parse_categories,
 )
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.redact import ENCODING_ADVICE, redact_url
@@ -132,10 +131,9 @@ class Settings(BaseSettings):
     state_dir: Path | None = None
     """Where `state.json` lives; unset: `<replica_dir>/.horde-replica-sync` (restart to
     change)."""
-    categories: Annotated[tuple[MODEL_REFERENCE_CATEGORY, ...], NoDecode] = tuple(
-        MODEL_REFERENCE_CATEGORY
-    )
-    """Comma-separated categories to sync."""
+    categories: Annotated[tuple[Name, ...], NoDecode] = ALL_NAMES
+    """Comma-separated categories and the PRIMARY's side catalogs (`baselines`,
+    `text_guidance`, `licensing`) to sync."""
     request_timeout_seconds: float = Field(10.0, gt=0, le=600)
     """Per HTTP request: connecting, and each wait for more bytes."""
     request_deadline_seconds: float = Field(120.0, gt=0, le=3600)
@@ -282,9 +280,9 @@ class Settings(BaseSettings):
     @classmethod
     def _category_list(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return parse_categories(value)
+            return parse_names(value)
         if isinstance(value, list | tuple):
-            return parse_categories(",".join(str(v) for v in value))
+            return parse_names(",".join(str(v) for v in value))
         return value
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.catalogs import ALL_NAMES
 from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
@@ -75,7 +75,7 @@ class Daemon:
         self._run_started: float | None = None
         self._succeeded = self._ready_sent = False
         # Not yet named to the hook since start: each is, by the first run that holds it.
-        self._unannounced = set(MODEL_REFERENCE_CATEGORY)
+        self._unannounced = set(ALL_NAMES)
         self._run_log = logs.RunLog()
         self._reloaded_at = -RELOAD_SPACING_SECONDS
         self._reload_timer: asyncio.TimerHandle | None = None

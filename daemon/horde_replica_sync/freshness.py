@@ -13,15 +13,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
+from horde_replica_sync.catalogs import SPECS as CATALOG_SPECS
+from horde_replica_sync.catalogs import Catalog, Name
+from horde_replica_sync.categories import Layer, spec_for
 from horde_replica_sync.clock import past_or_long_ago
 from horde_replica_sync.report import LayerKey
 from horde_replica_sync.state import ReplicaState
 
 
-def layer_keys(categories: Iterable[MODEL_REFERENCE_CATEGORY]) -> tuple[LayerKey, ...]:
-    """Every (category, layer) of `categories`, in order."""
-    return tuple((c, layer) for c in categories for layer in spec_for(c).layers)
+def layer_keys(names: Iterable[Name]) -> tuple[LayerKey, ...]:
+    """Every (category, layer) of `names`, in order; a catalog has one, `Layer.CATALOG`."""
+    return tuple((n, layer) for n in names for layer in _layers(n))
+
+
+def relpath_of(key: LayerKey) -> str:
+    """The main file of a layer (the one status shows), relative to the replica."""
+    name, layer = key
+    if isinstance(name, Catalog):
+        return CATALOG_SPECS[name].relpaths[0]
+    return spec_for(name).relpath(layer)
+
+
+def _layers(name: Name) -> tuple[Layer, ...]:
+    return (Layer.CATALOG,) if isinstance(name, Catalog) else spec_for(name).layers
 
 
 def age_seconds(verified_at: float | None, now: float) -> float | None:
@@ -90,5 +104,5 @@ def staleness(
     return Staleness(tuple(never), tuple(stale), tuple(unshown))
 
 
-def _name(category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> str:
+def _name(category: Name, layer: Layer) -> str:
     return f"{category.value}/{layer.value}"

@@ -13,6 +13,9 @@ idle and slowloris clients are dropped; a request head capped at `MAX_REQUEST_BY
 stdlib's ThreadingHTTPServer with a pool: a pool of blocking handlers is held by as many idle
 clients as it has threads, and then /healthz waits; an event loop holds idle sockets for free.
 Why not the daemon's loop: /healthz must still answer (503) when that loop is stuck.
+
+`probe_url` and `probe` are the other side: how the image's HEALTHCHECK (healthcheck.py)
+reaches this server where `metrics_addr` binds it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ import asyncio
 import dataclasses
 import enum
 import fcntl
+import http.client
 import ipaddress
 import json
 import socket
 import termios
 import threading
+import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -42,6 +48,8 @@ MAX_REQUEST_BYTES: Final = 8192
 """The request line and headers; a probe's are a few hundred bytes."""
 LISTEN_BACKLOG: Final = 64
 """Connections the kernel queues before they are accepted (and, if need be, evicted)."""
+PROBE_CONNECT_SECONDS: Final = 0.25
+"""How long `probe` waits for a connect attempt before it makes another."""
 JSON: Final = "application/json"
 
 
@@ -200,13 +208,15 @@ class HealthServer:
 
     async def _answer(self, reader: asyncio.StreamReader) -> _Answer:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            request_line = await _read_head(reader)
         except asyncio.LimitOverrunError:
-            self._on_refusal(Refusal.OVERSIZE)
-            return _error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            request_line = None
         except asyncio.IncompleteReadError as exc:
             raise ConnectionResetError from exc  # the client left mid-request
-        method, path = _request_line(head)
+        if request_line is None:
+            self._on_refusal(Refusal.OVERSIZE)
+            return _error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        method, path = _request_line(request_line)
         if method not in ("GET", "HEAD"):
             self._on_refusal(Refusal.BAD_REQUEST)
             return _error(
@@ -252,13 +262,82 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
-def _request_line(head: bytes) -> tuple[str | None, str]:
-    """(method, path without the query) of an HTTP/1.x request; (None, "") if it is not one."""
-    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = line.split(" ")
+async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The request line, once the whole head is read; None past `MAX_REQUEST_BYTES`.
+
+    As RFC 9112 §2.2 lets a server: a line ends at LF, a CR before it ignored (curl, Python
+    and Go send CRLF; `printf 'GET /healthz HTTP/1.1\\n\\n' | nc` does not), and empty lines
+    before the request line are skipped. They all count towards the bound.
+    """
+    request_line, size = None, 0
+    while True:
+        line = await reader.readuntil(b"\n")  # one line is bounded by the reader's limit
+        size += len(line)
+        if size > MAX_REQUEST_BYTES:
+            return None
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        if request_line is None:
+            request_line = line or None
+        elif not line:
+            return request_line
+
+
+def probe_url(host: str, port: int, path: str = "/healthz") -> str:
+    """The URL a probe on this host uses to reach a server bound to HOST:PORT: a wildcard is
+    reached on its own family's loopback (0.0.0.0 on 127.0.0.1, :: on ::1, which an IPv6
+    socket serves alone: see `_listen`), any other address or name as it is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name: resolved by the probe as it was by the server
+        return f"http://{host}:{port}{path}"
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{shown}:{port}{path}"
+
+
+def probe(url: str, timeout_seconds: float) -> tuple[int, bytes]:
+    """GET `url` (a `probe_url`) within `timeout_seconds`: (status, the body's first 512 bytes).
+
+    Never through a proxy. A connect attempt that is not answered within
+    `PROBE_CONNECT_SECONDS` is made again at once: under a connect flood the kernel's accept
+    queue is full and drops SYNs, and TCP's own retries would come only after 1 s and 3 s.
+    Raises OSError when no answer came in time.
+    """
+    target = urllib.parse.urlsplit(url)
+    assert target.hostname is not None and target.port is not None  # a probe_url has both
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            sock = socket.create_connection((target.hostname, target.port), PROBE_CONNECT_SECONDS)
+            break
+        except TimeoutError:
+            if time.monotonic() + PROBE_CONNECT_SECONDS > deadline:
+                raise
+    connection = http.client.HTTPConnection(target.hostname, target.port)
+    connection.sock = sock
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.1))
+        connection.request("GET", target.path)
+        reply = connection.getresponse()
+        return reply.status, reply.read(512)
+    finally:
+        connection.close()
+
+
+def _request_line(line: bytes) -> tuple[str | None, str]:
+    """(method, path without the query) of an HTTP/1.x request line; (None, "") if it is not.
+
+    The target may be in absolute form (`http://host:port/healthz`, RFC 9112 §3.2.2), as a
+    client talking to a proxy sends it: its path is routed, its authority ignored.
+    """
+    parts = line.decode("latin-1").split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         return None, ""
-    return parts[0], parts[1].split("?", 1)[0]
+    target = parts[1]
+    if target[:7].lower() == "http://" or target[:8].lower() == "https://":
+        target = urllib.parse.urlsplit(target).path or "/"
+    return parts[0], target.split("?", 1)[0]
 
 
 def _verdict(verdict: Verdict) -> _Answer:

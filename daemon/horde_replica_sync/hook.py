@@ -30,7 +30,7 @@ from typing import Final
 
 import structlog
 
-from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.catalogs import ALL_NAMES, Name
 from horde_replica_sync.config import ENV_PREFIX, Settings
 from horde_replica_sync.redact import carries_credentials
 from horde_replica_sync.report import SyncReport
@@ -84,9 +84,7 @@ class HookRun:
     error: str | None = None  # why it could not start
 
 
-def announce(
-    report: SyncReport, *, unannounced: Collection[MODEL_REFERENCE_CATEGORY]
-) -> frozenset[MODEL_REFERENCE_CATEGORY]:
+def announce(report: SyncReport, *, unannounced: Collection[Name]) -> frozenset[Name]:
     """The categories a run tells the hook about: what it published, and what it holds of those
     `unannounced` since the daemon started (so a restart never loses a change, even while
     another category keeps failing). Never a dry run."""
@@ -95,12 +93,12 @@ def announce(
     return frozenset(report.changed) | frozenset(c for c in report.held if c in unannounced)
 
 
-def changed_value(categories: Collection[MODEL_REFERENCE_CATEGORY]) -> str:
+def changed_value(categories: Collection[Name]) -> str:
     """HORDE_REPLICA_CHANGED: comma-separated, in the catalogue's order."""
-    return ",".join(c.value for c in MODEL_REFERENCE_CATEGORY if c in categories)
+    return ",".join(c.value for c in ALL_NAMES if c in categories)
 
 
-async def run_hook(command: HookCommand, changed: Collection[MODEL_REFERENCE_CATEGORY]) -> HookRun:
+async def run_hook(command: HookCommand, changed: Collection[Name]) -> HookRun:
     """Run the command once for `changed`, within its timeout; log and return the result."""
     started = time.monotonic()
     value = changed_value(changed)
@@ -252,8 +250,8 @@ class ChangeHook:
     def __init__(self, command: HookCommand | None, *, record: Recorder = _ignore) -> None:
         self.command = command  # replaced on a config reload; takes effect at the next run
         self._record = record
-        self._pending: set[MODEL_REFERENCE_CATEGORY] = set()
-        self._due: set[MODEL_REFERENCE_CATEGORY] = set()  # announced, not yet delivered
+        self._pending: set[Name] = set()
+        self._due: set[Name] = set()  # announced, not yet delivered
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         # Wall-clock [start, end] of the last runs (end None while running): a file whose
@@ -266,7 +264,7 @@ class ChangeHook:
     def _program(self) -> str:
         return self.command.argv[0] if self.command is not None else "(removed by a reload)"
 
-    def notify(self, changed: Iterable[MODEL_REFERENCE_CATEGORY]) -> None:
+    def notify(self, changed: Iterable[Name]) -> None:
         """Tell the hook about `changed` (and retry what is still due)."""
         if self.command is None or self._closing:
             return
@@ -284,7 +282,7 @@ class ChangeHook:
         self._pending.clear()
         self._task = asyncio.create_task(self._drain(self.command, fresh))
 
-    async def _drain(self, command: HookCommand, changed: set[MODEL_REFERENCE_CATEGORY]) -> None:
+    async def _drain(self, command: HookCommand, changed: set[Name]) -> None:
         """Run for `changed`, then for what piled up meanwhile, until nothing is waiting."""
         while True:
             window: list[float | None] = [time.time(), None]  # wall clock: compared with mtimes

@@ -34,6 +34,16 @@ class Primary(Protocol):
         """The v1 body under the content `key`; None on 404 or when there is no legacy format."""
         ...
 
+    def catalog_url(self, path: str) -> str:
+        """A catalog endpoint, for messages."""
+        ...
+
+    async def fetch_catalog(
+        self, path: str, *, revision: str | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        """A catalog's export or probe page, keyed by `revision`; None on 404."""
+        ...
+
     async def fetch_last_updated(self) -> Stamps:
         """Each category's newest `last_updated` from the metadata endpoints."""
         ...

@@ -10,10 +10,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from horde_replica_sync.catalogs import Name
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
 from horde_replica_sync.errors import ErrorKind, SourceName
 
-LayerKey = tuple[MODEL_REFERENCE_CATEGORY, Layer]
+LayerKey = tuple[Name, Layer]  # a category's layer, or a catalog and Layer.CATALOG
 
 
 class Outcome(enum.StrEnum):
@@ -41,14 +42,15 @@ class MissReason(enum.StrEnum):
     FORCED = "forced"  # SIGUSR1 / --force
     FAILED_LAST_TIME = "failed_last_time"  # the previous attempt failed or was refused
     STALE = "stale"  # marked stale by someone else (an in-process caller)
+    UNCONFIRMED = "unconfirmed"  # a catalog whose check could not confirm it (catalog_sync.py)
     REJECTED = "rejected"  # held and not stale, but the backend's own validation said fetch
 
 
 @dataclass(frozen=True, slots=True)
 class LayerResult:
-    """The outcome of one layer of one category in one run."""
+    """The outcome of one layer of one category (or of one catalog) in one run."""
 
-    category: MODEL_REFERENCE_CATEGORY
+    category: Name
     layer: Layer
     outcome: Outcome
     miss: MissReason | None = None  # None: a cache hit, nothing fetched
@@ -108,7 +110,7 @@ class SyncReport:
         return tuple(r for r in self.results if not r.outcome.ok)
 
     @property
-    def changed(self) -> tuple[MODEL_REFERENCE_CATEGORY, ...]:
+    def changed(self) -> tuple[Name, ...]:
         """The categories with at least one layer updated, in run order, once each."""
         return tuple(
             dict.fromkeys(r.category for r in self.results if r.outcome is Outcome.UPDATED)
@@ -122,7 +124,7 @@ class SyncReport:
         )
 
     @property
-    def held(self) -> tuple[MODEL_REFERENCE_CATEGORY, ...]:
+    def held(self) -> tuple[Name, ...]:
         """The categories with at least one layer in the replica after this run (published or
         confirmed), in run order, once each."""
         kept = (Outcome.UPDATED, Outcome.UNCHANGED)

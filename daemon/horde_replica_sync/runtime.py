@@ -12,6 +12,8 @@ import httpx
 
 from horde_replica_sync import __version__
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
+from horde_replica_sync.catalog_sync import CatalogRules
+from horde_replica_sync.catalogs import categories_of
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
@@ -125,19 +127,25 @@ def build_engine(
     if previous is None:
         state = store.load_state()
         backend = ReplicaDirectoryBackend(
-            store, categories=settings.categories, cache_ttl_seconds=settings.cache_ttl_seconds
+            store,
+            categories=categories_of(settings.categories),
+            cache_ttl_seconds=settings.cache_ttl_seconds,
         )
         backend.warm_from_disk(state)
     else:
         state, cache = previous.state, previous.cache
         assert isinstance(cache, ReplicaDirectoryBackend)  # what this function built before
         backend = cache
-        backend.reconfigure(settings.categories, settings.cache_ttl_seconds)
+        backend.reconfigure(categories_of(settings.categories), settings.cache_ttl_seconds)
     options = SyncOptions(
         categories=settings.categories,
         max_concurrency=settings.max_concurrency,
         run_timeout_seconds=settings.run_timeout_seconds,
         cache_ttl_seconds=settings.cache_ttl_seconds,
+        catalog_rules=CatalogRules(
+            ttl_seconds=settings.cache_ttl_seconds,
+            max_shrink_fraction=None if flags.allow_shrink else settings.max_shrink_fraction,
+        ),
     )
     publisher = ComparingPublisher(store) if flags.dry_run else StorePublisher(store)
     return SyncEngine(

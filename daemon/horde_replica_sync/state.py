@@ -11,6 +11,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from horde_replica_sync.catalogs import Catalog, Name
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
 from horde_replica_sync.errors import SourceName
 
@@ -18,7 +19,8 @@ SCHEMA_VERSION = 1
 
 
 class FileRecord(BaseModel):
-    """One published file: its digest and size, and GitHub's ETag when it came from there."""
+    """One published file: its digest and size, and its source's validator: GitHub's ETag, or
+    a catalog's revision (`<revision>:<updated_at>`, on its main file)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -76,21 +78,28 @@ class ReplicaState(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     categories: dict[MODEL_REFERENCE_CATEGORY, CategoryState] = Field(default_factory=dict)
+    catalogs: dict[Catalog, LayerState] = Field(default_factory=dict)
+    # `sync --once`: the categories and catalogs its on-change hook has yet to deliver.
+    # Recorded before the hook runs, cleared when it succeeds, so the next invocation retries
+    # a failed (or killed) one.
+    hook_due: list[Name] = Field(default_factory=list)
 
     def category(self, category: MODEL_REFERENCE_CATEGORY) -> CategoryState:
         """The state of `category`, created empty on first use."""
         return self.categories.setdefault(category, CategoryState())
 
-    def layer(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> LayerState:
-        """The state of one layer of `category`."""
-        return self.category(category).layer(layer)
+    def layer(self, name: Name, layer: Layer) -> LayerState:
+        """The state of one layer of a category, or of a catalog (its one layer)."""
+        if isinstance(name, Catalog):
+            return self.catalogs.setdefault(name, LayerState())
+        return self.category(name).layer(layer)
 
     def shifted(self, seconds: float) -> ReplicaState:
         """A copy with every stamp moved by `seconds` (from the steady scale to the wall's)."""
         copy = self.model_copy(deep=True)
-        for both in copy.categories.values():
-            for layer in (both.v2, both.legacy):
-                for name in STAMPS:
-                    if (stamp := getattr(layer, name)) is not None:
-                        setattr(layer, name, stamp + seconds)
+        layers = [x for both in copy.categories.values() for x in (both.v2, both.legacy)]
+        for layer in (*layers, *copy.catalogs.values()):
+            for name in STAMPS:
+                if (stamp := getattr(layer, name)) is not None:
+                    setattr(layer, name, stamp + seconds)
         return copy

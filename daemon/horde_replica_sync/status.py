@@ -6,7 +6,6 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
-from horde_replica_sync.categories import spec_for
 from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import by_origin, root_cause
@@ -18,6 +17,7 @@ from horde_replica_sync.freshness import (
     Staleness,
     age_seconds,
     layer_keys,
+    relpath_of,
     staleness,
 )
 from horde_replica_sync.report import LayerKey
@@ -67,7 +67,7 @@ def _row(
     settings: Settings,
 ) -> LayerStatus:
     category, layer = key
-    relpath = spec_for(category).relpath(layer)
+    relpath = relpath_of(key)
     layer_state = state.layer(category, layer)
     record = layer_state.files.get(relpath)
     present = store.path(relpath).is_file()
@@ -142,7 +142,7 @@ def render_json(rows: list[LayerStatus], paths: dict[str, str] | None = None) ->
 def render_table(rows: list[LayerStatus]) -> str:
     """The rows as a table for humans."""
     lines = [
-        f"{'category':<21} {'layer':<6} {'age':>8} {'fetched':>8} {'source':<7} {'size':>8} "
+        f"{'category':<21} {'layer':<7} {'age':>8} {'fetched':>8} {'source':<7} {'size':>8} "
         f"{'sha256':<12} {'upstream':>10}  problem / last error"
     ]
     for r in rows:
@@ -157,7 +157,7 @@ def render_table(rows: list[LayerStatus]) -> str:
         error = root_cause(r.last_error) if r.last_error else None  # in full: --json
         note = "; ".join(x for x in (r.problem, error, rollback, foreign) if x)
         lines.append(
-            f"{r.category:<21} {r.layer:<6} {age:>8} {fetched:>8} {r.source or '-':<7} "
+            f"{r.category:<21} {r.layer:<7} {age:>8} {fetched:>8} {r.source or '-':<7} "
             f"{r.size or 0:>8} {(r.sha256 or '-')[:12]:<12} "
             f"{r.upstream_last_updated or '-':>10}  {note}".rstrip()
         )

@@ -12,6 +12,9 @@
          (bounded)            -> SourceChain.deliver(layers to fetch)   (chain.py)
                               -> Publisher.publish (store, or a dry run's comparison)
                               -> state + cache bookkeeping
+         catalogs           one task each, beside them: baselines, text_guidance, licensing
+                              -> CatalogSync.sync (catalog_sync.py): checked, fetched when
+                                 moved, published like a layer (their only source: the PRIMARY)
       4. report             state saved once, SyncReport (one LayerResult per layer)
 
     One deadline (run_timeout_seconds) bounds steps 1-3 together; each request has its own.
@@ -30,6 +33,8 @@ from typing import Final
 
 import structlog
 
+from horde_replica_sync.catalog_sync import CatalogRules, CatalogSync
+from horde_replica_sync.catalogs import Catalog, Name, catalogs_of, categories_of
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer, spec_for
 from horde_replica_sync.chain import (
     Absent,
@@ -75,11 +80,12 @@ OTHER_WRITER = (
 class SyncOptions:
     """How runs behave; built from the settings (which own every default) by runtime.py."""
 
-    categories: tuple[MODEL_REFERENCE_CATEGORY, ...]
+    categories: tuple[Name, ...]  # categories and catalogs (catalogs.py)
     max_concurrency: int
     run_timeout_seconds: float
     # The window of data requests the metadata cannot stamp (chain.RunScope.window).
     cache_ttl_seconds: int = 3600
+    catalog_rules: CatalogRules = dataclasses.field(default_factory=CatalogRules)
 
 
 class SyncEngine:
@@ -106,6 +112,7 @@ class SyncEngine:
         self.dry_run = dry_run
         self._clock = clock
         self._semaphore = asyncio.Semaphore(options.max_concurrency)
+        self._catalogs = CatalogSync(primary, publisher, options.catalog_rules, clock=clock)
         # Whether the state holds more than new confirmations since it was last saved durably.
         self._dirty = False
         # Who, of the daemon's own children, changed these files (the hook): set by the daemon.
@@ -116,16 +123,26 @@ class SyncEngine:
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.options.run_timeout_seconds
         scope = await self._detect_changes(force, deadline)
-        misses = {key: self._decide(key, scope) for key in layer_keys(self.options.categories)}
+        names = self.options.categories
+        misses = {key: self._decide(key, scope) for key in layer_keys(categories_of(names))}
+        checks = {
+            catalog: self._catalogs.decide(
+                catalog, self.state.layer(catalog, Layer.CATALOG), force=force
+            )
+            for catalog in catalogs_of(names)
+        }
         hits = [self._hit(key, scope) for key, miss in misses.items() if miss is None]
         fetched = await self._fetch_all(
-            {key: miss for key, miss in misses.items() if miss is not None}, scope, deadline
+            {key: miss for key, miss in misses.items() if miss is not None},
+            checks,
+            scope,
+            deadline,
         )
         by_key = {(r.category, r.layer): r for r in (*hits, *fetched)}
         state_error = self._save_state()
         down = scope.primary_down
         return SyncReport(
-            results=tuple(by_key[key] for key in misses),
+            results=tuple(by_key[key] for key in layer_keys(names)),
             forced=force,
             dry_run=self.dry_run,
             duration_seconds=time.perf_counter() - started,
@@ -163,7 +180,7 @@ class SyncEngine:
         scope.primary_answered = True  # usable metadata: this is a PRIMARY
         scope.stamps, scope.operations = self._unflapped(stamps.last_updated), stamps.operations
         scope.legacy_writes = stamps.legacy_writes
-        wanted = self.options.categories
+        wanted = categories_of(self.options.categories)
         # An unusable entry blinds its category as an unusable document does all: the cache
         # TTL decides (requests keyed by its window), logged as an outage (logs.py), not per run.
         scope.unconfirmed = {c: why for c, why in stamps.unusable.items() if c in wanted}
@@ -213,7 +230,7 @@ class SyncEngine:
         """The categories change detection was blind to: one entry, or the whole document."""
         if scope.metadata_error is None:
             return dict(scope.unconfirmed)
-        return dict.fromkeys(self.options.categories, str(scope.metadata_error))
+        return dict.fromkeys(categories_of(self.options.categories), str(scope.metadata_error))
 
     def _rollbacks(self, scope: RunScope) -> dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]]:
         """Categories whose stamp went back: the PRIMARY is followed, but it is made visible."""
@@ -246,6 +263,7 @@ class SyncEngine:
     def _decide(self, key: LayerKey, scope: RunScope) -> MissReason | None:
         """None for a cache hit, else why the layer must be fetched (counted either way)."""
         category, layer = key
+        assert isinstance(category, MODEL_REFERENCE_CATEGORY)  # catalogs decide in catalog_sync
         miss = MissReason.FORCED if scope.force else self._ask_cache(category, layer, scope)
         self.cache.count_lookup(category, layer, hit=miss is None)
         return miss
@@ -283,15 +301,23 @@ class SyncEngine:
     # -- 3. per category ----------------------------------------------------------------
 
     async def _fetch_all(
-        self, misses: dict[LayerKey, MissReason], scope: RunScope, deadline: float
+        self,
+        misses: dict[LayerKey, MissReason],
+        checks: dict[Catalog, MissReason | None],
+        scope: RunScope,
+        deadline: float,
     ) -> list[LayerResult]:
-        wanted: dict[MODEL_REFERENCE_CATEGORY, dict[Layer, MissReason]] = {}
+        wanted: dict[Name, dict[Layer, MissReason]] = {}
+        tasks: dict[Name, asyncio.Task[list[LayerResult]]] = {}
         for (category, layer), miss in misses.items():
             wanted.setdefault(category, {})[layer] = miss
-        tasks = {
-            category: asyncio.create_task(self._sync_category(category, layers, scope))
-            for category, layers in wanted.items()
-        }
+        for category, layers in wanted.items():
+            assert isinstance(category, MODEL_REFERENCE_CATEGORY)  # layer_keys(categories_of)
+            tasks[category] = asyncio.create_task(self._sync_category(category, layers, scope))
+        for catalog, check in checks.items():
+            # A check cut short by the run timeout was a miss nothing could confirm.
+            wanted[catalog] = {Layer.CATALOG: check or MissReason.UNCONFIRMED}
+            tasks[catalog] = asyncio.create_task(self._sync_catalog(catalog, check, scope))
         if not tasks:
             return []
         try:
@@ -336,6 +362,15 @@ class SyncEngine:
             result = self._settle(category, layer, miss, answers[layer], published, scope, elapsed)
             results.append(dataclasses.replace(result, foreign_files=foreign))
         return results
+
+    async def _sync_catalog(
+        self, catalog: Catalog, check: MissReason | None, scope: RunScope
+    ) -> list[LayerResult]:
+        async with self._semaphore:
+            result = await self._catalogs.sync(catalog, check, self.state, scope)
+        if not (result.cache_hit and result.outcome is Outcome.UNCHANGED):
+            self._dirty = True  # more than a confirmation
+        return [result]
 
     def _foreign_files(
         self,
@@ -525,9 +560,7 @@ class SyncEngine:
             duration_seconds=elapsed,
         )
 
-    def _timed_out(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, miss: MissReason
-    ) -> LayerResult:
+    def _timed_out(self, category: Name, layer: Layer, miss: MissReason) -> LayerResult:
         error = f"run timed out after {self.options.run_timeout_seconds:g} s"
         self._record_error(category, layer, Outcome.FAILED, error)
         return LayerResult(
@@ -539,13 +572,12 @@ class SyncEngine:
             error_kind=ErrorKind.RUN_TIMEOUT,
         )
 
-    def _record_error(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, outcome: Outcome, error: str
-    ) -> None:
+    def _record_error(self, category: Name, layer: Layer, outcome: Outcome, error: str) -> None:
         state = self.state.layer(category, layer)
         state.last_outcome, state.last_error = outcome.value, error
         self._dirty = True
-        self.cache.invalidate(category, layer)  # retry next run, even if metadata is still
+        if isinstance(category, MODEL_REFERENCE_CATEGORY):  # a catalog retries by its state
+            self.cache.invalidate(category, layer)  # retry next run, even if metadata is still
 
     def _save_state(self) -> str | None:
         """Write the state; the error, if it could not be written."""

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,14 @@ Start = Callable[..., DaemonProcess]
 V2_METADATA = "/api/model_references/v2/metadata/metadata"
 
 
-def change_upstream(server: FaultServer, category: C, stamp: int, tag: str) -> None:
-    """The PRIMARY publishes a new version of `category` (metadata moves, the body changes)."""
+def change_upstream(
+    server: FaultServer, category: C, stamp: int, tag: str, *, held: Mapping[C, int] = {}
+) -> None:
+    """The PRIMARY publishes a new version of `category` (metadata moves, the body changes);
+    the others keep stamp 1000, or what `held` gives them."""
     moved = json.loads(metadata(1000))
+    for other, other_stamp in held.items():
+        moved[other.value]["last_updated"] = other_stamp
     moved[category.value]["last_updated"] = stamp
     server.script(V2_METADATA, Reply(body=json.dumps(moved).encode()))
     server.script(v2_path(category), Reply(body=records(category, 4, tag=tag)))
@@ -267,6 +272,36 @@ class TestCommandLine:
         assert failing.returncode == 75
         assert "on-change hook failed" in failing.stdout
         assert [c.changed for c in calls(log)][-1] == ("blip",)
+
+    def test_sync_once_retries_a_failed_hook_at_the_next_invocation(
+        self, daemon_env: dict[str, str], hook: tuple[Path, Path], server: FaultServer
+    ) -> None:
+        """A failed hook stays due in state.json: the next `sync --once` runs it even when
+        nothing changed since, with what changed meanwhile too; a success clears it."""
+        script, log = hook
+        env = {**daemon_env, "HOOK_LOG": str(log)}
+        argv = ("sync", "--once", "--on-change", str(script))
+        state_file = Path(env["HORDE_REPLICA_REPLICA_DIR"]) / ".horde-replica-sync" / "state.json"
+        assert run_cli(*argv, env=env).returncode == 0
+        change_upstream(server, C.blip, 2000, "changed")
+        failing = run_cli(*argv, env={**env, "HOOK_EXIT": "2"})
+        assert failing.returncode == 75
+        assert json.loads(state_file.read_text())["hook_due"] == ["blip"]
+        unchanged = run_cli(*argv, env={**env, "HOOK_EXIT": "2"})  # still failing: still due
+        assert unchanged.returncode == 75
+        change_upstream(server, C.esrgan, 3000, "changed", held={C.blip: 2000})
+        retried = run_cli(*argv, env=env)
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        assert [c.changed for c in calls(log)] == [
+            ("blip", "esrgan"),
+            ("blip",),
+            ("blip",),
+            ("blip", "esrgan"),
+        ]
+        assert json.loads(state_file.read_text())["hook_due"] == []
+        quiet = run_cli(*argv, env=env)
+        assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+        assert len(calls(log)) == 4
 
 
 class TestCredentialsNeverReachTheHook:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import resource
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.test_docker import healthcheck
 from tests.processes import DaemonProcess, LoggedProcess
 
 Start = Callable[..., DaemonProcess]
@@ -206,6 +209,85 @@ def test_flood_of_idle_and_slow_clients(start_daemon: Start, tmp_path: Path) -> 
     assert not [line for line in daemon.raw if "Traceback" in line]  # no handler crashed
 
 
+# A connect flood: processes that open connections as fast as they can and close each after
+# `FLOOD_HOLD` newer ones, never sending a byte. Whatever the server does, the kernel's accept
+# queue stays full and drops most SYNs (a client then waits 1 s, 3 s, 7 s: TCP's backoff).
+FLOODERS = 2
+FLOOD_HOLD = 200
+CONNECT_FLOOD_SECONDS = 12.0
+FLOODER = """
+import collections, socket, sys, time
+port, seconds, hold = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+held, attempts, end = collections.deque(), 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    for _ in range(100):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        held.append(sock)
+        attempts += 1
+        if len(held) > hold:
+            held.popleft().close()
+print(attempts / seconds)
+"""
+
+
+def test_the_healthcheck_stays_healthy_under_a_connect_flood(
+    start_daemon: Start, daemon_env: dict[str, str]
+) -> None:
+    """Two processes connecting as fast as they can: the image's HEALTHCHECK, run again and
+    again, passes every time within its timeout (it tries its SYN again every 0.25 s instead
+    of waiting out TCP's backoff); the daemon holds no more than before. Plain /healthz
+    requests are timed beside it (`-s` prints both)."""
+    command, timeout = healthcheck()
+    daemon = start_daemon()
+    daemon.wait_for("sync.run_done", ok=True)
+    env = {
+        **daemon_env,
+        "HORDE_REPLICA_METRICS_ADDR": f"127.0.0.1:{daemon.port}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    argv = [sys.executable, "-c", FLOODER, str(daemon.port), str(CONNECT_FLOOD_SECONDS)]
+    flooders = [
+        subprocess.Popen([*argv, str(FLOOD_HOLD)], stdout=subprocess.PIPE, text=True)
+        for _ in range(FLOODERS)
+    ]
+    checks: list[tuple[int, float, str]] = []
+    probes: list[tuple[int | None, float]] = []
+
+    def probe_plainly() -> None:  # what a client without the HEALTHCHECK's retries sees
+        while all(f.poll() is None for f in flooders):
+            probes.append(timed_healthz(daemon.port))
+            time.sleep(0.5)
+
+    prober = threading.Thread(target=probe_plainly, daemon=True)
+    try:
+        time.sleep(1.0)  # the flood is at full rate
+        prober.start()
+        while all(f.poll() is None for f in flooders):
+            started = time.monotonic()
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=60, check=False
+            )
+            checks.append((done.returncode, time.monotonic() - started, done.stderr[-300:]))
+    finally:
+        rates = [float(f.communicate(timeout=60)[0] or 0) for f in flooders]
+        prober.join(timeout=10)
+    took = sorted(t for _, t in probes)
+    print(f"\nconnect attempts/s: {', '.join(f'{r:,.0f}' for r in rates)}")
+    print(f"HEALTHCHECK x{len(checks)}: exit codes {[code for code, _, _ in checks]}, ")
+    print(f"  slowest {max(t for _, t, _ in checks):.2f} s (timeout {timeout:.0f} s)")
+    print(f"/healthz x{len(probes)}: {[round(t, 2) for t in took]} s, ")
+    print(f"  statuses {collections.Counter(status for status, _ in probes)}")
+    print(f"after: {figures(daemon.proc.pid)}")
+    assert len(checks) >= 2, checks
+    assert all(code == 0 for code, _, _ in checks), checks
+    assert max(t for _, t, _ in checks) < timeout, checks
+    assert daemon.get("/healthz")[0] == 200
+    assert daemon.stop() == 0
+    assert not [line for line in daemon.raw if "Traceback" in line]
+
+
 def _free_ipv6_port() -> int | None:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
@@ -235,3 +317,36 @@ def test_daemon_serves_probes_on_ipv6_loopback(daemon_env: dict[str, str]) -> No
             assert reply.status == 200
     finally:
         daemon.close()
+
+
+@pytest.mark.skipif(IPV6_PORT is None, reason="this host has no IPv6 loopback")
+@pytest.mark.parametrize("host", ["[::1]", "[::]"])
+def test_the_images_healthcheck_probes_an_ipv6_metrics_addr(
+    daemon_env: dict[str, str], host: str
+) -> None:
+    """The Dockerfile's HEALTHCHECK command, run as the image runs it (settings in the
+    environment), reports a daemon on an IPv6 `metrics_addr` healthy, and one gone unhealthy
+    naming the URL it probed, within its timeout."""
+    command, timeout = healthcheck()
+    env = {
+        **daemon_env,
+        "HORDE_REPLICA_METRICS_ADDR": f"{host}:{IPV6_PORT}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    argv = [sys.executable, "-m", "horde_replica_sync", "run"]
+    daemon = LoggedProcess(argv, env)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    try:
+        daemon.wait_for("daemon.listening", address=f"{host}:{IPV6_PORT}")
+        healthy = check()
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    finally:
+        daemon.close()
+    unhealthy = check()
+    assert unhealthy.returncode == 1
+    assert f"http://[::1]:{IPV6_PORT}/healthz" in unhealthy.stderr

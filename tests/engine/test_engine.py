@@ -13,7 +13,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected, SourceUnavailable
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
-from horde_replica_sync.report import LayerResult, MissReason, Outcome, SyncReport
+from horde_replica_sync.report import LayerKey, LayerResult, MissReason, Outcome, SyncReport
 from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine
@@ -92,7 +92,7 @@ def synced_on_disk(tmp_path: Path) -> tuple[SyncEngine, ReplicaStore]:
     return engine, store
 
 
-def by_key(report: SyncReport) -> dict[tuple[C, Layer], LayerResult]:
+def by_key(report: SyncReport) -> dict[LayerKey, LayerResult]:
     return {(r.category, r.layer): r for r in report.results}
 
 

@@ -397,7 +397,7 @@ class TestGithubFallback:
         report = await sync(primary_url=dead, categories="esrgan,text_generation,lora")
         assert report.primary_error is not None
         for category in (C.esrgan, C.text_generation):
-            for layer in Layer:  # v2 converted from the legacy files
+            for layer in (Layer.V2, Layer.LEGACY):  # v2 converted from the legacy files
                 assert outcome(report, category, layer) is Outcome.UPDATED
                 assert state_of().layer(category, layer).source == "github"
         # Each legacy file was downloaded once although two layers needed it.

@@ -183,3 +183,27 @@ def test_the_example_verifies_the_primary_and_listens_on_loopback() -> None:
     ):
         assert expected in directives, expected
     assert not any(d.startswith("listen") and "127.0.0.1" not in d for d in directives)
+
+
+LICENSING: Final = "/api/model_references/v2/licensing/export"
+BASELINES: Final = "/api/model_references/v2/image_generation/baselines/export"
+PROBE: Final = "/api/model_references/v2/licensing/licenses"
+
+
+def test_the_catalogs_are_served_and_keyed_like_the_categories(
+    scripted: FaultServer, scripted_cache: SiteCache
+) -> None:
+    """The licensing export is cached per revision (unkeyed: passed through, never stored);
+    the small exports and the licensing probe are cached like metadata."""
+    one, two = b'{"metadata":{"revision":1}}', b'{"metadata":{"revision":2}}'
+    scripted.script(LICENSING, Reply(body=one), Reply(body=two))
+    keyed = f"{LICENSING}?revision=1%3A100"
+    assert get(scripted_cache, keyed)[:2] == (200, one)
+    assert get(scripted_cache, keyed)[1:] == (one, "HIT")
+    assert get(scripted_cache, f"{keyed}&fresh=ab12")[1:] == (two, "BYPASS")
+    assert get(scripted_cache, LICENSING)[2] == "BYPASS"
+    for path, query in ((BASELINES, ""), (PROBE, "?limit=1")):
+        scripted.script(path, Reply(body=one))
+        assert get(scripted_cache, path + query)[:2] == (200, one)
+        assert get(scripted_cache, path + query)[2] == "HIT"
+    assert get(scripted_cache, LICENSING, method="POST")[0] == 403

@@ -16,7 +16,7 @@ from tests.harness.fleet import (
     CHANGED_CATEGORY,
     CHANGED_PATHS,
     LOG_SETTLE_SECONDS,
-    METADATA_PATHS,
+    POLL_PATHS,
     change_category,
     served_changed_files,
     sync_hosts,
@@ -80,13 +80,13 @@ def test_a_change_reaches_every_host_for_one_download_per_layer(
     assert all(asked[path] >= HOSTS for path in CHANGED_PATHS), f"not every host fetched: {asked}"
     upstream = [line for line in lines if line.reached_primary]
     assert primary_requests == len(upstream), "nginx's log and the PRIMARY's agree"
-    metadata = [line for line in upstream if line.path in METADATA_PATHS]
-    data = Counter(line.path for line in upstream if line.path not in METADATA_PATHS)
+    metadata = [line for line in upstream if line.path in POLL_PATHS]  # and catalog checks
+    data = Counter(line.path for line in upstream if line.path not in POLL_PATHS)
     assert data == dict.fromkeys(CHANGED_PATHS, 1), (
         f"the PRIMARY should see one download per changed layer, saw {dict(data)}: "
         + ", ".join(sorted({f"{line.target} {line.cache}" for line in upstream}))
     )
     periods = int(elapsed // METADATA_CACHE_SECONDS) + 1
-    assert len(metadata) <= len(METADATA_PATHS) * periods < len(METADATA_PATHS) * HOSTS, (
+    assert len(metadata) <= len(POLL_PATHS) * periods < len(POLL_PATHS) * HOSTS, (
         f"{len(metadata)} metadata requests reached the PRIMARY in {elapsed:.1f} s"
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from horde_replica_sync.catalogs import SPECS as CATALOG_SPECS
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
 from tests.faultserver import v1_path, v2_path
 from tests.harness.relay import Relay
@@ -29,6 +30,12 @@ from tests.interop.peer import LOCK_FILE_NAME, CliRun, Primary, run_sync
 METADATA_PATHS: Final = frozenset(
     f"/api/model_references/{family}/metadata/metadata" for family in ("v1", "v2")
 )
+# What every run polls besides the metadata: the catalogs' checks (catalogs.py), cached by
+# the site like metadata (5 s). The two small exports are their own check.
+CATALOG_CHECK_PATHS: Final = frozenset(
+    "/api/" + (spec.probe or spec.export).partition("?")[0] for spec in CATALOG_SPECS.values()
+)
+POLL_PATHS: Final = METADATA_PATHS | CATALOG_CHECK_PATHS
 # The category an image edit changes, and its two layers' files and PRIMARY paths.
 CHANGED_CATEGORY: Final = "image_generation"
 CHANGED_LEGACY_FILE: Final = "stable_diffusion.json"  # in the PRIMARY's legacy/ and ours
@@ -162,7 +169,7 @@ def measure_round(
     seconds = time.monotonic() - started
     time.sleep(LOG_SETTLE_SECONDS)
     paths = primary_paths(primary, since)
-    metadata = sum(1 for path in paths if path in METADATA_PATHS)
+    metadata = sum(1 for path in paths if path in POLL_PATHS)
     current = sum(
         all((host / rel).read_bytes() == body for rel, body in expected.items()) for host in hosts
     )
@@ -237,14 +244,20 @@ def direct_idle_hour(idle: FleetRound) -> Hourly:
     return Hourly(idle.requests * POLLS_PER_HOUR, idle.wire_bytes * POLLS_PER_HOUR)
 
 
+def cached_idle_bound() -> float:
+    """The most requests an idle hour can cost the PRIMARY behind the site cache, at any size:
+    every poll path once per cache period."""
+    return len(POLL_PATHS) * 3600 / METADATA_CACHE_SECONDS
+
+
 def cached_idle_hour(idle: FleetRound) -> Hourly:
-    """With the site cache the PRIMARY sees the 2 metadata requests once per cache period in
-    which any host polls: with the hosts' polls spread evenly over the interval (the jitter's
-    job), 2 x 3600/5 x (1 - (1 - 5/60)^hosts); at most 1440 whatever the fleet's size.
+    """With the site cache the PRIMARY sees the 5 polls (2 metadata, 3 catalog checks) once per
+    cache period in which any host polls: with the hosts' polls spread evenly over the interval
+    (the jitter's job), 5 x 3600/5 x (1 - (1 - 5/60)^hosts); at most `cached_idle_bound()`.
     Bytes: that many times the round's mean metadata answer."""
     periods = 3600 / METADATA_CACHE_SECONDS
     busy = 1 - (1 - METADATA_CACHE_SECONDS / DEFAULT_INTERVAL_SECONDS) ** idle.hosts
-    requests = len(METADATA_PATHS) * periods * busy
+    requests = len(POLL_PATHS) * periods * busy
     per_request = idle.wire_bytes / idle.metadata_requests if idle.metadata_requests else 0.0
     return Hourly(requests, requests * per_request)
 

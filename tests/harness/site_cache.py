@@ -33,7 +33,7 @@ METADATA_MAX_AGE_SECONDS: Final = METADATA_CACHE_SECONDS + 1
 # The example's per-site values, each with how many times it occurs there.
 EXAMPLE_USER: Final = ("user www-data;", 1)
 EXAMPLE_LISTEN: Final = ("listen 127.0.0.1:8080;", 1)
-EXAMPLE_PRIMARY: Final = ("proxy_pass https://models.aihorde.net;", 2)
+EXAMPLE_PRIMARY: Final = ("proxy_pass https://models.aihorde.net;", 5)
 
 # The example's log_format `site_cache`.
 _ACCESS_LINE: Final = re.compile(

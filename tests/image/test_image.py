@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -167,8 +168,7 @@ def test_image_metadata(built_image: BuiltImage) -> None:
     # HEALTHCHECK has no place in an OCI image config: it is kept by --format docker.
     assert inspected["ManifestType"] == "application/vnd.docker.distribution.manifest.v2+json"
     test = inspected["Healthcheck"]["Test"]
-    assert test[:2] == ["CMD", "python"], test
-    assert "/healthz" in test[-1], test
+    assert test == ["CMD", "python", "-m", "horde_replica_sync.healthcheck"], test
     assert built_image.size_bytes < 400_000_000, built_image.size_bytes
 
 
@@ -269,6 +269,54 @@ def test_healthcheck_passes(container: Container) -> None:
     assert health["Status"] == "healthy", health
     assert health["Log"][-1]["ExitCode"] == 0, health
     MEASURED["HEALTHCHECK"] = "podman healthcheck run: healthy"
+
+
+def _free_ipv6_port() -> int | None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+            port: int = sock.getsockname()[1]
+            return port
+    except OSError:
+        return None
+
+
+def test_healthcheck_follows_an_ipv6_metrics_addr(
+    built_image: BuiltImage, primary: Primary
+) -> None:
+    """`HORDE_REPLICA_METRICS_ADDR=[::1]:PORT`: the HEALTHCHECK probes [::1] and reports healthy
+    (it used to probe 127.0.0.1 whatever the setting, and report unhealthy)."""
+    port = _free_ipv6_port()
+    if port is None:
+        pytest.skip("this host has no IPv6 loopback")
+    name = f"hrs-image-test-v6-{secrets.token_hex(4)}"
+    podman(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--env",
+        f"HORDE_REPLICA_PRIMARY_URL={primary.base_url}",
+        "--env",
+        f"HORDE_REPLICA_METRICS_ADDR=[::1]:{port}",
+        "--env",
+        "HORDE_REPLICA_GITHUB_FALLBACK=false",
+        "--env",
+        "NO_PROXY=127.0.0.1,localhost",
+        built_image.tag,
+        timeout=120,
+    )
+    try:
+        wait_status(f"http://[::1]:{port}/healthz", 200)
+        result = podman("healthcheck", "run", name, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        health = json.loads(podman("inspect", "--format", "{{json .State.Health}}", name).stdout)
+        assert health["Status"] == "healthy", health
+    finally:
+        podman("rm", "--force", "--volumes", "--time", "0", name, check=False, timeout=60)
+    MEASURED["HEALTHCHECK, [::1]"] = "podman healthcheck run: healthy"
 
 
 def test_stop_exits_0_within_the_grace_period(container: Container) -> None:

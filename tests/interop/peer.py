@@ -58,6 +58,25 @@ LEGACY_FILES: Final[dict[str, str]] = {
     if category not in NO_LEGACY
 }
 
+# The side catalogs (catalogs.py): 3 layers, 4 files.
+CATALOG_FILES: Final = [
+    "baselines/catalog.json",
+    "licensing/assets.json",
+    "licensing/licenses.json",
+    "text_guidance/catalog.json",
+]
+# Every run checks the catalogs: the PRIMARY honours no conditional request and publishes
+# no catalog revision in its metadata, so the two small exports are fetched and the licensing
+# revision is probed (its 545 KB export only when that moved: a cold run asks 4 times).
+CATALOG_CHECKS: Final = 3
+CATALOG_COLD_REQUESTS: Final = 4
+CATALOG_ANSWERS: Final = (  # what a cold run downloads for them
+    "/model_references/v2/image_generation/baselines/export",
+    "/model_references/v2/text_generation/guidance/export",
+    "/model_references/v2/licensing/licenses?limit=1",
+    "/model_references/v2/licensing/export",
+)
+
 
 def peer_python() -> Path:
     """The peer venv's interpreter (`$PEER_VENV`, default as in start_primary.sh)."""
@@ -288,6 +307,12 @@ class CliRun:
     def bytes_downloaded(self) -> int:
         """Body bytes the run downloaded, as its log reports them."""
         return sum(int(e.get("bytes_downloaded") or 0) for e in self.category_events)
+
+    @property
+    def category_bytes_downloaded(self) -> int:
+        """Body bytes the run downloaded for categories (the catalogs' checks left out)."""
+        events = (e for e in self.category_events if e.get("layer") != "catalog")
+        return sum(int(e.get("bytes_downloaded") or 0) for e in events)
 
     @property
     def run_seconds(self) -> float:

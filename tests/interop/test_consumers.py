@@ -25,6 +25,7 @@ from tests.environment import clean_env, shared_dir
 from tests.faultserver import FaultServer, Reply, running
 from tests.interop.consumers import readme_environment, run_consumer, sdk_python
 from tests.interop.peer import (
+    CATALOG_COLD_REQUESTS,
     CLI_TIMEOUT_SECONDS,
     LEGACY_FILES,
     V2_FILES,
@@ -272,7 +273,8 @@ class TestUpstreamVariablesDriveTheDaemon:
         run = cli(env, "sync", "--once")
         requests = primary.request_count() - before
         assert run.returncode == 0, run.stdout + run.stderr[-3000:]
-        assert requests == 2 + len(V2_FILES) + len(LEGACY_FILES), "2 metadata + every layer"
+        cold = 2 + len(V2_FILES) + len(LEGACY_FILES) + CATALOG_COLD_REQUESTS
+        assert requests == cold, "2 metadata + every layer + the catalogs' probe and exports"
         replica = tmp_path / "horde_model_reference"
         for category, file in V2_FILES.items():
             assert json.loads((replica / file).read_bytes()) == json.loads(primary.v2(category))

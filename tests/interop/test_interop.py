@@ -17,6 +17,10 @@ import pytest
 
 from tests.environment import clean_env, shared_dir
 from tests.interop.peer import (
+    CATALOG_ANSWERS,
+    CATALOG_CHECKS,
+    CATALOG_COLD_REQUESTS,
+    CATALOG_FILES,
     LEGACY_FILES,
     NO_LEGACY,
     V2_FILES,
@@ -36,8 +40,9 @@ pytestmark = pytest.mark.peer
 RecordProperty = Callable[[str, object], None]
 
 READER = Path(__file__).with_name("upstream_reader.py")
-EXPECTED_FILES = sorted([*V2_FILES.values(), *(f"legacy/{f}" for f in LEGACY_FILES.values())])
-ALL_LAYERS = len(V2_FILES) + len(LEGACY_FILES)  # 15 v2 + 10 legacy
+CATEGORY_FILES = sorted([*V2_FILES.values(), *(f"legacy/{f}" for f in LEGACY_FILES.values())])
+EXPECTED_FILES = sorted([*CATEGORY_FILES, *CATALOG_FILES])
+ALL_LAYERS = len(V2_FILES) + len(LEGACY_FILES) + 3  # 15 v2 + 10 legacy + 3 catalogs
 METADATA_REQUESTS = 2  # v1 and v2 metadata/metadata
 
 
@@ -117,9 +122,10 @@ class TestColdSync:
         outcomes = {(e["category"], e["layer"]): e["outcome"] for e in run.category_events}
         assert len(outcomes) == ALL_LAYERS
         assert set(outcomes.values()) == {"updated"}, outcomes
-        assert cold_replica.requests == METADATA_REQUESTS + ALL_LAYERS
+        assert cold_replica.requests == METADATA_REQUESTS + ALL_LAYERS - 3 + CATALOG_COLD_REQUESTS
         served = sum(len(primary.v2(c)) for c in V2_FILES)
         served += sum(len(primary.v1(c)) for c in LEGACY_FILES)
+        served += sum(len(primary.get_bytes(p)) for p in CATALOG_ANSWERS)
         assert run.bytes_downloaded == served, "the log reports the bytes the PRIMARY served"
 
 
@@ -203,8 +209,8 @@ class TestIncremental:
         after = snapshot(replica)
         report(record_property, "no-change", run, requests, len(changed_files(before, after)))
         assert run.returncode == 0, run.describe()
-        assert requests <= METADATA_REQUESTS
-        assert run.bytes_downloaded == 0
+        assert requests <= METADATA_REQUESTS + CATALOG_CHECKS
+        assert run.category_bytes_downloaded == 0
         assert_kept(before, after)
         assert {e["outcome"] for e in run.category_events} == {"unchanged"}
 
@@ -227,7 +233,7 @@ class TestIncremental:
         assert edited.read_bytes() == primary.v1("clip")
         assert_kept(before, snapshot(replica), "esrgan.json", "legacy/clip.json")
         print(f"\n[repair] {requests} requests, {run.bytes_downloaded} bytes downloaded")
-        assert requests <= METADATA_REQUESTS + 2, "only the two damaged files need downloading"
+        assert requests <= METADATA_REQUESTS + CATALOG_CHECKS + 2, "only the two damaged files"
 
 
 class TestFlags:
@@ -297,7 +303,7 @@ class TestUpstreamChange:
             **{f"legacy/{file}": server.v1(category) for category, file in LEGACY_FILES.items()},
         }
         kept = []
-        for rel in EXPECTED_FILES:
+        for rel in CATEGORY_FILES:
             published = (replica / rel).read_bytes()
             assert json.loads(published) == json.loads(current[rel]), rel
             if published == old_bytes[rel]:
@@ -317,5 +323,6 @@ class TestUpstreamChange:
         requests_before = server.request_count()
         settled = run_sync(server.base_url, replica)
         assert settled.returncode == 0, settled.describe()
-        assert server.request_count() - requests_before <= METADATA_REQUESTS, "not settled"
+        settled_requests = server.request_count() - requests_before
+        assert settled_requests <= METADATA_REQUESTS + CATALOG_CHECKS, "not settled"
         assert_kept(after, snapshot(replica))

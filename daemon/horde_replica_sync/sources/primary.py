@@ -154,6 +154,34 @@ class PrimarySource:
             return None
         return await self._fetch(_keyed(url, key), category)
 
+    def catalog_url(self, path: str) -> str:
+        """A catalog endpoint (`catalogs.CatalogSpec.export` or `.probe`)."""
+        return f"{self.api_url}/{path}"
+
+    async def fetch_catalog(
+        self, path: str, *, revision: str | None = None, fresh: bool = False
+    ) -> Fetched | None:
+        """A catalog's export or probe page; None on 404.
+
+        An export is content-keyed by the `revision` a probe showed (`&revision=`), like
+        category data by its stamp, so a site cache stores it per revision; `fresh` goes past
+        every cache. The PRIMARY ignores both parameters.
+        """
+        query: dict[str, str] = {}
+        if revision is not None:
+            query["revision"] = revision
+        if fresh:
+            query["fresh"] = secrets.token_hex(8)
+        url = self.catalog_url(path)
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode(query)
+        response = await self._get(url)
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise SourceRejected(url, f"unexpected HTTP {response.status}", kind=ErrorKind.HTTP_4XX)
+        return Fetched(redact_url(url), response.content)
+
     async def fetch_last_updated(self) -> Stamps:
         """Each category's newest `last_updated` over the v1 and v2 metadata families.
 
