@@ -55,6 +55,7 @@ class ScriptedPrimary:
     legacy: dict[MODEL_REFERENCE_CATEGORY, Script | list[Script]] = field(default_factory=dict)
     unusable: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)  # metadata entries
     operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
+    legacy_writes: set[MODEL_REFERENCE_CATEGORY] = field(default_factory=set)  # v1 family's
     calls: list[str] = field(default_factory=list)
     keys: list[tuple[str, int | None, bool]] = field(default_factory=list)  # (url, stamp, fresh)
     companions: list[str | None] = field(default_factory=list)  # each request's DataKey.v2
@@ -88,7 +89,12 @@ class ScriptedPrimary:
         self.calls.append("metadata")
         if isinstance(self.stamps, Exception):
             raise self.stamps
-        return Stamps(dict(self.stamps), dict(self.unusable), dict(self.operations))
+        return Stamps(
+            dict(self.stamps),
+            dict(self.unusable),
+            dict(self.operations),
+            frozenset(self.legacy_writes),
+        )
 
     def _answer(self, url: str, script: Script | list[Script], key: DataKey) -> Fetched | None:
         self.calls.append(url)

@@ -27,7 +27,9 @@ class TestJudge:
             ({"a": record("a", 100), "b": record("b", 230)}, None, Evidence.SHOWN),
             # far after the stamp (more than SKEW_SECONDS): a wrong time proves nothing
             ({"a": record("a", 100), "b": record("b", 10**9)}, None, Evidence.OLDER),
-            ({"a": record("a", 199)}, None, Evidence.OLDER),  # one second is older
+            # stamped the second before its metadata (upstream stamps the record first)
+            ({"a": record("a", 199)}, None, Evidence.SHOWN),
+            ({"a": record("a", 194)}, None, Evidence.OLDER),  # more than EARLY_SECONDS before
             ({"a": record("a", 100)}, Operation("delete", "b"), Evidence.SHOWN),  # b is gone
             ({"a": record("a", 100)}, Operation("delete", "a"), Evidence.OLDER),  # a is not
             ({"k": record("a", 100)}, Operation("delete", "a"), Evidence.OLDER),  # by name too
@@ -46,6 +48,22 @@ class TestJudge:
         self, records: dict[str, object], operation: Operation | None, expected: Evidence
     ) -> None:
         assert judge(records, 200, operation) is expected
+
+
+class TestBytes:
+    """Changed bytes are the evidence a legacy write leaves; the bytes held prove nothing."""
+
+    def test_the_bytes_held_prove_nothing_even_with_a_record_as_new(self) -> None:
+        records = {"a": record("a", 200)}
+        assert judge(records, 200, None, changed=False) is Evidence.OLDER
+        assert judge(records, 200, Operation("update", "a"), changed=False) is Evidence.OLDER
+        assert judge(records, 200, Operation(None), changed=False) is Evidence.SILENT  # init
+
+    def test_a_legacy_write_is_shown_by_changed_bytes_alone(self) -> None:
+        records = {"a": record("a", 100)}
+        assert judge(records, 200, None, changed=True, legacy_write=True) is Evidence.SHOWN
+        assert judge(records, 200, None, changed=True) is Evidence.OLDER  # v2 times speak
+        assert judge(records, 200, None, changed=None, legacy_write=True) is Evidence.OLDER
 
 
 def metadata_of(stamp: int, operation: tuple[str, str] | None) -> bytes:

@@ -2,10 +2,12 @@
 
     deliver(category, layers)
       -> PRIMARY: v2/{category} and v1/{name}, each layer on its own   (404 -> absent)
-           keyed by the stamp it must be as new as (legacy: and its v2 body's digest);
+           keyed by the stamp it must be as new as (legacy: and its v2 body's digest), or,
+           when the metadata cannot stamp the category, by the TTL window (still cacheable);
            a v2 body older than that stamp (evidence.py) is asked for again past every
            cache, and so is the rest of the category this run; still older: the PRIMARY's
-           own, published but unproven (its stamp not recorded) unless the last run's was too
+           own, published but unproven (its stamp not recorded) unless the last run's was too;
+           still the very bytes held: never recorded, counted (`unshown_runs`, /readyz)
       -> unavailable? GitHub, when the category has a GitHub copy:
            download the category's files once -> legacy layer as is
                                               -> v2 layer converted from them (convert/)
@@ -36,6 +38,7 @@ from horde_replica_sync.errors import (
     SourceUnavailable,
 )
 from horde_replica_sync.evidence import Evidence, judge
+from horde_replica_sync.freshness import UNSHOWN_CAUSE
 from horde_replica_sync.ports import Github, Primary
 from horde_replica_sync.sources.github import NotModified
 from horde_replica_sync.sources.primary import DataKey, Fetched, Operation
@@ -109,9 +112,15 @@ class RunScope:
     force: bool
     stamps: dict[MODEL_REFERENCE_CATEGORY, int] = field(default_factory=dict)
     operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
+    # Categories whose stamp is a legacy write's (v1 metadata alone): see evidence.py.
+    legacy_writes: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
+    # The key of data requests for categories the metadata cannot stamp (the start of the
+    # cache TTL's current window on the wall clock): hosts of a site share it, so a cache
+    # still answers them once per window instead of passing every host's request on.
+    window: int | None = None
     moved: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
     rollbacks: dict[MODEL_REFERENCE_CATEGORY, tuple[int, int]] = field(default_factory=dict)
-    # Categories whose metadata entry was unusable: nothing can confirm them but a fetch.
+    # Categories whose metadata entry was unusable: the cache TTL decides them, unconfirmed.
     unconfirmed: dict[MODEL_REFERENCE_CATEGORY, str] = field(default_factory=dict)
     # The PRIMARY answered its metadata with nothing usable: the TTL decides this run.
     metadata_error: SourceError | None = None
@@ -153,6 +162,8 @@ class Delivery:
     older_answer: str | None = None
     # Published, but its stamp not recorded: even the PRIMARY's answer does not show it.
     unproven: bool = False
+    # Not recorded, ever: past every cache, still the bytes held though a write was announced.
+    unshown: bool = False
 
     @property
     def main(self) -> DeliveredFile:
@@ -246,7 +257,7 @@ class SourceChain:
             reason = f"skipped: the PRIMARY is unavailable this run ({down})"
             skipped = SourceUnavailable(primary.v2_url(category), reason, kind=down.kind)
             return Failure(skipped, SourceName.PRIMARY)
-        stamp = scope.stamps.get(category)
+        stamp = scope.stamps.get(category, scope.window)
         key = DataKey(
             stamp,
             v2_digest if layer is Layer.LEGACY else None,
@@ -277,9 +288,11 @@ class SourceChain:
         delivered: DeliveredFile,
     ) -> Answer:
         """The delivery of `delivered`, once it shows its stamp (evidence.py), else asked for
-        again past every cache; the PRIMARY's own answer not showing it is unproven once."""
-        stamp, operation = key.stamp, scope.operations.get(category)
-        older = _older_than(delivered, stamp, operation)
+        again past every cache; the PRIMARY's own answer not showing it is unproven once,
+        and the bytes held under a new stamp are never recorded."""
+        stamp = scope.stamps.get(category)  # None for a window key: nothing to show
+        rule = _Judge(stamp, scope.operations.get(category), category in scope.legacy_writes)
+        older = rule.older(delivered, check)
         if older is None:  # shown, or a legacy body (its v2 layer speaks for it)
             return Delivery(SourceName.PRIMARY, (delivered,), unproven=category in scope.unproven)
         if not key.fresh:  # a cache may have answered: ask past every cache
@@ -291,15 +304,21 @@ class SourceChain:
             delivered = dataclasses.replace(
                 again, downloaded=again.downloaded + delivered.downloaded
             )
-            if _older_than(delivered, stamp, operation) is None:
+            if rule.older(delivered, check) is None:
                 return Delivery(SourceName.PRIMARY, (delivered,), older_answer=older)
+        scope.unproven.add(category)
+        if check.changed(delivered, stamp) is False:
+            why = f"{delivered.relpath}, last_updated={stamp}: {UNSHOWN_CAUSE}; not recorded"
+            return Delivery(
+                SourceName.PRIMARY, (delivered,), older_answer=why, unproven=True, unshown=True
+            )
         # The PRIMARY's own answer does not show the stamp. It may have announced the stamp
         # before writing the data, so the body is published (it is what the PRIMARY has) but
         # the stamp is not recorded: the next run asks again. Two runs in a row: taken.
         if check.unproven_last_run():
+            scope.unproven.discard(category)
             taken = f"{older}; the PRIMARY's own answer, two runs in a row: taken"
             return Delivery(SourceName.PRIMARY, (delivered,), older_answer=taken)
-        scope.unproven.add(category)
         why = (
             f"{older}; even the PRIMARY's own answer does not show it: published, its stamp "
             "not recorded until a body shows it or the next run agrees"
@@ -443,6 +462,21 @@ class _Checker:
         record = state.files.get(spec_for(self._category).relpath(Layer.V2)) if state else None
         return None if record is None else record.sha256[:DIGEST_KEY_CHARS]
 
+    def changed(self, delivered: DeliveredFile, stamp: int | None) -> bool | None:
+        """Whether a v2 body differs from the bytes held at the last recorded stamp; None when
+        nothing is held, or `stamp` is not later than that recorded stamp (no write announced
+        since: the same stamp, or a rollback, which the same bytes may well be)."""
+        state = self._states.get(Layer.V2)
+        record = state.files.get(delivered.relpath) if state is not None else None
+        if state is None or record is None or stamp is None:
+            return None
+        recorded = state.upstream_last_updated
+        if recorded is not None and stamp <= recorded:
+            return None
+        if state.unproven_stamp is not None:  # published since the last recorded stamp:
+            return True  # because its bytes had changed
+        return sha256_hex(delivered.payload.content) != record.sha256
+
     def unproven_last_run(self) -> bool:
         """Whether the last run's v2 body from the PRIMARY did not show its stamp either.
 
@@ -479,18 +513,30 @@ def _short_digest(content: bytes) -> str:
     return sha256_hex(content)[:DIGEST_KEY_CHARS]
 
 
-def _older_than(
-    delivered: DeliveredFile, stamp: int | None, operation: Operation | None
-) -> str | None:
-    """Why a v2 body is older than the stamp it was fetched for; None when it is not."""
-    data = delivered.payload.data
-    if stamp is None or data is None or judge(data, stamp, operation) is not Evidence.OLDER:
-        return None
-    return (
-        f"{delivered.relpath}: the answer for last_updated={stamp} has no record updated since "
-        "(a cache or the PRIMARY served a body older than its metadata); asked again past "
-        "every cache"
-    )
+@dataclass(frozen=True, slots=True)
+class _Judge:
+    """The evidence rule (evidence.py) for one category's stamp this run."""
+
+    stamp: int | None
+    operation: Operation | None
+    legacy_write: bool
+
+    def older(self, delivered: DeliveredFile, check: _Checker) -> str | None:
+        """Why a v2 body is older than the stamp it was fetched for; None when it is not."""
+        data, stamp = delivered.payload.data, self.stamp
+        if stamp is None or data is None:
+            return None
+        changed = check.changed(delivered, stamp)
+        verdict = judge(
+            data, stamp, self.operation, changed=changed, legacy_write=self.legacy_write
+        )
+        if verdict is not Evidence.OLDER:
+            return None
+        what = "is the body already held" if changed is False else "has no record updated since"
+        return (
+            f"{delivered.relpath}: the answer for last_updated={stamp} {what} (a cache or the "
+            "PRIMARY served a body older than its metadata); asked again past every cache"
+        )
 
 
 def _file_name(relpath: str) -> str:

@@ -31,7 +31,7 @@ from horde_replica_sync.catalogs import ALL_NAMES
 from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
-from horde_replica_sync.freshness import layer_keys, staleness
+from horde_replica_sync.freshness import UNSHOWN_CAUSE, layer_keys, staleness
 from horde_replica_sync.health import HealthServer, Verdict
 from horde_replica_sync.hook import ChangeHook, HookCommand, announce
 from horde_replica_sync.metrics import Metrics
@@ -283,6 +283,9 @@ class Daemon:
             detail["never_synced"] = list(verdict.never_confirmed)
         if verdict.stale:
             detail["stale"] = list(verdict.stale)
+        if verdict.unshown:
+            detail["stamp_not_shown"] = list(verdict.unshown)
+            detail["likely_cause"] = UNSHOWN_CAUSE
         missing = self._missing_files(keys)
         if missing:  # deleted (the whole directory, say): until the next run publishes them
             detail["missing"] = missing

@@ -54,6 +54,14 @@ def age_or_nan(state: ReplicaState, key: LayerKey, now: float) -> float:
 
 NEVER: Final = "never confirmed"
 STALE: Final = "stale"
+UNSHOWN_RUNS_ALARM: Final = 3
+"""Runs in a row whose body, asked past every cache, was still the one held under a moved
+stamp (chain.py) before /readyz fails: a cache that ignores query strings never heals."""
+UNSHOWN_CAUSE: Final = (
+    "the PRIMARY's metadata announced a write, but every answer, even with a one-off key "
+    "(&fresh=), is the body already held: most likely a cache between here and the PRIMARY "
+    "that ignores query strings (a CDN's legacy cache key, nginx proxy_cache_key $uri)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +70,13 @@ class Staleness:
 
     never_confirmed: tuple[str, ...]
     stale: tuple[str, ...]
+    # Categories whose bodies keep failing to show their stamp past every cache.
+    unshown: tuple[str, ...] = ()
 
     @property
     def fresh(self) -> bool:
-        """Whether every layer was confirmed within the bound."""
-        return not self.never_confirmed and not self.stale
+        """Whether every layer was confirmed within the bound (and shows its stamp)."""
+        return not self.never_confirmed and not self.stale and not self.unshown
 
     def of(self, key: LayerKey) -> str | None:
         """`NEVER`, `STALE` or None (fresh) for one layer."""
@@ -80,15 +90,18 @@ def staleness(
     state: ReplicaState, keys: Iterable[LayerKey], *, now: float, bound_seconds: float
 ) -> Staleness:
     """Classify `keys` against `bound_seconds` of allowed age."""
-    never, stale = [], []
+    never, stale, unshown = [], [], []
     for category, layer in keys:
-        age = age_seconds(state.layer(category, layer).verified_at, now)
+        layer_state = state.layer(category, layer)
+        age = age_seconds(layer_state.verified_at, now)
         name = _name(category, layer)
         if age is None:
             never.append(name)
         elif age > bound_seconds:
             stale.append(name)
-    return Staleness(tuple(never), tuple(stale))
+        if layer_state.unshown_runs >= UNSHOWN_RUNS_ALARM:
+            unshown.append(category.value)
+    return Staleness(tuple(never), tuple(stale), tuple(unshown))
 
 
 def _name(category: Name, layer: Layer) -> str:

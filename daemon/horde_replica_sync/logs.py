@@ -15,7 +15,7 @@ from typing import Any, Final, TextIO
 
 import structlog
 
-from horde_replica_sync.errors import by_origin, root_cause
+from horde_replica_sync.errors import ErrorKind, by_origin, root_cause
 from horde_replica_sync.report import Outcome, SyncReport
 
 
@@ -172,6 +172,9 @@ def _blind(report: SyncReport) -> str | None:
     if report.metadata_error_kind is not None:
         reason = next(iter(report.metadata_unusable.values()), "")
         return f"the PRIMARY's metadata is unusable, so the cache TTL decides: {reason}"
+    if report.metadata_unusable:
+        entries = "; ".join(f"{c.value}: {why}" for c, why in report.metadata_unusable.items())
+        return f"metadata entries unusable, so the cache TTL decides for them: {entries}"
     return report.state_error
 
 
@@ -182,6 +185,9 @@ def _outage_of(report: SyncReport) -> frozenset[tuple[str, str]]:
         down.add(("primary", report.primary_error_kind))
     if report.metadata_error_kind is not None:  # answering, but blind to changes
         down.add(("primary", report.metadata_error_kind))
+    elif report.metadata_unusable:  # blind to these categories' changes: one outage for all
+        blind = ",".join(sorted(c.value for c in report.metadata_unusable))
+        down.add(("primary metadata", f"{ErrorKind.INVALID} ({blind})"))
     if report.state_error is not None:
         down.add(("replica", "store"))
     return frozenset(down)

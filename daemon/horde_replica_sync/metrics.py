@@ -282,3 +282,22 @@ class _AgeCollector(Collector):
             ):
                 ours.add_metric([category.value], stamp)
         yield ours
+        unshown = GaugeMetricFamily(
+            f"{PREFIX}_stamp_unshown_runs",
+            "Runs in a row whose body, even asked past every cache, was the one already held "
+            "though the metadata announced a write (a cache that ignores query strings).",
+            labels=["category"],
+        )
+        flapping = GaugeMetricFamily(
+            f"{PREFIX}_stamps_flapping",
+            "1 while the PRIMARY's metadata flaps between two stamps (two instances behind "
+            "one balancer); the newer one's data is held.",
+            labels=["category"],
+        )
+        for category, layer in keys:
+            if layer is Layer.V2:
+                v2 = state.layer(category, layer)
+                unshown.add_metric([category.value], v2.unshown_runs)
+                flapping.add_metric([category.value], 0 if v2.flapping is None else 1)
+        yield unshown
+        yield flapping

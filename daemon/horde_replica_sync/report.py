@@ -42,7 +42,7 @@ class MissReason(enum.StrEnum):
     FORCED = "forced"  # SIGUSR1 / --force
     FAILED_LAST_TIME = "failed_last_time"  # the previous attempt failed or was refused
     STALE = "stale"  # marked stale by someone else (an in-process caller)
-    UNCONFIRMED = "unconfirmed"  # its metadata entry was unusable: only a fetch can confirm it
+    UNCONFIRMED = "unconfirmed"  # a catalog whose check could not confirm it (catalog_sync.py)
     REJECTED = "rejected"  # held and not stale, but the backend's own validation said fetch
 
 

@@ -141,6 +141,7 @@ def build_engine(
         categories=settings.categories,
         max_concurrency=settings.max_concurrency,
         run_timeout_seconds=settings.run_timeout_seconds,
+        cache_ttl_seconds=settings.cache_ttl_seconds,
         catalog_rules=CatalogRules(
             ttl_seconds=settings.cache_ttl_seconds,
             max_shrink_fraction=None if flags.allow_shrink else settings.max_shrink_fraction,

@@ -50,6 +50,12 @@ class LayerState(BaseModel):
     last_error: str | None = None
     # The stamp whose PRIMARY body, asked past every cache, did not show it (held back once).
     unproven_stamp: int | None = None
+    # Runs in a row whose body, past every cache, was still the one held under a moved stamp
+    # (chain.py; /readyz fails at freshness.UNSHOWN_RUNS_ALARM).
+    unshown_runs: int = 0
+    # (older, newer): the metadata flaps between these stamps (sync.py); the newer is held.
+    flapping: tuple[int, int] | None = None
+    flap_other_runs: int = 0  # runs in a row the metadata showed the older of them
 
 
 class CategoryState(BaseModel):

@@ -12,6 +12,8 @@ from horde_replica_sync.errors import by_origin, root_cause
 from horde_replica_sync.freshness import (
     NEVER,
     STALE,
+    UNSHOWN_CAUSE,
+    UNSHOWN_RUNS_ALARM,
     Staleness,
     age_seconds,
     layer_keys,
@@ -84,7 +86,15 @@ def _row(
         rolled_back_from=layer_state.rolled_back_from,
         foreign_changes=layer_state.foreign_changes,
         last_error=layer_state.last_error,
-        problem=_problem(present, verdict.of(key), layer_state.last_outcome, settings),
+        problem=_problem(present, verdict.of(key), layer_state.last_outcome, settings)
+        or _unshown(layer_state.unshown_runs),
+    )
+
+
+def _unshown(runs: int) -> str | None:
+    """What /readyz fails on besides age: bodies that never show their stamp (freshness.py)."""
+    return (
+        f"stamp not shown for {runs} runs: {UNSHOWN_CAUSE}" if runs >= UNSHOWN_RUNS_ALARM else None
     )
 
 

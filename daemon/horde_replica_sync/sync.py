@@ -29,6 +29,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
@@ -63,6 +64,12 @@ from horde_replica_sync.store import sha256_hex
 log = structlog.get_logger(__name__)
 
 FAILED_OUTCOMES = frozenset({Outcome.FAILED.value, Outcome.REFUSED.value})
+FLAP_SETTLE_RUNS: Final = 30
+"""Runs in a row on the other stamp of a flapping pair before it counts as settled (followed)."""
+FLAPPING_CAUSE: Final = (
+    "two PRIMARY instances with different data behind one balancer or DNS name, so the "
+    "metadata alternates between their stamps"
+)
 OTHER_WRITER = (
     "another writer on the replica directory, such as an upstream reader not in offline mode "
     "(HORDE_MODEL_REFERENCE_OFFLINE=true)"
@@ -76,6 +83,8 @@ class SyncOptions:
     categories: tuple[Name, ...]  # categories and catalogs (catalogs.py)
     max_concurrency: int
     run_timeout_seconds: float
+    # The window of data requests the metadata cannot stamp (chain.RunScope.window).
+    cache_ttl_seconds: int = 3600
     catalog_rules: CatalogRules = dataclasses.field(default_factory=CatalogRules)
 
 
@@ -149,7 +158,8 @@ class SyncEngine:
     # -- 1. change detection ------------------------------------------------------------
 
     async def _detect_changes(self, force: bool, deadline: float) -> RunScope:
-        scope = RunScope(force=force)
+        ttl = self.options.cache_ttl_seconds
+        scope = RunScope(force=force, window=int(self._clock() // ttl * ttl))
         if self.primary is None:
             return scope
         try:
@@ -168,16 +178,53 @@ class SyncEngine:
             scope.metadata_error = exc  # counted for every category, logged as an outage
             return scope
         scope.primary_answered = True  # usable metadata: this is a PRIMARY
-        scope.stamps, scope.operations = stamps.last_updated, stamps.operations
+        scope.stamps, scope.operations = self._unflapped(stamps.last_updated), stamps.operations
+        scope.legacy_writes = stamps.legacy_writes
         wanted = categories_of(self.options.categories)
+        # An unusable entry blinds its category as an unusable document does all: the cache
+        # TTL decides (requests keyed by its window), logged as an outage (logs.py), not per run.
         scope.unconfirmed = {c: why for c, why in stamps.unusable.items() if c in wanted}
-        for category, why in scope.unconfirmed.items():
-            log.warning("sync.metadata_entry_unusable", category=category.value, error=why)
         scope.moved = frozenset(c for c in wanted if self._moved(c, scope))
         scope.rollbacks = self._rollbacks(scope)
-        for category in scope.moved | scope.unconfirmed.keys():
+        for category in scope.moved:
             self.cache.mark_stale(category)
         return scope
+
+    def _unflapped(
+        self, stamps: dict[MODEL_REFERENCE_CATEGORY, int]
+    ) -> dict[MODEL_REFERENCE_CATEGORY, int]:
+        """The stamps to follow. A stamp that returns to the one a rollback left is flapping
+        between two PRIMARY instances: from then on the newer one's data is held, and the
+        other stamp is not followed (no refetch, no rollback) until something else happens."""
+        followed = dict(stamps)
+        for category, stamp in stamps.items():
+            both = self.state.categories.get(category)  # never created for a category not held
+            if both is None:
+                continue
+            state = both.v2
+            held, pair = state.upstream_last_updated, state.flapping
+            if held is None or (pair is None and stamp != state.rolled_back_from):
+                continue
+            self._dirty = True
+            if pair is None:  # back to the stamp a rollback left: followed, once more
+                if stamp > held:
+                    state.flapping = (held, stamp)
+                    log.warning(
+                        "sync.stamps_flapping",
+                        category=category.value,
+                        stamps=[held, stamp],
+                        likely_cause=FLAPPING_CAUSE,
+                        action=f"holding {stamp}'s data; {held} is no longer followed",
+                    )
+            elif stamp == held or (stamp in pair and stamp > held):  # the newer: followed
+                state.flap_other_runs = 0
+            elif stamp in pair and state.flap_other_runs + 1 < FLAP_SETTLE_RUNS:
+                state.flap_other_runs += 1
+                followed[category] = held
+            else:  # a new stamp, or the other one long enough: no longer flapping
+                state.flapping, state.flap_other_runs = None, 0
+                log.info("sync.stamps_flapping_ended", category=category.value, upstream=stamp)
+        return followed
 
     def _metadata_unusable(self, scope: RunScope) -> dict[MODEL_REFERENCE_CATEGORY, str]:
         """The categories change detection was blind to: one entry, or the whole document."""
@@ -239,8 +286,6 @@ class SyncEngine:
             return MissReason.FIRST_LOAD
         if not refresh:  # held and not stale, yet the backend wants it: its own validation
             return MissReason.REJECTED
-        if category in scope.unconfirmed:
-            return MissReason.UNCONFIRMED
         if category in scope.moved:
             return MissReason.CHANGED_UPSTREAM
         return self.cache.expiry_reason(category, layer) or MissReason.STALE
@@ -249,7 +294,8 @@ class SyncEngine:
         # The PRIMARY's metadata just said nothing moved: that confirms the cached copy.
         confirmed = bool(scope.stamps) and key[0] not in scope.unconfirmed
         if confirmed:
-            self.state.layer(*key).verified_at = self._clock()
+            state = self.state.layer(*key)
+            state.verified_at, state.unshown_runs = self._clock(), 0
         return LayerResult(*key, Outcome.UNCHANGED, verified=confirmed)
 
     # -- 3. per category ----------------------------------------------------------------
@@ -439,7 +485,9 @@ class SyncEngine:
         state.fetched_at = now
         state.last_outcome, state.last_error = "ok", None
         self._dirty = True
-        if delivery.unproven:  # the PRIMARY's bytes, not yet shown to be as of its stamp
+        if delivery.unshown:  # the bytes held, under a stamp that announced a write
+            state.unshown_runs += 1
+        elif delivery.unproven:  # the PRIMARY's bytes, not yet shown to be as of its stamp
             state.unproven_stamp = scope.stamps.get(category)
         else:
             self._confirm(category, state, scope, now)
@@ -456,7 +504,7 @@ class SyncEngine:
             state.rolled_back_from = scope.rollbacks[category][0]
         elif category in scope.moved:
             state.rolled_back_from = None
-        state.verified_at, state.unproven_stamp = now, None
+        state.verified_at, state.unproven_stamp, state.unshown_runs = now, None, 0
 
     def _absent(
         self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, miss: MissReason, elapsed: float

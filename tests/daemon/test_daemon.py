@@ -45,6 +45,8 @@ class TestMetrics:
         server.script(
             "/api/model_references/v1/metadata/metadata", Reply(body=json.dumps(moved).encode())
         )
+        # a write changes the body: the same bytes under a new stamp would prove nothing
+        server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4, tag="moved")))
         daemon.signal(signal.SIGUSR1)  # forced: everything re-verified, no cache read
         daemon.wait_for("sync.run_done", count=2)
         assert (daemon.sample("horde_replica_staleness_seconds", **labels) or 99) < first
@@ -467,4 +469,39 @@ class TestHostilePrimary:
         gauge = "horde_replica_upstream_last_updated_timestamp_seconds"
         assert daemon.sample(gauge, category="blip") == 1000
         assert done["metadata_unusable"] == ["esrgan"], done
+        assert daemon.stop() == 0
+
+
+class TestStampNotShown:
+    """Issue 20, item 1: a cache that ignores query strings (the fault server routes by path
+    alone, as CloudFront's legacy cache key or nginx `proxy_cache_key $uri` do) answers the
+    new stamp, and `&fresh=`, with the body it stored first."""
+
+    def test_readyz_fails_within_three_runs_naming_category_and_cause(
+        self, start_daemon: Start, server: FaultServer
+    ) -> None:
+        daemon = start_daemon(HORDE_REPLICA_INTERVAL_SECONDS="1")
+        daemon.wait_for("daemon.ready", timeout=10)
+        runs = len(daemon.matching("sync.run_done"))
+        moved = json.loads(metadata(1000))
+        moved["esrgan"]["last_updated"] = 2000
+        moved["esrgan"]["last_operation_type"] = "update"
+        for family in ("v1", "v2"):
+            server.script(
+                f"/api/model_references/{family}/metadata/metadata",
+                Reply(body=json.dumps(moved).encode()),
+            )
+        daemon.wait_for("sync.run_done", count=runs + 3, timeout=15)
+        status, body = daemon.get("/readyz")
+        assert status == 503, body
+        detail = json.loads(body)
+        assert detail["stamp_not_shown"] == ["esrgan"]
+        assert "ignores query strings" in detail["likely_cause"]
+        assert (daemon.sample("horde_replica_stamp_unshown_runs", category="esrgan") or 0) >= 3
+        # never recorded: the replica's stamp is still the one its bytes came with
+        assert (
+            daemon.sample("horde_replica_replica_last_updated_timestamp_seconds", category="esrgan")
+            == 1000
+        )
+        assert daemon.get("/healthz")[0] == 200
         assert daemon.stop() == 0

@@ -15,7 +15,7 @@ from horde_replica_sync.report import Outcome
 from horde_replica_sync.sources.primary import Operation
 from horde_replica_sync.store import sha256_hex
 from tests.engine.test_engine import CATEGORIES, Rig, by_key, primary_with
-from tests.fakes import Script, ScriptedPrimary
+from tests.fakes import Script, ScriptedPrimary, body
 
 V2, LEGACY = Layer.V2, Layer.LEGACY
 
@@ -109,14 +109,17 @@ class TestNeverOlderThanMetadata:
         assert [fresh for url, _, fresh in primary.keys if "v2/esrgan" in url] == [False, True]
         assert b'"b"' not in rig.publisher.files["esrgan.json"]
 
-    def test_a_body_without_timestamps_is_taken_as_it_is(self, tmp_path: Path) -> None:
-        """Records with no `updated_at` cannot tell: the content key is all there is."""
+    def test_a_changed_body_without_timestamps_is_taken_as_it_is(self, tmp_path: Path) -> None:
+        """Records with no `updated_at` cannot tell: changed bytes and the key are all there is
+        (the same bytes under a new stamp never are: tests/engine/test_stamp_evidence.py)."""
         rig = Rig(tmp_path, primary_with(100))
         assert rig.run().ok
         rig.move(C.esrgan, 200)
+        rig.primary.v2[C.esrgan] = body("a", "b", extra="written")
         rig.primary.keys.clear()
         assert rig.run().ok
         assert [fresh for _, _, fresh in rig.primary.keys] == [False, False]
+        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 200
 
     def test_the_primary_itself_older_is_unproven_once_then_taken(self, tmp_path: Path) -> None:
         """Past every cache the answer is still older: the PRIMARY's own (it may announce a
@@ -160,16 +163,20 @@ class TestNeverOlderThanMetadata:
         )
         assert rig.publisher.files["esrgan.json"] == landed
 
-    def test_a_stamp_moving_every_run_is_recorded_every_second_run(self, tmp_path: Path) -> None:
-        """A PRIMARY whose stamp moves each run and no body ever shows it: never stuck."""
+    def test_a_stamp_moving_every_run_over_the_same_bytes_is_never_recorded(
+        self, tmp_path: Path
+    ) -> None:
+        """A stamp that moves each run while the body stays the one held: never recorded
+        (it used to be every second run), and counted until /readyz fails on it."""
         rig, primary = synced_at(tmp_path, 100)
         primary.v2[C.esrgan] = stamped({"a": 100, "b": 100})
         verified = []
         for stamp in (200, 300, 400, 500):
             rig.move(C.esrgan, stamp)
             verified.append(by_key(rig.run())[C.esrgan, V2].verified)
-        assert verified == [False, True, False, True]
-        assert rig.engine.state.layer(C.esrgan, V2).upstream_last_updated == 500
+        assert verified == [False, False, False, False]
+        v2 = rig.engine.state.layer(C.esrgan, V2)
+        assert (v2.upstream_last_updated, v2.unshown_runs) == (100, 4)
 
 
 class TestLegacyKey:

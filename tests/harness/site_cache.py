@@ -94,20 +94,25 @@ class AccessLine:
 class SiteCache:
     """nginx with the rendered example in `prefix`, in front of `primary_origin`."""
 
-    def __init__(self, prefix: Path, primary_origin: str) -> None:
+    def __init__(
+        self, prefix: Path, primary_origin: str, *, edits: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """`edits`: (old, new) replacements after rendering, for a deliberately wrong cache;
+        each `old` must occur in the example exactly once."""
         self.prefix = prefix
         self.port = free_port()
         (prefix / "tmp").mkdir(parents=True, exist_ok=True)
         self.conf = prefix / "nginx.conf"
-        self.conf.write_text(
-            render(
-                EXAMPLE.read_text(encoding="utf-8"),
-                user=getpass.getuser(),
-                listen=f"127.0.0.1:{self.port}",
-                primary_origin=primary_origin,
-            ),
-            encoding="utf-8",
+        conf = render(
+            EXAMPLE.read_text(encoding="utf-8"),
+            user=getpass.getuser(),
+            listen=f"127.0.0.1:{self.port}",
+            primary_origin=primary_origin,
         )
+        for old, new in edits:
+            assert conf.count(old) == 1, f"{EXAMPLE.name}: {old!r} is not there once"
+            conf = conf.replace(old, new)
+        self.conf.write_text(conf, encoding="utf-8")
         argv = [nginx_binary(), "-p", str(prefix), "-c", str(self.conf)]
         self.out = (prefix / "nginx.out").open("wb")
         self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -101,6 +101,8 @@ class Primary:
     data_dir: Path
     port: int
     pid: int
+    # Upstream settings for this server (e.g. its write path, `writable_env`), kept on restart.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -156,24 +158,87 @@ class Primary:
         Returns once the PRIMARY answers (start_primary.sh waits for that).
         """
         try:
-            self.pid = _start(self.data_dir, self.port)
+            self.pid = _start(self.data_dir, self.port, self.env)
         except _PortBusy:
             self.port = free_port()
-            self.pid = _start(self.data_dir, self.port)
+            self.pid = _start(self.data_dir, self.port, self.env)
+
+
+WRITER_ID: Final = "1"
+WRITER_KEY: Final = "0123456789"  # any key: the stand-in Horde below accepts it
+
+
+def writable_env(horde_url: str) -> dict[str, str]:
+    """Upstream's real write path, offline: writes apply at once (no pending queue) for the
+    approver WRITER_ID, whom `horde_url` (a stand-in AI Horde, `/v2/find_user` answering
+    `{"username": "writer#1"}`) authenticates."""
+    return {
+        "AI_HORDE_URL": horde_url,
+        "HORDE_MODEL_REFERENCE_PENDING_QUEUE__ENABLED": "false",
+        "HORDE_MODEL_REFERENCE_PENDING_QUEUE__APPROVER_IDS": json.dumps([WRITER_ID]),
+    }
+
+
+def start_v2_primary(data_dir: Path, env: dict[str, str] | None = None) -> Primary:
+    """A PRIMARY in upstream's default v2-canonical mode (v2 has the write API; the v1 layer
+    is read-only and not re-derived). start_primary.sh pins legacy-canonical, so the data dir
+    is seeded by it (v2 files and meta/ derived from the legacy seed), and then served by
+    uvicorn as that script does, with `CANONICAL_FORMAT=v2`; stopped like any other."""
+    seeded = start_primary(data_dir)
+    seeded.stop()
+    settings = {
+        "AIWORKER_CACHE_HOME": str(data_dir),
+        "LOGS_FOLDER": str(data_dir / "logs"),
+        "HORDE_MODEL_REFERENCE_REPLICATE_MODE": "PRIMARY",
+        "HORDE_MODEL_REFERENCE_CANONICAL_FORMAT": "v2",
+        "HORDE_MODEL_REFERENCE_GITHUB_SEED_ENABLED": "false",
+        "HORDE_MODEL_REFERENCE_MAKE_FOLDERS": "true",
+        "HAIDRA_USE_DEFAULT_ENV_FILES": "0",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    app = "horde_model_reference.service.app:app"
+    # Detached (its own session, not our child), as start_primary.sh leaves it: the PID it
+    # prints is what stop_primary.sh stops.
+    launch = (
+        f'exec nohup "{peer_python()}" -m uvicorn {app} --host 127.0.0.1 --port "$1" '
+        '>"$2" 2>&1 </dev/null & echo $!'
+    )
+    primary = Primary(data_dir=data_dir, port=free_port(), pid=0, env=settings)
+    started = subprocess.run(
+        ["bash", "-c", launch, "launch", str(primary.port), str(primary.log_path)],
+        env=clean_env(**settings),
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    primary.pid = int(started.stdout.strip())
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            mode = primary.get_json("/replicate_mode")
+            if mode["canonical_format"] == "v2" and Path(f"/proc/{primary.pid}").exists():
+                return primary  # ours (a port taken meanwhile would answer, but not as v2)
+        except OSError:
+            time.sleep(0.2)
+    primary.stop()
+    pytest.fail(f"the v2-canonical PRIMARY did not start:\n{primary.log_path.read_text()[-4000:]}")
 
 
 class _PortBusy(Exception):
     pass
 
 
-def _start(data_dir: Path, port: int) -> int:
+def _start(data_dir: Path, port: int, env: dict[str, str] | None = None) -> int:
     script = shared_dir() / "peer" / "start_primary.sh"
     if not script.is_file():
         pytest.fail(f"cannot start the PRIMARY: {script} not found (set HRS_SHARED_DIR)")
     try:
         proc = subprocess.run(
             [str(script), str(port)],
-            env=clean_env(PEER_DATA_DIR=str(data_dir)),
+            env=clean_env(PEER_DATA_DIR=str(data_dir), **(env or {})),
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_SECONDS,
@@ -198,16 +263,16 @@ def _stop(pid: int) -> None:
     subprocess.run([str(script), str(pid)], capture_output=True, timeout=30, check=False)
 
 
-def start_primary(data_dir: Path) -> Primary:
+def start_primary(data_dir: Path, env: dict[str, str] | None = None) -> Primary:
     """Start a PRIMARY on a free port, retrying if another process wins the port race."""
     data_dir.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         port = free_port()
         try:
-            pid = _start(data_dir, port)
+            pid = _start(data_dir, port, env)
         except _PortBusy:
             continue
-        return Primary(data_dir=data_dir, port=port, pid=pid)
+        return Primary(data_dir=data_dir, port=port, pid=pid, env=dict(env or {}))
     pytest.fail("no free port for the PRIMARY after 3 attempts")
 
 

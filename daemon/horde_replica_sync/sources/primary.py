@@ -95,6 +95,9 @@ class Stamps:
     unusable: dict[MODEL_REFERENCE_CATEGORY, str]
     # The last operation of the family that gave the newest stamp, where it names one.
     operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
+    # Categories whose newest stamp is the v1 family's alone: a legacy-canonical PRIMARY's
+    # legacy write, which re-derives v2 records without stamping them (evidence.py).
+    legacy_writes: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
 
 
 class PrimarySource:
@@ -193,7 +196,8 @@ class PrimarySource:
         merged: dict[MODEL_REFERENCE_CATEGORY, int] = {}
         unusable: dict[MODEL_REFERENCE_CATEGORY, str] = {}
         operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = {}
-        for answer in answers:  # v1 first: on a tie, the v2 family's operation is kept
+        by_v1: set[MODEL_REFERENCE_CATEGORY] = set()
+        for family, answer in zip(families, answers, strict=True):  # v1 first: on a tie, v2's
             if isinstance(answer, BaseException):
                 continue
             for category, stamp in answer.last_updated.items():
@@ -202,6 +206,11 @@ class PrimarySource:
                     continue
                 if held is None or stamp > held:  # a newer stamp: the older operation is moot
                     operations.pop(category, None)
+                    by_v1.discard(category)
+                    if family == "v1":
+                        by_v1.add(category)
+                elif family == "v2":  # a tie: both families moved together
+                    by_v1.discard(category)
                 merged[category] = stamp
                 if category in answer.operations:
                     operations[category] = answer.operations[category]
@@ -211,7 +220,7 @@ class PrimarySource:
             raise errors[-1]
         # A category one family stamps well is usable, whatever the other family says of it.
         usable_only = {c: why for c, why in unusable.items() if c not in merged}
-        return Stamps(merged, usable_only, operations)
+        return Stamps(merged, usable_only, operations, frozenset(by_v1))
 
     async def _fetch(self, url: str, category: MODEL_REFERENCE_CATEGORY) -> Fetched | None:
         try:
