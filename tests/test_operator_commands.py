@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from horde_replica_sync.catalogs import ALL_NAMES
+from horde_replica_sync.freshness import layer_keys
 from tests.environment import free_port
 from tests.faultserver import FaultServer, running, script_primary
 
@@ -185,7 +187,7 @@ class TestNothingServed:
         events = [json.loads(line) for line in synced.stderr.splitlines() if line.startswith("{")]
         (outage,) = [e for e in events if e["event"] == "sync.outage"]
         assert outage["workers"].startswith("have no model reference yet")
-        assert outage["layers_failing"] == "all 25"
+        assert outage["layers_failing"] == f"all {len(layer_keys(ALL_NAMES))}"  # 25 + 3 catalogs
         assert "ConnectError" not in outage["reason"] and "GitHub fallback" not in outage["reason"]
         assert outage["reason"].startswith(
             f"{closed}/api/model_references/v2/metadata/metadata: connection failed"
