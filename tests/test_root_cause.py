@@ -26,6 +26,11 @@ CONNECT = "connection failed (ConnectError: All connection attempts failed)"
             f"unavailable this run ({META}: {CONNECT})",
             f"{META}: connection failed",
         ),
+        (  # a catalog skipped for the run's outage (its only source): the outage too
+            "the baselines catalog (its only source is the PRIMARY; the last good copy is "
+            f"kept): skipped: the PRIMARY is unavailable this run ({META}: {CONNECT})",
+            f"{META}: connection failed",
+        ),
         ("https://***@h/api/model_references/v2/esrgan: HTTP 500", None),
         ("https://h/api/x: HTTP 403 (rate limited)", None),  # not an exception: kept
         ("records unusable: 'a' lacks baseline", None),

@@ -100,10 +100,10 @@ class CatalogSync:
                 catalog, layer, miss, "the PRIMARY is not used (use_primary = false)"
             )
         if scope.primary_down is not None:
-            error = SourceUnavailable(
-                f"the {catalog.value} catalog",
-                f"the PRIMARY is down this run ({scope.primary_down}); the PRIMARY is its only "
-                "source, so the last good copy is kept",
+            error = SourceUnavailable(  # worded like the chain's skip: root_cause reads both
+                f"the {catalog.value} catalog (its only source is the PRIMARY; the last good "
+                "copy is kept)",
+                f"skipped: the PRIMARY is unavailable this run ({scope.primary_down})",
                 kind=scope.primary_down.kind,
             )
             return self._failed(catalog, layer, miss, error, started)

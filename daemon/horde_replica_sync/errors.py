@@ -139,7 +139,7 @@ class ReplicaUnusable(StoreError):
 # that sent it there, a skipped request the run's PRIMARY outage, a transport error the
 # library's exception. An operator needs the innermost "URL: what happened" only.
 _FALLBACK_TAIL: Final = " (GitHub fallback, after the PRIMARY was unavailable: "
-_SKIPPED: Final = re.compile(r"^\S+: skipped: the PRIMARY is unavailable this run \((.*)\)$")
+_SKIPPED: Final = re.compile(r"^.+?: skipped: the PRIMARY is unavailable this run \((.*)\)$")
 _EXCEPTION_DETAIL: Final = re.compile(r" \([A-Z][A-Za-z]*(?:Error|Exception|Timeout)\b[^()]*\)$")
 
 
