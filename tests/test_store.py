@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from horde_replica_sync.catalogs import Catalog
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import LockHeldError, SourceName, StoreError
-from horde_replica_sync.state import FileRecord, ReplicaState
+from horde_replica_sync.state import FileRecord, LastOutcome, ReplicaState
 from horde_replica_sync.store import ReplicaStore
 
 
@@ -99,6 +101,28 @@ class TestState:
         store.save_state(state)
         assert store.load_state() == state
 
+    def test_an_old_state_file_loads_its_outcomes(self, store: ReplicaStore) -> None:
+        """A state file as earlier releases wrote it (outcomes as plain strings, `ok` for
+        updated and unchanged) loads into the enum, and is saved with the same strings."""
+        store.state_dir.mkdir(parents=True)
+        store.state_path.write_text(json.dumps(OLD_STATE, indent=2), encoding="utf-8")
+        state = store.load_state()
+        stored = [state.layer(name, layer).last_outcome for name, layer in OLD_LAYERS]
+        assert stored == [LastOutcome.OK, LastOutcome.REFUSED, LastOutcome.FAILED]
+        assert all(isinstance(outcome, LastOutcome) for outcome in stored)
+        assert state.layer(C.gfpgan, LEGACY).last_outcome is LastOutcome.ABSENT
+        assert state.layer(Catalog.baselines, Layer.CATALOG).last_outcome is LastOutcome.OK
+        assert [state.layer(name, layer).last_failed for name, layer in OLD_LAYERS] == [
+            False,
+            True,
+            True,
+        ]
+        store.save_state(state)
+        saved = json.loads(store.state_path.read_bytes())
+        assert saved["categories"]["esrgan"]["v2"]["last_outcome"] == "ok"
+        assert saved["categories"]["gfpgan"]["legacy"]["last_outcome"] == "absent"
+        assert saved["catalogs"]["baselines"]["last_outcome"] == "ok"
+
     @pytest.mark.parametrize(
         "content", [b"", b"{not json", b'{"schema_version": 99}', b'{"categories": {"nope": {}}}']
     )
@@ -107,3 +131,23 @@ class TestState:
         store.state_dir.mkdir(parents=True)
         store.state_path.write_bytes(content)
         assert store.load_state() == ReplicaState()
+
+
+V2, LEGACY = Layer.V2, Layer.LEGACY
+OLD_LAYERS = ((C.esrgan, V2), (C.esrgan, LEGACY), (C.gfpgan, V2))
+# What releases before the outcome enum wrote (a subset of fields: the rest take defaults).
+OLD_STATE = {
+    "schema_version": 1,
+    "categories": {
+        "esrgan": {
+            "v2": {"files": {}, "source": "primary", "last_outcome": "ok", "last_error": None},
+            "legacy": {"source": "primary", "last_outcome": "refused", "last_error": "shrink"},
+        },
+        "gfpgan": {
+            "v2": {"last_outcome": "failed", "last_error": "http://x/: timeout"},
+            "legacy": {"last_outcome": "absent", "last_error": None},
+        },
+    },
+    "catalogs": {"baselines": {"source": "primary", "last_outcome": "ok"}},
+    "hook_due": [],
+}
