@@ -31,6 +31,7 @@ from horde_replica_sync.config import (
 from horde_replica_sync.errors import (
     ConfigError,
     InstallError,
+    NoSource,
     ReplicaSyncError,
     ReplicaUnusable,
     StoreError,
@@ -255,7 +256,7 @@ def render_report(report: SyncReport) -> str:
     in full in the log's `sync.category_done` at debug and in `status --json`)."""
     lines = [f"{'category':<21} {'layer':<6} {'outcome':<9} {'source':<7} {'written':>9}  error"]
     for r in report.results:
-        source = r.source or ("cache" if r.cache_hit else "-")
+        source = r.source or (NoSource.CACHE if r.cache_hit else "-")
         lines.append(
             f"{r.category.value:<21} {r.layer.value:<6} {r.outcome.value:<9} {source:<7} "
             f"{r.bytes_written:>9}  {root_cause(r.error) if r.error else ''}".rstrip()
