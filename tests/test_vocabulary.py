@@ -11,9 +11,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from horde_replica_sync import cli
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.cli import render_report
+from horde_replica_sync.config import (
+    FLAGS,
+    Settings,
+    describe_setting,
+    load_settings,
+    provenance,
+)
 from horde_replica_sync.errors import ErrorKind, NoSource, SourceName
 from horde_replica_sync.health import Refusal
 from horde_replica_sync.hook import HookResult
@@ -74,3 +82,43 @@ def test_a_cache_hit_shows_cache_as_its_source() -> None:
     with capture_logs() as logs:
         RunLog().report(report)
     assert [e["source"] for e in logs if e["event"] == "sync.category_done"] == ["cache"]
+
+
+VALUES = {
+    "primary_url": "http://127.0.0.1:9/api",
+    "github_url": "http://127.0.0.1:9",
+    "replica_dir": "/tmp/replica",
+    "state_dir": "/tmp/state",
+    "categories": "esrgan",
+    "interval_seconds": "5",
+    "metrics_addr": "127.0.0.1:0",
+    "on_change_command": "true",
+}
+
+
+@pytest.mark.parametrize("key", list(FLAGS))
+def test_every_flag_sets_its_setting(key: str) -> None:
+    """Each flag in the one table is on `check-config` and sets its setting, named as a flag."""
+    flag = FLAGS[key]
+    argv = ["check-config", flag.name, *(() if flag.turns_off else (VALUES[key],))]
+    overrides = cli._overrides(cli._parser().parse_args(argv))
+    assert list(overrides) == [key]
+    default = Settings.model_fields[key].get_default(call_default_factory=True)
+    assert getattr(load_settings(**overrides), key) != default
+    assert provenance(None, overrides)[key] == f"flag {flag.name}"
+
+
+@pytest.mark.parametrize(
+    ("key", "described"),
+    [
+        (
+            "on_change_command",
+            "on_change_command (env HORDE_REPLICA_ON_CHANGE_COMMAND, flag --on-change)",
+        ),
+        ("use_primary", "use_primary (env HORDE_REPLICA_USE_PRIMARY, flag --no-primary)"),
+        ("max_concurrency", "max_concurrency (env HORDE_REPLICA_MAX_CONCURRENCY)"),
+    ],
+)
+def test_a_setting_is_described_with_its_variable_and_flag(key: str, described: str) -> None:
+    """Messages name a setting with the variable and the flag (if any) that set it."""
+    assert describe_setting(key) == described
