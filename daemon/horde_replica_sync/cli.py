@@ -50,6 +50,8 @@ EXIT_CANTCREAT: Final = 73  # sysexits: "a (user specified) output file cannot b
 EXIT_TEMPFAIL: Final = 75
 EXIT_CONFIG: Final = 78
 
+DAEMON_FLAGS: Final = [key for key, flag in FLAGS.items() if flag.daemon]  # run, check-config
+
 log = structlog.get_logger(__name__)
 
 
@@ -340,9 +342,6 @@ def _parser() -> argparse.ArgumentParser:
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML settings file")
     _add_flags(parser, [key for key, flag in FLAGS.items() if not flag.daemon])
-
-
-DAEMON_FLAGS: Final = [key for key, flag in FLAGS.items() if flag.daemon]
 
 
 def _add_flags(

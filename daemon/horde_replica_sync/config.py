@@ -358,10 +358,17 @@ FLAGS: Final[Mapping[str, Flag]] = MappingProxyType(
             "--categories", "comma-separated categories and catalogs (default: all)"
         ),
         "interval_seconds": Flag(
-            "--interval", "sync period (60)", metavar="SECONDS", type=float, daemon=True
+            "--interval",
+            f"sync period ({Settings.model_fields['interval_seconds'].default:g})",
+            metavar="SECONDS",
+            type=float,
+            daemon=True,
         ),
         "metrics_addr": Flag(
-            "--metrics-addr", "metrics/health (127.0.0.1:9464)", metavar="HOST:PORT", daemon=True
+            "--metrics-addr",
+            f"metrics/health ({Settings.model_fields['metrics_addr'].default})",
+            metavar="HOST:PORT",
+            daemon=True,
         ),
         "on_change_command": Flag(
             "--on-change",
