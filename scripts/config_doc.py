@@ -35,7 +35,7 @@ def table() -> str:
     for key, field in Settings.model_fields.items():
         where = [f"`{ENV_PREFIX}{key.upper()}`"]
         if key in FLAGS:
-            where.append(f"`{FLAGS[key]}`")
+            where.append(f"`{FLAGS[key].name}`")
         where += [f"upstream `{name}`" for name in ALIASES.get(key, ())]
         meaning = " ".join((field.description or "").split())
         rows.append(

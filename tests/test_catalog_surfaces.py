@@ -12,7 +12,7 @@ from horde_replica_sync.config import load_settings
 from horde_replica_sync.freshness import layer_keys, staleness
 from horde_replica_sync.hook import announce, changed_value
 from horde_replica_sync.report import LayerResult, Outcome, SyncReport
-from horde_replica_sync.state import FileRecord, ReplicaState
+from horde_replica_sync.state import FileRecord, LastOutcome, ReplicaState
 from horde_replica_sync.status import collect, render_table
 from horde_replica_sync.store import ReplicaStore
 
@@ -53,7 +53,7 @@ def test_status_shows_each_catalog_its_file_and_why_it_is_kept(tmp_path: Path) -
     state = ReplicaState()
     layer = state.layer(Catalog.baselines, Layer.CATALOG)
     layer.files = {"baselines/catalog.json": FileRecord(sha256="ab" * 32, size=2, etag="1:")}
-    layer.verified_at, layer.last_outcome = 1000.0, "failed"
+    layer.verified_at, layer.last_outcome = 1000.0, LastOutcome.FAILED
     layer.last_error = "the baselines catalog: the PRIMARY is down; the last good copy is kept"
     store.save_state(state)
 

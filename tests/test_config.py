@@ -274,7 +274,7 @@ class TestInvalid:
         assert key in message
         assert f"HORDE_REPLICA_{key.upper()}" in message
         if key in FLAGS:
-            assert FLAGS[key] in message
+            assert FLAGS[key].name in message
 
     def test_primary_url_message(self) -> None:
         """The primary_url error names its flag and the offending value."""
@@ -313,7 +313,7 @@ class TestInvalid:
         for key in ("use_primary", "github_fallback"):
             assert key in message
             assert f"HORDE_REPLICA_{key.upper()}" in message
-            assert FLAGS[key] in message
+            assert FLAGS[key].name in message
 
     def test_one_source_is_enough(self) -> None:
         """Either source alone is a valid configuration."""

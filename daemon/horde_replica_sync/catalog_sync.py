@@ -37,13 +37,12 @@ from horde_replica_sync.errors import (
 from horde_replica_sync.ports import Primary, Publisher
 from horde_replica_sync.report import LayerResult, MissReason, Outcome
 from horde_replica_sync.sources.primary import Fetched
-from horde_replica_sync.state import FileRecord, LayerState, ReplicaState
+from horde_replica_sync.state import FileRecord, LastOutcome, LayerState, ReplicaState
 from horde_replica_sync.store import sha256_hex
 from horde_replica_sync.validation import check_shrink
 
 log = structlog.get_logger(__name__)
 
-FAILED_OUTCOMES = frozenset({Outcome.FAILED.value, Outcome.REFUSED.value})
 _PRIMARY = SourceName.PRIMARY
 
 
@@ -75,7 +74,7 @@ class CatalogSync:
         """Why the export must be fetched whatever the check says; None: the check decides."""
         if force:
             return MissReason.FORCED
-        if state.last_outcome in FAILED_OUTCOMES:
+        if state.last_failed:
             return MissReason.FAILED_LAST_TIME
         if not state.files:
             return MissReason.FIRST_LOAD
@@ -176,7 +175,7 @@ class CatalogSync:
         }
         layer.records = built.records
         layer.fetched_at = layer.verified_at = now
-        layer.last_outcome, layer.last_error = "ok", None
+        layer.last_outcome, layer.last_error = LastOutcome.OK, None
         if miss is None and (written or built.revision != held):
             miss = MissReason.CHANGED_UPSTREAM  # the check found a change
         return LayerResult(
@@ -217,7 +216,7 @@ class CatalogSync:
             "(upstream's readers use their wheel's copy when none is)"
         )
         log.warning("sync.catalog_no_source", catalog=catalog.value, error=error)
-        layer.last_outcome, layer.last_error = Outcome.ABSENT.value, error
+        layer.last_outcome, layer.last_error = LastOutcome.ABSENT, error
         layer.verified_at = self._clock()
         return LayerResult(
             catalog,
@@ -239,7 +238,7 @@ class CatalogSync:
         started: float,
     ) -> LayerResult:
         outcome = Outcome.REFUSED if isinstance(error, InvalidPayload) else Outcome.FAILED
-        layer.last_outcome, layer.last_error = outcome.value, str(error)
+        layer.last_outcome, layer.last_error = LastOutcome.of(outcome), str(error)
         log.warning(
             "sync.catalog_kept",
             catalog=catalog.value,

@@ -22,6 +22,7 @@ import structlog
 from horde_replica_sync import __version__, deploy, early, healthcheck, logs, status
 from horde_replica_sync.catalogs import ALL_NAMES, Name
 from horde_replica_sync.config import (
+    FLAGS,
     Settings,
     find_config_file,
     load_settings,
@@ -31,6 +32,7 @@ from horde_replica_sync.config import (
 from horde_replica_sync.errors import (
     ConfigError,
     InstallError,
+    NoSource,
     ReplicaSyncError,
     ReplicaUnusable,
     StoreError,
@@ -48,7 +50,7 @@ EXIT_CANTCREAT: Final = 73  # sysexits: "a (user specified) output file cannot b
 EXIT_TEMPFAIL: Final = 75
 EXIT_CONFIG: Final = 78
 
-ON_CHANGE_HELP: Final = "command to run after a sync published changes (no shell)"
+DAEMON_FLAGS: Final = [key for key, flag in FLAGS.items() if flag.daemon]  # run, check-config
 
 log = structlog.get_logger(__name__)
 
@@ -255,7 +257,7 @@ def render_report(report: SyncReport) -> str:
     in full in the log's `sync.category_done` at debug and in `status --json`)."""
     lines = [f"{'category':<21} {'layer':<6} {'outcome':<9} {'source':<7} {'written':>9}  error"]
     for r in report.results:
-        source = r.source or ("cache" if r.cache_hit else "-")
+        source = r.source or (NoSource.CACHE if r.cache_hit else "-")
         lines.append(
             f"{r.category.value:<21} {r.layer.value:<6} {r.outcome.value:<9} {source:<7} "
             f"{r.bytes_written:>9}  {root_cause(r.error) if r.error else ''}".rstrip()
@@ -274,19 +276,8 @@ def render_report(report: SyncReport) -> str:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("primary_url", "github_url", "replica_dir", "state_dir", "categories")
-    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    if getattr(args, "no_primary", False):
-        overrides["use_primary"] = False
-    if getattr(args, "no_fallback", False):
-        overrides["github_fallback"] = False
-    if getattr(args, "interval", None) is not None:
-        overrides["interval_seconds"] = args.interval
-    if getattr(args, "metrics_addr", None) is not None:
-        overrides["metrics_addr"] = args.metrics_addr
-    if getattr(args, "on_change", None) is not None:
-        overrides["on_change_command"] = args.on_change
-    return overrides
+    """The settings given as flags (each flag's destination is its setting's key)."""
+    return {key: value for key in FLAGS if (value := getattr(args, key, None)) is not None}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -299,9 +290,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon (scheduler, signals, metrics)")
     _add_settings_flags(run)
-    run.add_argument("--interval", type=float, metavar="SECONDS", help="sync period (60)")
-    run.add_argument("--metrics-addr", metavar="HOST:PORT", help="metrics/health (127.0.0.1:9464)")
-    run.add_argument("--on-change", metavar="CMD", help=ON_CHANGE_HELP)
+    _add_flags(run, DAEMON_FLAGS)
     run.set_defaults(handler=_cmd_run)
 
     sync = commands.add_parser("sync", help="sync the replica once and exit with the result")
@@ -314,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish payloads that drop most records (overrides the shrink guard)",
     )
-    sync.add_argument("--on-change", metavar="CMD", help=ON_CHANGE_HELP)
+    _add_flags(sync, ["on_change_command"])
     sync.set_defaults(handler=_cmd_sync)
 
     stat = commands.add_parser("status", help="show the replica's state (no daemon needed)")
@@ -330,9 +319,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="print the effective config and its origins")
     _add_settings_flags(check)
-    check.add_argument("--interval", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
-    check.add_argument("--metrics-addr", metavar="HOST:PORT", help=argparse.SUPPRESS)
-    check.add_argument("--on-change", metavar="CMD", help=argparse.SUPPRESS)
+    _add_flags(check, DAEMON_FLAGS, hidden=True)
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(handler=_cmd_check_config)
 
@@ -353,14 +340,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    # Paths stay strings until validated: Path("") would already be ".".
     parser.add_argument("--config", help="TOML settings file")
-    parser.add_argument("--primary-url", help="PRIMARY API base, including /api")
-    parser.add_argument("--github-url", help="raw GitHub base URL (a proxy or mirror works)")
-    parser.add_argument("--no-fallback", action="store_true", help="PRIMARY only, no GitHub")
-    parser.add_argument("--no-primary", action="store_true", help="GitHub only")
-    parser.add_argument("--replica-dir", help="the replica directory readers load")
-    parser.add_argument("--state-dir", help="where state.json lives")
-    parser.add_argument(
-        "--categories", help="comma-separated categories and catalogs (default: all)"
-    )
+    _add_flags(parser, [key for key, flag in FLAGS.items() if not flag.daemon])
+
+
+def _add_flags(
+    parser: argparse.ArgumentParser, keys: Sequence[str], *, hidden: bool = False
+) -> None:
+    """The flags of settings `keys` (config.FLAGS), each stored under its setting's key."""
+    for key in keys:
+        flag = FLAGS[key]
+        shown = argparse.SUPPRESS if hidden else flag.help
+        if flag.turns_off:
+            parser.add_argument(flag.name, dest=key, action="store_const", const=False, help=shown)
+        else:
+            parser.add_argument(
+                flag.name, dest=key, type=flag.type, metavar=flag.metavar, help=shown
+            )

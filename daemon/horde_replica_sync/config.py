@@ -13,8 +13,10 @@ import os
 import shlex
 import ssl
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -75,8 +77,8 @@ def default_cache_home(environ: Mapping[str, str] | None = None) -> tuple[Path, 
         home = Path.home()
     except RuntimeError as exc:  # no $HOME and no passwd entry
         msg = (
-            "invalid setting replica_dir (env HORDE_REPLICA_REPLICA_DIR, flag --replica-dir): "
-            f"no AIWORKER_CACHE_HOME and no home directory for ~/.cache ({exc}); set one of them"
+            f"invalid setting {describe_setting('replica_dir')}: no AIWORKER_CACHE_HOME and no "
+            f"home directory for ~/.cache ({exc}); set one of them"
         )
         raise ConfigError(msg) from exc
     return home / ".cache", "~/.cache"
@@ -295,8 +297,7 @@ class Settings(BaseSettings):
     def _some_source(self) -> Settings:
         if not self.use_primary and not self.github_fallback:
             msg = (
-                "use_primary (env HORDE_REPLICA_USE_PRIMARY, flag --no-primary) and "
-                "github_fallback (env HORDE_REPLICA_GITHUB_FALLBACK, flag --no-fallback) "
+                f"{describe_setting('use_primary')} and {describe_setting('github_fallback')} "
                 "are both off: there is nothing to sync from"
             )
             raise ValueError(msg)
@@ -331,18 +332,64 @@ def _usable_authority(url: str) -> bool:
     return "@" in parts.netloc or "@" not in url.partition("//")[2]
 
 
-FLAGS: Final = {
-    "primary_url": "--primary-url",
-    "github_url": "--github-url",
-    "use_primary": "--no-primary",
-    "github_fallback": "--no-fallback",
-    "replica_dir": "--replica-dir",
-    "state_dir": "--state-dir",
-    "categories": "--categories",
-    "interval_seconds": "--interval",
-    "metrics_addr": "--metrics-addr",
-    "on_change_command": "--on-change",
-}
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """The command-line flag that sets one setting (a flag beats every other source)."""
+
+    name: str
+    help: str
+    metavar: str | None = None
+    type: Callable[[str], Any] = str  # paths stay strings until validated: Path("") is "."
+    turns_off: bool = False  # `--no-…`: sets a boolean setting to false, takes no value
+    daemon: bool = False  # only `run` takes it (and `check-config`, to show what run would use)
+
+
+# Every flag that sets a setting, in the order `--help` lists them; cli.py builds the parser
+# and its overrides from this, and error messages name the flag from it.
+FLAGS: Final[Mapping[str, Flag]] = MappingProxyType(
+    {
+        "primary_url": Flag("--primary-url", "PRIMARY API base, including /api"),
+        "github_url": Flag("--github-url", "raw GitHub base URL (a proxy or mirror works)"),
+        "github_fallback": Flag("--no-fallback", "PRIMARY only, no GitHub", turns_off=True),
+        "use_primary": Flag("--no-primary", "GitHub only", turns_off=True),
+        "replica_dir": Flag("--replica-dir", "the replica directory readers load"),
+        "state_dir": Flag("--state-dir", "where state.json lives"),
+        "categories": Flag(
+            "--categories", "comma-separated categories and catalogs (default: all)"
+        ),
+        "interval_seconds": Flag(
+            "--interval",
+            f"sync period ({Settings.model_fields['interval_seconds'].default:g})",
+            metavar="SECONDS",
+            type=float,
+            daemon=True,
+        ),
+        "metrics_addr": Flag(
+            "--metrics-addr",
+            f"metrics/health ({Settings.model_fields['metrics_addr'].default})",
+            metavar="HOST:PORT",
+            daemon=True,
+        ),
+        "on_change_command": Flag(
+            "--on-change",
+            "command to run after a sync published changes (no shell)",
+            metavar="CMD",
+            daemon=True,
+        ),
+    }
+)
+
+
+def describe_setting(key: str, *, variable: str | None = None, upstream: str | None = None) -> str:
+    """`key (env HORDE_REPLICA_KEY, flag --key)`: a setting as messages name it, with where
+    an operator sets it. `variable`: our variable as spelled in the environment; `upstream`:
+    the upstream variable that supplied the value, named first."""
+    where = [f"env {variable or ENV_PREFIX + key.upper()}"]
+    if upstream:
+        where.insert(0, f"from {upstream}")
+    if key in FLAGS:
+        where.append(f"flag {FLAGS[key].name}")
+    return f"{key} ({', '.join(where)})"
 
 
 def _split_command(value: str) -> tuple[str, ...]:
@@ -406,7 +453,7 @@ def provenance(config_file: Path | None, overrides: dict[str, Any]) -> dict[str,
     ours = _set_by_us(overrides)
     for key in Settings.model_fields:
         if key in overrides:
-            origins[key] = f"flag {FLAGS.get(key, key)}"
+            origins[key] = f"flag {FLAGS[key].name if key in FLAGS else key}"
         elif variable := our_variable(key):
             origins[key] = f"env {variable}"
         elif upstream := upstream_origin(key, overridden=ours):
@@ -488,13 +535,9 @@ def describe_settings_error(exc: ValidationError, overrides: dict[str, Any] | No
                 f"invalid settings: {error['msg'].removeprefix('Value error, ')}{supplied}"
             )
             continue
-        where = [f"env {our_variable(key) or ENV_PREFIX + key.upper()}"]
-        if key not in ours and (upstream := upstream_origin(key, overridden=ours)):
-            where.insert(0, f"from {upstream}")
-        if key in FLAGS:
-            where.append(f"flag {FLAGS[key]}")
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"invalid setting {key} ({', '.join(where)}): {message}")
+        upstream = None if key in ours else upstream_origin(key, overridden=ours)
+        setting = describe_setting(key, variable=our_variable(key), upstream=upstream)
+        lines.append(f"invalid setting {setting}: {error['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from horde_replica_sync import __version__, logs, signals
 from horde_replica_sync.catalogs import ALL_NAMES
 from horde_replica_sync.clock import SYSTEM
-from horde_replica_sync.config import Settings
+from horde_replica_sync.config import Settings, describe_setting
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.freshness import UNSHOWN_CAUSE, layer_keys, staleness
 from horde_replica_sync.health import HealthServer, Verdict
@@ -154,8 +154,8 @@ class Daemon:
             )
         except OSError as exc:
             msg = (
-                f"cannot listen on {self.settings.metrics_addr} (metrics_addr, env "
-                f"HORDE_REPLICA_METRICS_ADDR, flag --metrics-addr): {exc.strerror}"
+                f"{describe_setting('metrics_addr')}: cannot listen on "
+                f"{self.settings.metrics_addr}: {exc.strerror}"
             )
             raise ConfigError(msg) from exc
 

@@ -34,6 +34,22 @@ class SourceName(enum.StrEnum):
     GITHUB = "github"
 
 
+class NoSource(enum.StrEnum):
+    """What a result names where a `SourceName` would stand, when no source was involved.
+
+    One place for these spellings; each keeps the one operators already see in its output.
+    """
+
+    CACHE = "cache"  # the REPLICA backend's cache answered: nothing fetched (run table, log)
+    LOCAL = "none"  # an error no source caused, e.g. the state file (fetch_errors' label)
+
+    @property
+    def culprit(self) -> str:
+        """Who is down, as the outage line names it: an error no source caused is the
+        replica's own (its directory or state file)."""
+        return "replica" if self is NoSource.LOCAL else self.value
+
+
 class ErrorKind(enum.StrEnum):
     """Why a fetch, a layer or a run failed (a bounded metrics label, pre-created at 0)."""
 

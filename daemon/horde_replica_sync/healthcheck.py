@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from horde_replica_sync.config import (
+    FLAGS,
     Settings,
     find_config_file,
     load_settings,
@@ -59,7 +60,10 @@ def check_address(host: str, port: int) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings a check may need beyond the environment."""
     parser.add_argument("--config", type=Path, help="TOML settings file")
-    parser.add_argument("--metrics-addr", metavar="HOST:PORT", help="as given to `run`")
+    flag = FLAGS["metrics_addr"]
+    parser.add_argument(
+        flag.name, dest="metrics_addr", metavar=flag.metavar, help="as given to `run`"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from typing import Final
 import structlog
 
 from horde_replica_sync.catalogs import ALL_NAMES, Name
-from horde_replica_sync.config import ENV_PREFIX, Settings
+from horde_replica_sync.config import ENV_PREFIX, Settings, describe_setting
 from horde_replica_sync.redact import carries_credentials
 from horde_replica_sync.report import SyncReport
 
@@ -41,7 +41,7 @@ OUTPUT_TAIL_BYTES: Final = 4096  # what of the command's output a log line carri
 KILL_GRACE_SECONDS: Final = 2.0  # for a killed group's exit (and its output's end) to be seen
 RUNS_REMEMBERED: Final = 8  # hook runs whose times are kept to explain a foreign change
 MTIME_SLACK_SECONDS: Final = 0.05  # file times come from a coarse kernel clock
-SETTING: Final = "on_change_command (env HORDE_REPLICA_ON_CHANGE_COMMAND, flag --on-change)"
+SETTING: Final = describe_setting("on_change_command")
 
 
 class HookResult(enum.StrEnum):

@@ -15,7 +15,7 @@ from typing import Any, Final, TextIO
 
 import structlog
 
-from horde_replica_sync.errors import ErrorKind, by_origin, root_cause
+from horde_replica_sync.errors import ErrorKind, NoSource, by_origin, root_cause
 from horde_replica_sync.report import Outcome, SyncReport
 
 
@@ -90,7 +90,7 @@ class RunLog:
                 category=result.category.value,
                 layer=result.layer.value,
                 outcome=result.outcome.value,
-                source=result.source or ("cache" if result.cache_hit else None),
+                source=result.source or (NoSource.CACHE if result.cache_hit else None),
                 miss=result.miss,
                 bytes_downloaded=result.bytes_downloaded,
                 bytes_written=result.bytes_written,
@@ -180,7 +180,10 @@ def _blind(report: SyncReport) -> str | None:
 
 def _outage_of(report: SyncReport) -> frozenset[tuple[str, str]]:
     """What is down, as (source, reason) pairs; empty when nothing is."""
-    down = {(r.error_source or "replica", r.error_kind or "error") for r in report.failed}
+    local = NoSource.LOCAL.culprit
+    down: set[tuple[str, str]] = {
+        (r.error_source or local, r.error_kind or ErrorKind.ERROR) for r in report.failed
+    }
     if report.primary_error_kind is not None:
         down.add(("primary", report.primary_error_kind))
     if report.metadata_error_kind is not None:  # answering, but blind to changes
@@ -189,5 +192,5 @@ def _outage_of(report: SyncReport) -> frozenset[tuple[str, str]]:
         blind = ",".join(sorted(c.value for c in report.metadata_unusable))
         down.add(("primary metadata", f"{ErrorKind.INVALID} ({blind})"))
     if report.state_error is not None:
-        down.add(("replica", "store"))
+        down.add((local, ErrorKind.STORE))
     return frozenset(down)

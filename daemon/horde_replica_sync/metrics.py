@@ -9,8 +9,9 @@ and error kinds.
 
 from __future__ import annotations
 
+import enum
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,15 +21,19 @@ from prometheus_client.registry import Collector
 from horde_replica_sync import __version__
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.clock import SYSTEM
-from horde_replica_sync.errors import ErrorKind, SourceName
+from horde_replica_sync.errors import ErrorKind, NoSource, SourceName
 from horde_replica_sync.freshness import age_or_nan
 from horde_replica_sync.health import Refusal
 from horde_replica_sync.hook import HookResult
-from horde_replica_sync.report import LayerKey, MissReason, SyncReport
+from horde_replica_sync.report import LayerKey, MissReason, Outcome, SyncReport
 from horde_replica_sync.state import ReplicaState
 
 PREFIX: Final = "horde_replica"
-NO_SOURCE: Final = "none"  # the fetch_errors source label of errors no source caused
+
+
+def _listed(members: Iterable[enum.StrEnum]) -> str:
+    """Label values as a help text names them: built from the enum, so they cannot drift."""
+    return ", ".join(members)
 
 
 class Metrics:
@@ -55,13 +60,14 @@ class Metrics:
         )
         self.layer_syncs = Counter(
             f"{PREFIX}_layer_syncs",
-            "Outcomes per category and layer (unchanged, updated, absent, refused, failed).",
+            f"Outcomes per category and layer ({_listed(Outcome)}).",
             ["category", "layer", "outcome"],
             registry=registry,
         )
         self.fetch_errors = Counter(
             f"{PREFIX}_fetch_errors",
-            "Failed or refused fetches by source and reason.",
+            f"Failed or refused fetches by source ({_listed(SourceName)}; {NoSource.LOCAL}: an "
+            "error no source caused, e.g. the state file) and reason.",
             ["source", "reason"],
             registry=registry,
         )
@@ -81,7 +87,7 @@ class Metrics:
         )
         self.active_source = Gauge(
             f"{PREFIX}_active_source",
-            "1 for the source the last fetch used (primary, or the github fallback).",
+            f"1 for the source the last fetch used ({_listed(SourceName)}).",
             ["source"],
             registry=registry,
         )
@@ -102,8 +108,7 @@ class Metrics:
         )
         self.cache_misses = Counter(
             f"{PREFIX}_cache_misses",
-            "Layers that needed a fetch, by reason (first_load, changed_upstream, expired, "
-            "edited_on_disk, forced, failed_last_time, stale, rejected).",
+            f"Layers that needed a fetch, by reason ({_listed(MissReason)}).",
             ["category", "layer", "reason"],
             registry=registry,
         )
@@ -139,8 +144,8 @@ class Metrics:
         )
         self.probe_refusals = Counter(
             f"{PREFIX}_probe_requests_refused",
-            "Clients of /metrics, /healthz and /readyz cut short: timeout (idle or slow), "
-            "evicted (to admit a newer one), oversize, bad_request.",
+            f"Clients of /metrics, /healthz and /readyz cut short: {_listed(Refusal)} "
+            "(docs/runbook.md says when each happens).",
             ["reason"],
             registry=registry,
         )
@@ -158,10 +163,11 @@ class Metrics:
 
     def _define_hook(self, registry: CollectorRegistry) -> None:
         """The on-change hook's runs, every result at 0 from the start."""
+        coalesced = HookResult.COALESCED  # not a run: its help says what it counts
         self.hook_runs = Counter(
             f"{PREFIX}_hook_runs",
-            "On-change hook runs by result (ok, failed, timeout, error; coalesced: a change "
-            "that joined a follow-up run already waiting).",
+            f"On-change hook runs by result ({_listed(r for r in HookResult if r != coalesced)}; "
+            f"{coalesced}: a change that joined a follow-up run already waiting).",
             ["result"],
             registry=registry,
         )
@@ -218,7 +224,7 @@ class Metrics:
         if report.primary_error_kind is not None:  # once per run, even when GitHub saved it
             self.fetch_errors.labels(SourceName.PRIMARY, report.primary_error_kind).inc()
         if report.state_error is not None:
-            self.fetch_errors.labels(NO_SOURCE, ErrorKind.STORE).inc()
+            self.fetch_errors.labels(NoSource.LOCAL, ErrorKind.STORE).inc()
         for category in report.metadata_unusable:
             self.metadata_unusable.labels(category).inc()
         for category in report.rollbacks:
@@ -237,7 +243,7 @@ class Metrics:
             else:
                 self.cache_misses.labels(*key, result.miss).inc()
             if result.error_kind is not None:
-                source = result.error_source or NO_SOURCE
+                source = result.error_source or NoSource.LOCAL
                 self.fetch_errors.labels(source, result.error_kind).inc()
             if result.source is not None and result.bytes_downloaded:
                 self.downloaded.labels(result.source).inc(result.bytes_downloaded)

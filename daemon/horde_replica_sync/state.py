@@ -7,6 +7,7 @@ next run re-verifies every file against upstream (and rewrites none that already
 
 from __future__ import annotations
 
+import enum
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from horde_replica_sync.catalogs import Catalog, Name
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
 from horde_replica_sync.errors import SourceName
+from horde_replica_sync.report import Outcome
 
 SCHEMA_VERSION = 1
 
@@ -27,6 +29,28 @@ class FileRecord(BaseModel):
     sha256: str
     size: int
     etag: str | None = None
+
+
+class LastOutcome(enum.StrEnum):
+    """How the last attempt at a layer ended, as `state.json` keeps it: an `Outcome`, with
+    updated and unchanged both stored as `ok` (the spelling every state file has used)."""
+
+    OK = "ok"  # published or confirmed current
+    ABSENT = Outcome.ABSENT.value
+    REFUSED = Outcome.REFUSED.value
+    FAILED = Outcome.FAILED.value
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> LastOutcome:
+        """What `outcome` is stored as."""
+        if outcome in (Outcome.UPDATED, Outcome.UNCHANGED):
+            return cls.OK
+        return cls(outcome.value)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the last attempt failed or was refused (the next run retries it)."""
+        return self in (LastOutcome.REFUSED, LastOutcome.FAILED)
 
 
 STAMPS: Final = ("fetched_at", "verified_at", "last_foreign_change_at")
@@ -46,7 +70,7 @@ class LayerState(BaseModel):
     last_foreign_change_at: float | None = None
     fetched_at: float | None = None
     verified_at: float | None = None
-    last_outcome: str | None = None
+    last_outcome: LastOutcome | None = None
     last_error: str | None = None
     # The stamp whose PRIMARY body, asked past every cache, did not show it (held back once).
     unproven_stamp: int | None = None
@@ -56,6 +80,11 @@ class LayerState(BaseModel):
     # (older, newer): the metadata flaps between these stamps (sync.py); the newer is held.
     flapping: tuple[int, int] | None = None
     flap_other_runs: int = 0  # runs in a row the metadata showed the older of them
+
+    @property
+    def last_failed(self) -> bool:
+        """Whether the last attempt failed or was refused (the next run retries it)."""
+        return self.last_outcome is not None and self.last_outcome.failed
 
 
 class CategoryState(BaseModel):

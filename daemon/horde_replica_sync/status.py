@@ -21,7 +21,7 @@ from horde_replica_sync.freshness import (
     staleness,
 )
 from horde_replica_sync.report import LayerKey
-from horde_replica_sync.state import ReplicaState
+from horde_replica_sync.state import LastOutcome, ReplicaState
 from horde_replica_sync.store import ReplicaStore
 
 
@@ -39,7 +39,7 @@ class LayerStatus:
     size: int | None
     sha256: str | None
     upstream_last_updated: int | None
-    last_outcome: str | None
+    last_outcome: LastOutcome | None
     rolled_back_from: int | None  # upstream went back in time from this stamp (we followed)
     foreign_changes: int  # times another process rewrote our files (each repaired)
     last_error: str | None
@@ -104,9 +104,9 @@ def _rounded(seconds: float | None) -> float | None:
 
 
 def _problem(
-    present: bool, verdict: str | None, outcome: str | None, settings: Settings
+    present: bool, verdict: str | None, outcome: LastOutcome | None, settings: Settings
 ) -> str | None:
-    if not present and outcome != "absent":
+    if not present and outcome is not LastOutcome.ABSENT:
         return "missing"
     if verdict == NEVER:
         return "never synced"

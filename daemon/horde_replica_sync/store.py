@@ -188,13 +188,6 @@ class ReplicaStore:
         """Whether `relpath` is exactly `content`, compared a chunk at a time."""
         return _holds(self.path(relpath), self.max_file_bytes, content)
 
-    def publish(self, relpath: str, content: bytes) -> bool:
-        """Atomically make `relpath` hold `content`; return False when it already did."""
-        if self.holds(relpath, content):
-            return False
-        self.write(relpath, content)
-        return True
-
     def write(self, relpath: str, content: bytes) -> None:
         """Atomically replace `relpath` with `content`."""
         if len(content) > self.max_file_bytes:  # it could never be read back

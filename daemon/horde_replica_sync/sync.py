@@ -58,12 +58,11 @@ from horde_replica_sync.errors import (
 from horde_replica_sync.freshness import layer_keys
 from horde_replica_sync.ports import Primary, Publisher, ReplicaCache
 from horde_replica_sync.report import LayerKey, LayerResult, MissReason, Outcome, SyncReport
-from horde_replica_sync.state import FileRecord, LayerState, ReplicaState
+from horde_replica_sync.state import FileRecord, LastOutcome, LayerState, ReplicaState
 from horde_replica_sync.store import sha256_hex
 
 log = structlog.get_logger(__name__)
 
-FAILED_OUTCOMES = frozenset({Outcome.FAILED.value, Outcome.REFUSED.value})
 FLAP_SETTLE_RUNS: Final = 30
 """Runs in a row on the other stamp of a flapping pair before it counts as settled (followed)."""
 FLAPPING_CAUSE: Final = (
@@ -280,7 +279,7 @@ class SyncEngine:
             if self.cache.is_legacy_cache_valid(category):
                 return None
             held = refresh = self.cache.has_legacy_data(category)  # its seed twin has no more
-        if self.state.layer(category, layer).last_outcome in FAILED_OUTCOMES:
+        if self.state.layer(category, layer).last_failed:
             return MissReason.FAILED_LAST_TIME
         if not held:  # mark_stale on a never-loaded category still makes a first load
             return MissReason.FIRST_LOAD
@@ -483,7 +482,7 @@ class SyncEngine:
         }
         state.records = main.payload.records
         state.fetched_at = now
-        state.last_outcome, state.last_error = "ok", None
+        state.last_outcome, state.last_error = LastOutcome.OK, None
         self._dirty = True
         if delivery.unshown:  # the bytes held, under a stamp that announced a write
             state.unshown_runs += 1
@@ -519,7 +518,7 @@ class SyncEngine:
         )
         if vanished:
             log.warning("sync.data_vanished", category=category.value, layer=layer.value)
-        state.last_outcome, state.last_error = Outcome.ABSENT.value, vanished
+        state.last_outcome, state.last_error = LastOutcome.ABSENT, vanished
         self._dirty = True
         state.verified_at = self._clock()
         if not state.files:
@@ -574,7 +573,7 @@ class SyncEngine:
 
     def _record_error(self, category: Name, layer: Layer, outcome: Outcome, error: str) -> None:
         state = self.state.layer(category, layer)
-        state.last_outcome, state.last_error = outcome.value, error
+        state.last_outcome, state.last_error = LastOutcome.of(outcome), error
         self._dirty = True
         if isinstance(category, MODEL_REFERENCE_CATEGORY):  # a catalog retries by its state
             self.cache.invalidate(category, layer)  # retry next run, even if metadata is still

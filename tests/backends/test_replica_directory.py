@@ -32,8 +32,8 @@ class FakeClock:
 @pytest.fixture(name="store")
 def _store(tmp_path: Path) -> ReplicaStore:
     store = ReplicaStore(tmp_path / "replica", tmp_path / "state")
-    store.publish("esrgan.json", ESRGAN)
-    store.publish("legacy/esrgan.json", LEGACY)
+    store.write("esrgan.json", ESRGAN)
+    store.write("legacy/esrgan.json", LEGACY)
     return store
 
 
@@ -93,7 +93,7 @@ class TestWarmStart:
 
     def test_edited_file_is_not_warm(self, store: ReplicaStore) -> None:
         """A file changed while the daemon was down is re-verified, not trusted."""
-        store.publish("esrgan.json", b"{}")
+        store.write("esrgan.json", b"{}")
         backend = backend_for(store)
         assert backend.warm_from_disk(verified_state(FakeClock().now)) == []
         assert not backend.is_cache_valid(C.esrgan)

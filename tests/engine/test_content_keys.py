@@ -13,6 +13,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.report import Outcome
 from horde_replica_sync.sources.primary import Operation
+from horde_replica_sync.state import LastOutcome
 from horde_replica_sync.store import sha256_hex
 from tests.engine.test_engine import CATEGORIES, Rig, by_key, primary_with
 from tests.fakes import Script, ScriptedPrimary, body
@@ -190,7 +191,8 @@ class TestLegacyKey:
         assert primary.companions[-1] == sha256_hex(new_v2)[:16]
         assert primary.companions[0] is None  # the v2 request itself has none
         primary.companions.clear()
-        rig.engine.state.layer(C.esrgan, LEGACY).last_outcome = "failed"  # legacy alone misses
+        legacy = rig.engine.state.layer(C.esrgan, LEGACY)
+        legacy.last_outcome = LastOutcome.FAILED  # legacy alone misses
         rig.cache.invalidate(C.esrgan, LEGACY)
         assert rig.run().ok
         assert primary.companions == [sha256_hex(new_v2)[:16]]
