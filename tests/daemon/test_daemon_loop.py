@@ -1,0 +1,314 @@
+"""The daemon's loop in-process, in seconds: a real `Daemon` over a fake transport, with clocks
+the test moves (the process tests beside it keep real signals, sd_notify and probe sockets).
+
+The settings come from the same environment a child process gets (`daemon_env`), the PRIMARY
+is a `FaultServer` script answered without a socket, and runs are counted on the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from horde_replica_sync import early
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.clock import Clock
+from horde_replica_sync.config import Settings, load_settings
+from horde_replica_sync.daemon import Daemon
+from horde_replica_sync.notify import Notifier
+from horde_replica_sync.runtime import make_client
+from tests.environment import STEERING_PREFIXES, daemon_env
+from tests.fakes import FakeClock
+from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path
+
+METADATA = [f"/api/model_references/{family}/metadata/metadata" for family in ("v1", "v2")]
+
+
+class Notes(Notifier):
+    """What the daemon tells the service manager, kept instead of sent."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.sent: list[str] = []
+
+    def _send(self, message: str) -> None:
+        self.sent.append(message)
+
+
+class Running:
+    """A `Daemon` serving in this event loop, with the knobs a test turns."""
+
+    def __init__(self, server: FaultServer, config: Path, **seams: object) -> None:
+        self.server = server
+        self.config = config
+        self.registry = CollectorRegistry()
+        self.notes = Notes()
+        self.steady = FakeClock(time.time())  # stamps and /readyz
+        self.monotonic = FakeClock(0.0)  # reload spacing
+        self.boot_slept = 0.0  # how long the host was suspended
+        self.reloads = 0
+        transport = server.transport()
+        self.daemon = Daemon(
+            load_settings(config),
+            reload_settings=self._reload,
+            notifier=self.notes,
+            registry=self.registry,
+            handle_signals=bool(seams.pop("handle_signals", False)),
+            clock=self.steady,
+            client_factory=lambda settings: make_client(settings, transport=transport),
+            monotonic=self.monotonic,
+            elapsed=lambda: asyncio.get_running_loop().time() + self.boot_slept,
+            **seams,  # type: ignore[arg-type]
+        )
+        self.task: asyncio.Task[int] | None = None
+
+    def _reload(self) -> Settings:
+        self.reloads += 1
+        return load_settings(self.config)
+
+    def runs(self, result: str = "ok") -> int:
+        value = self.registry.get_sample_value("horde_replica_sync_runs_total", {"result": result})
+        return int(value or 0)
+
+    async def until(self, done: Callable[[], bool], within: float = 5.0) -> None:
+        """Yield to the daemon until `done()` (checked every 10 ms); fail after `within` s."""
+        deadline = time.monotonic() + within
+        while not done():
+            assert self.task is not None
+            if self.task.done():
+                self.task.result()  # raise what stopped it
+                pytest.fail("the daemon stopped")
+            if time.monotonic() > deadline:
+                pytest.fail(f"not within {within} s: {done}")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> int:
+        self.daemon.stop()
+        assert self.task is not None
+        return await asyncio.wait_for(self.task, 10)
+
+
+@pytest.fixture(name="server")
+def _server() -> FaultServer:
+    server = FaultServer()  # never started: its script is answered in-process
+    script_primary(server)
+    return server
+
+
+@pytest.fixture(name="start")
+async def _start(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[..., Running]]:
+    """Start daemons (settings from the environment plus `env`); stopped at the end."""
+    for name in list(os.environ):
+        if name.startswith(STEERING_PREFIXES):
+            monkeypatch.delenv(name)
+    started: list[Running] = []
+
+    def start(env: dict[str, str] | None = None, **seams: object) -> Running:
+        extra = {"HORDE_REPLICA_METRICS_ADDR": "127.0.0.1:0", **(env or {})}
+        for name, value in daemon_env("http://primary.test", tmp_path, **extra).items():
+            monkeypatch.setenv(name, value)
+        running = Running(server, tmp_path / "config.toml", **seams)
+        running.task = asyncio.create_task(running.daemon.serve())
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.task is not None and not running.task.done():
+            assert await running.stop() == 0
+    server.stop()
+
+
+def _fail_primary(server: FaultServer) -> None:
+    for path in METADATA:
+        server.script(path, Reply(500))
+    server.script(v2_path(C.esrgan), Reply(500))
+
+
+def _heal_primary(server: FaultServer) -> None:
+    for path in METADATA:
+        server.script(path, Reply(body=metadata(1000)))
+    server.script(v2_path(C.esrgan), Reply(body=records(C.esrgan, 4)))
+
+
+class TestInterval:
+    async def test_init_interval_until_the_first_success_then_interval(
+        self, start: Callable[..., Running], server: FaultServer
+    ) -> None:
+        """Failed runs retry every `init_interval_seconds`; the first success switches the ticker
+        to `interval_seconds`, and a later failure does not switch it back."""
+        _fail_primary(server)
+        daemon = start()
+        await daemon.until(lambda: daemon.runs("failed") >= 2)  # retried after 1 s
+        assert daemon.daemon._ticker.interval == 1
+        _heal_primary(server)
+        await daemon.until(lambda: daemon.runs("ok") == 1)
+        assert daemon.daemon._ticker.interval == 3600
+        _fail_primary(server)
+        daemon.daemon.requests.request(force=True)
+        await daemon.until(lambda: daemon.runs("failed") >= 3)
+        assert daemon.daemon._ticker.interval == 3600
+
+
+class TestReload:
+    async def test_a_storm_is_one_reload_a_second_and_the_last_is_honoured(
+        self, start: Callable[..., Running], tmp_path: Path
+    ) -> None:
+        """Each reload rebuilds the client: a storm reloads at once, then once when a second has
+        passed since, with the config as it is then."""
+        daemon = start()
+        await daemon.until(lambda: daemon.runs() == 1)
+        for _ in range(50):
+            daemon.daemon.requests.request(reload=True)
+        await daemon.until(lambda: daemon.reloads == 1)
+        for sent in range(50):
+            if sent == 40:
+                (tmp_path / "config.toml").write_text("max_concurrency = 2\n")
+            daemon.daemon.requests.request(reload=True)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.3)
+        assert daemon.reloads == 1  # the spacing's second has not passed
+        daemon.monotonic.now += 1.0
+        await daemon.until(lambda: daemon.reloads == 2)
+        assert daemon.daemon.settings.max_concurrency == 2
+        await asyncio.sleep(1.2)
+        assert daemon.reloads == 2  # one wake-up for the whole storm
+
+    async def test_a_broken_config_keeps_the_running_one(
+        self, start: Callable[..., Running], tmp_path: Path
+    ) -> None:
+        daemon = start()
+        await daemon.until(lambda: daemon.runs() == 1)
+        (tmp_path / "config.toml").write_text("max_concurrency = 0\n")
+        daemon.daemon.requests.request(reload=True)
+        await daemon.until(lambda: daemon.reloads == 1)
+        assert daemon.daemon.settings.max_concurrency != 0
+        daemon.daemon.requests.request(force=True)
+        await daemon.until(lambda: daemon.runs() == 2)
+
+    async def test_a_restart_only_setting_is_refused(
+        self, start: Callable[..., Running], tmp_path: Path
+    ) -> None:
+        daemon = start()
+        await daemon.until(lambda: daemon.runs() == 1)
+        before = daemon.daemon.settings.replica_dir
+        (tmp_path / "config.toml").write_text(f'replica_dir = "{tmp_path / "elsewhere"}"\n')
+        daemon.daemon.requests.request(reload=True)
+        await daemon.until(lambda: daemon.reloads == 1)
+        await asyncio.sleep(0.05)
+        assert daemon.daemon.settings.replica_dir == before
+
+
+class TestReadiness:
+    async def test_never_synced_then_ready_then_stale_then_missing(
+        self, start: Callable[..., Running], server: FaultServer, tmp_path: Path
+    ) -> None:
+        """Ready only while every layer was confirmed within the bound and its files are there;
+        READY=1 is sent once, by the first run that makes it so."""
+        _fail_primary(server)
+        daemon = start({"HORDE_REPLICA_MAX_STALENESS_SECONDS": "60"})
+        await daemon.until(lambda: daemon.runs("failed") == 1)
+        verdict = daemon.daemon.ready()
+        assert not verdict.ok
+        assert "esrgan/v2" in verdict.detail["never_synced"]
+        assert not any(n.startswith("READY=1") for n in daemon.notes.sent)
+        _heal_primary(server)
+        await daemon.until(lambda: daemon.runs() == 1)
+        assert daemon.daemon.ready().ok
+        assert [n for n in daemon.notes.sent if n.startswith("READY=1")] == [
+            "READY=1\nSTATUS=replica synced"
+        ]
+        daemon.steady.now += 61  # nothing confirmed for longer than the bound
+        stale = daemon.daemon.ready()
+        assert not stale.ok
+        assert stale.detail["stale"]
+        daemon.steady.now -= 61
+        published = next((tmp_path / "replica").rglob("*.json"))
+        published.unlink()
+        missing = daemon.daemon.ready()
+        assert not missing.ok
+        assert any(published.name in m for m in missing.detail["missing"])
+        daemon.daemon.requests.request(force=True)  # the next run publishes it again
+        await daemon.until(lambda: daemon.runs() == 2)
+        assert daemon.daemon.ready().ok
+        assert sum(n.startswith("READY=1") for n in daemon.notes.sent) == 1
+
+
+class TestSignals:
+    @pytest.fixture(autouse=True)
+    def _own_handlers(self) -> object:
+        """The daemon's loop takes these signals and hands them to `early` when it stops:
+        give the test process its own back afterwards."""
+        kept = {s: signal.getsignal(s) for s in (*early.HELD, signal.SIGINT)}
+        yield None
+        early.take()
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)
+
+    async def test_sigusr1_storm_is_one_forced_run_and_sigterm_stops(
+        self, start: Callable[..., Running]
+    ) -> None:
+        """Signals only raise flags: 200 SIGUSR1 coalesce to at most 2 forced runs; SIGHUP is a
+        reload; SIGTERM ends serve() with 0."""
+        daemon = start(handle_signals=True)
+        await daemon.until(lambda: daemon.runs() == 1)
+        for _ in range(200):
+            os.kill(os.getpid(), signal.SIGUSR1)
+        await daemon.until(lambda: daemon.runs() >= 2)
+        await asyncio.sleep(0.5)
+        assert 2 <= daemon.runs() <= 3
+        os.kill(os.getpid(), signal.SIGHUP)
+        await daemon.until(lambda: daemon.reloads == 1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert daemon.task is not None
+        assert await asyncio.wait_for(daemon.task, 10) == 0
+        assert daemon.notes.sent[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
+class TestClocks:
+    async def test_a_suspend_of_the_host_is_a_run_at_once(
+        self, start: Callable[..., Running]
+    ) -> None:
+        """BOOTTIME ahead of the loop's clock by an hour: the run the sleep skipped, now."""
+        daemon = start()
+        await daemon.until(lambda: daemon.runs() == 1)
+        await asyncio.sleep(1.2)
+        assert daemon.runs() == 1  # hourly now: nothing due
+        daemon.boot_slept += 3600
+        await daemon.until(lambda: daemon.runs() == 2, within=3)
+
+    async def test_a_wall_step_is_measured_by_the_given_clock(
+        self, start: Callable[..., Running]
+    ) -> None:
+        """The ticker reads wall steps from the daemon's `wall` clock, not the process's."""
+        wall = [time.time()]
+        stepped = Clock(wall=lambda: wall[0], monotonic=time.monotonic)
+        daemon = start(wall=stepped)
+        await daemon.until(lambda: daemon.runs() == 1)
+        wall[0] -= 3600
+        assert daemon.daemon._ticker._clock.offset() == pytest.approx(-3600, abs=5)
+
+
+async def test_a_fake_transport_is_the_whole_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client with a transport mounts no proxy from the environment."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = FaultServer()
+    server.script("/x", Reply(body=b"{}"))
+    async with make_client(load_settings(), transport=server.transport()) as client:
+        assert (await client.get("http://primary.test/x")).status_code == 200
+    server.stop()
+    with pytest.raises(httpx.ConnectError):  # without one, the environment's proxy is used
+        async with make_client(load_settings()) as client:
+            await client.get("http://primary.test/x")
