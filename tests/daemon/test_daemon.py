@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path
-from tests.processes import DaemonProcess
+from tests.processes import DaemonProcess, run_cli
 
 Start = Callable[..., DaemonProcess]
 
@@ -298,14 +297,8 @@ class TestStartup:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            result = subprocess.run(
-                [sys.executable, "-m", "horde_replica_sync", "run"],
-                env={**daemon_env, "HORDE_REPLICA_METRICS_ADDR": f"127.0.0.1:{port}"},
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            taken_env = {**daemon_env, "HORDE_REPLICA_METRICS_ADDR": f"127.0.0.1:{port}"}
+            result = run_cli("run", env=taken_env, timeout=30)
         assert result.returncode == 78
         assert "HORDE_REPLICA_METRICS_ADDR" in result.stderr
 
@@ -402,14 +395,8 @@ class TestForeignWriters:
         assert (
             daemon.sample("horde_replica_foreign_changes_total", category="blip", layer="v2") == 0
         )
-        out = subprocess.run(
-            [sys.executable, "-m", "horde_replica_sync", "status", "--json"],
-            env={**daemon_env, "HORDE_REPLICA_INTERVAL_SECONDS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        status_env = {**daemon_env, "HORDE_REPLICA_INTERVAL_SECONDS": "1"}
+        out = run_cli("status", "--json", env=status_env, timeout=30)
         rows = json.loads(out.stdout)["layers"]
         row = next(r for r in rows if (r["category"], r["layer"]) == ("esrgan", "v2"))
         assert row["foreign_changes"] == 1

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
 from tests.hookscript import calls, gone, overlapped, wait_for_calls, write_hook
-from tests.processes import DaemonProcess
+from tests.processes import DaemonProcess, run_cli
 
 Start = Callable[..., DaemonProcess]
 V2_METADATA = "/api/model_references/v2/metadata/metadata"
@@ -226,17 +224,6 @@ class TestBadHooks:
         assert daemon.stop() == 0
         assert time.monotonic() - sent < 4
         assert gone(int(pid_file.read_text()))
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 class TestCommandLine:
