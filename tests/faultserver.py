@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -282,6 +282,26 @@ def script_primary(
         server.script(v2_path(category), Reply(body=records(category, count, tag=tag)))
         if spec_for(category).has_legacy:
             server.script(v1_path(category), Reply(body=records(category, count, tag=tag)))
+
+
+def change_upstream(
+    server: FaultServer,
+    category: MODEL_REFERENCE_CATEGORY,
+    stamp: int,
+    tag: str,
+    *,
+    held: Mapping[MODEL_REFERENCE_CATEGORY, int] = {},
+) -> None:
+    """The PRIMARY publishes a new version of `category` (metadata moves, the body changes);
+    the others keep stamp 1000, or what `held` gives them."""
+    moved = json.loads(metadata(1000))
+    for other, other_stamp in held.items():
+        moved[other.value]["last_updated"] = other_stamp
+    moved[category.value]["last_updated"] = stamp
+    server.script(
+        "/api/model_references/v2/metadata/metadata", Reply(body=json.dumps(moved).encode())
+    )
+    server.script(v2_path(category), Reply(body=records(category, 4, tag=tag)))
 
 
 def github_path(category: MODEL_REFERENCE_CATEGORY, file: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from horde_replica_sync import early
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
@@ -27,7 +28,16 @@ from horde_replica_sync.notify import Notifier
 from horde_replica_sync.runtime import make_client
 from tests.environment import STEERING_PREFIXES, daemon_env
 from tests.fakes import FakeClock
-from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path
+from tests.faultserver import (
+    FaultServer,
+    Reply,
+    change_upstream,
+    metadata,
+    records,
+    script_primary,
+    v2_path,
+)
+from tests.hookscript import calls, overlapped, wait_for_calls, write_hook
 
 METADATA = [f"/api/model_references/{family}/metadata/metadata" for family in ("v1", "v2")]
 
@@ -76,6 +86,10 @@ class Running:
 
     def runs(self, result: str = "ok") -> int:
         value = self.registry.get_sample_value("horde_replica_sync_runs_total", {"result": result})
+        return int(value or 0)
+
+    def hook_runs(self, result: str) -> int:
+        value = self.registry.get_sample_value("horde_replica_hook_runs_total", {"result": result})
         return int(value or 0)
 
     async def until(self, done: Callable[[], bool], within: float = 5.0) -> None:
@@ -183,6 +197,10 @@ class TestReload:
         assert daemon.daemon.settings.max_concurrency == 2
         await asyncio.sleep(1.2)
         assert daemon.reloads == 2  # one wake-up for the whole storm
+        asked_at = time.monotonic()
+        daemon.daemon.requests.request(force=True)  # the loop still answers at once
+        await daemon.until(lambda: daemon.runs() == 2)
+        assert time.monotonic() - asked_at < 1.0
 
     async def test_a_broken_config_keeps_the_running_one(
         self, start: Callable[..., Running], tmp_path: Path
@@ -190,11 +208,19 @@ class TestReload:
         daemon = start()
         await daemon.until(lambda: daemon.runs() == 1)
         (tmp_path / "config.toml").write_text("max_concurrency = 0\n")
-        daemon.daemon.requests.request(reload=True)
-        await daemon.until(lambda: daemon.reloads == 1)
-        assert daemon.daemon.settings.max_concurrency != 0
-        daemon.daemon.requests.request(force=True)
-        await daemon.until(lambda: daemon.runs() == 2)
+        with capture_logs() as logged:
+            daemon.daemon.requests.request(reload=True)
+            await daemon.until(lambda: daemon.reloads == 1)
+            daemon.daemon.requests.request(force=True)  # runs on with the running config
+            await daemon.until(lambda: daemon.runs() == 2)
+            (tmp_path / "config.toml").write_text("max_concurrency = 2\n")
+            daemon.monotonic.now += 1.0
+            daemon.daemon.requests.request(reload=True)
+            await daemon.until(lambda: daemon.reloads == 2)
+        (failed,) = [e for e in logged if e["event"] == "config.reload_failed"]
+        assert "max_concurrency" in failed["error"]
+        (reloaded,) = [e for e in logged if e["event"] == "config.reloaded"]
+        assert reloaded["changed"] == {"max_concurrency": 2}
 
     async def test_a_restart_only_setting_is_refused(
         self, start: Callable[..., Running], tmp_path: Path
@@ -241,7 +267,52 @@ class TestReadiness:
         daemon.daemon.requests.request(force=True)  # the next run publishes it again
         await daemon.until(lambda: daemon.runs() == 2)
         assert daemon.daemon.ready().ok
+        assert daemon.daemon._alive().ok  # /healthz stays up throughout
         assert sum(n.startswith("READY=1") for n in daemon.notes.sent) == 1
+
+
+class TestHook:
+    """Once at start, once per run that published changes; never two at once."""
+
+    async def test_once_at_start_then_per_change(
+        self, start: Callable[..., Running], server: FaultServer, tmp_path: Path
+    ) -> None:
+        """Start: every category held; a change upstream: that category only."""
+        script, log = write_hook(tmp_path)
+        daemon = start({"HORDE_REPLICA_ON_CHANGE_COMMAND": str(script), "HOOK_LOG": str(log)})
+        await daemon.until(lambda: daemon.hook_runs("ok") == 1)
+        (first,) = calls(log)
+        assert first.changed == ("blip", "esrgan")
+        assert first.replica_dir == str(tmp_path / "replica")
+        daemon.daemon.requests.request(force=True)  # a run that changes nothing announces nothing
+        await daemon.until(lambda: daemon.runs() == 2)
+        change_upstream(server, C.esrgan, 2000, "changed")
+        daemon.daemon.requests.request(force=True)
+        await daemon.until(lambda: daemon.hook_runs("ok") == 2)
+        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("esrgan",)]
+        for result in ("failed", "timeout", "error", "coalesced"):
+            assert daemon.hook_runs(result) == 0, result
+
+    async def test_slow_hook_and_two_changes_coalesce(
+        self, start: Callable[..., Running], server: FaultServer, tmp_path: Path
+    ) -> None:
+        """Two changes while the hook runs: one follow-up with both, never two at once; the
+        runs do not wait for the hook."""
+        script, log = write_hook(tmp_path)
+        env = {"HORDE_REPLICA_ON_CHANGE_COMMAND": str(script), "HOOK_LOG": str(log)}
+        daemon = start({**env, "HOOK_SLEEP": "2"})
+        await asyncio.to_thread(wait_for_calls, log, 1)  # the start-up announcement runs 2 s
+        change_upstream(server, C.esrgan, 2000, "one")
+        daemon.daemon.requests.request(force=True)
+        await daemon.until(lambda: daemon.runs() == 2)
+        change_upstream(server, C.blip, 3000, "two", held={C.esrgan: 2000})
+        daemon.daemon.requests.request(force=True)
+        await daemon.until(lambda: daemon.runs() == 3)
+        assert len(calls(log)) == 1  # the sync runs did not wait for the hook
+        await daemon.until(lambda: daemon.hook_runs("ok") == 2, within=10)
+        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("blip", "esrgan")]
+        assert not overlapped(log)
+        assert daemon.hook_runs("coalesced") == 1
 
 
 class TestSignals:
@@ -265,8 +336,9 @@ class TestSignals:
         for _ in range(200):
             os.kill(os.getpid(), signal.SIGUSR1)
         await daemon.until(lambda: daemon.runs() >= 2)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)
         assert 2 <= daemon.runs() <= 3
+        assert daemon.daemon._alive().ok  # /healthz
         os.kill(os.getpid(), signal.SIGHUP)
         await daemon.until(lambda: daemon.reloads == 1)
         os.kill(os.getpid(), signal.SIGTERM)
