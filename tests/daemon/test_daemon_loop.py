@@ -300,8 +300,8 @@ class TestHook:
         runs do not wait for the hook."""
         script, log = write_hook(tmp_path)
         env = {"HORDE_REPLICA_ON_CHANGE_COMMAND": str(script), "HOOK_LOG": str(log)}
-        daemon = start({**env, "HOOK_SLEEP": "2"})
-        await asyncio.to_thread(wait_for_calls, log, 1)  # the start-up announcement runs 2 s
+        daemon = start({**env, "HOOK_SLEEP": "1"})
+        await asyncio.to_thread(wait_for_calls, log, 1)  # the start-up announcement runs 1 s
         change_upstream(server, C.esrgan, 2000, "one")
         daemon.daemon.requests.request(force=True)
         await daemon.until(lambda: daemon.runs() == 2)
