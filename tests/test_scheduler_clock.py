@@ -8,44 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, tzinfo
 
-import apscheduler.executors.base
-import apscheduler.schedulers.base
-import apscheduler.triggers.interval
 import pytest
 
-from horde_replica_sync import scheduler
 from horde_replica_sync.scheduler import Ticker
+from tests.fakes import Wall
 
 HOUR = 3600.0
 INTERVAL = 0.5
-REAL_DATETIME = datetime
-
-
-class Wall:
-    """The process's wall clock as a test steps it."""
-
-    offset = 0.0
-
-
-class SteppedDatetime(datetime):
-    @classmethod
-    def now(cls, tz: tzinfo | None = None) -> SteppedDatetime:
-        stepped = REAL_DATETIME.now(tz) + timedelta(seconds=Wall.offset)
-        return cls.fromtimestamp(stepped.timestamp(), tz)
 
 
 @pytest.fixture(autouse=True)
 def _stepped_wall(monkeypatch: pytest.MonkeyPatch) -> None:
-    Wall.offset = 0.0
-    for module in (
-        apscheduler.schedulers.base,
-        apscheduler.executors.base,
-        apscheduler.triggers.interval,
-        scheduler,
-    ):
-        monkeypatch.setattr(module, "datetime", SteppedDatetime)
+    Wall.install(monkeypatch)
 
 
 async def _ticks_around_steps(*steps: float) -> tuple[list[int], int]:

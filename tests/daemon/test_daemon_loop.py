@@ -27,7 +27,7 @@ from horde_replica_sync.daemon import Daemon
 from horde_replica_sync.notify import Notifier
 from horde_replica_sync.runtime import make_client
 from tests.environment import STEERING_PREFIXES, daemon_env
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, Wall
 from tests.faultserver import (
     FaultServer,
     Reply,
@@ -359,16 +359,34 @@ class TestClocks:
         daemon.boot_slept += 3600
         await daemon.until(lambda: daemon.runs() == 2, within=3)
 
-    async def test_a_wall_step_is_measured_by_the_given_clock(
-        self, start: Callable[..., Running]
+    async def test_a_wall_step_back_keeps_the_retries_and_forward_is_no_burst(
+        self,
+        start: Callable[..., Running],
+        server: FaultServer,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """The ticker reads wall steps from the daemon's `wall` clock, not the process's."""
-        wall = [time.time()]
-        stepped = Clock(wall=lambda: wall[0], monotonic=time.monotonic)
+        """An hour back (APScheduler's wall and the daemon's): the retries every second go on,
+        the step is logged once, measured, and counted; an hour forward: no backlog burst."""
+        wall = Wall.install(monkeypatch)
+        stepped = Clock(wall=lambda: time.time() + wall.offset, monotonic=time.monotonic)
+        _fail_primary(server)  # retrying every second (init_interval_seconds)
         daemon = start(wall=stepped)
-        await daemon.until(lambda: daemon.runs() == 1)
-        wall[0] -= 3600
-        assert daemon.daemon._ticker._clock.offset() == pytest.approx(-3600, abs=5)
+        await daemon.until(lambda: daemon.runs("failed") >= 1)
+        with capture_logs() as logged:
+            wall.offset -= 3600
+            before = daemon.runs("failed")
+            await asyncio.sleep(4.0)
+            after_back = daemon.runs("failed") - before
+            wall.offset += 7200  # two hours forward at once
+            before = daemon.runs("failed")
+            await asyncio.sleep(2.0)
+            after_forward = daemon.runs("failed") - before
+        assert after_back >= 2, after_back  # at most the backstop's margin lost
+        (step,) = [e for e in logged if e["event"] == "scheduler.clock_step"]
+        assert step["wall_step_seconds"] == pytest.approx(-3600, abs=5)
+        steps = daemon.registry.get_sample_value("horde_replica_scheduler_clock_steps_total")
+        assert steps == 1
+        assert 1 <= after_forward <= 3, after_forward  # not 7200 ticks
 
 
 async def test_a_fake_transport_is_the_whole_network(monkeypatch: pytest.MonkeyPatch) -> None:
