@@ -21,9 +21,11 @@ from structlog.testing import capture_logs
 
 from horde_replica_sync import early
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.categories import Layer
 from horde_replica_sync.clock import Clock
 from horde_replica_sync.config import Settings, load_settings
 from horde_replica_sync.daemon import Daemon
+from horde_replica_sync.freshness import UNSHOWN_CAUSE, UNSHOWN_RUNS_ALARM
 from horde_replica_sync.notify import Notifier
 from horde_replica_sync.runtime import make_client
 from tests.environment import STEERING_PREFIXES, daemon_env
@@ -279,6 +281,12 @@ class TestReadiness:
         assert daemon.daemon.ready().ok
         assert daemon.daemon._alive().ok  # /healthz stays up throughout
         assert sum(n.startswith("READY=1") for n in daemon.notes.sent) == 1
+        # PRIMARY answers that never show their stamp, run after run (a cache before it):
+        daemon.daemon.engine.state.layer(C.esrgan, Layer.V2).unshown_runs = UNSHOWN_RUNS_ALARM
+        unshown = daemon.daemon.ready()
+        assert not unshown.ok
+        assert unshown.detail["stamp_not_shown"] == ["esrgan"]
+        assert unshown.detail["likely_cause"] == UNSHOWN_CAUSE
 
 
 class TestHook:
