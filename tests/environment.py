@@ -36,3 +36,28 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["HORDE_REPLICA_LOG_LEVEL"] = "debug"
     env.update(extra)
     return env
+
+
+def daemon_env(server_url: str, root: Path, **extra: str) -> dict[str, str]:
+    """The daemon's settings through the environment, as a container or unit file passes them:
+    a PRIMARY (and GitHub, no fallback) at `server_url`, a replica and config file in `root`,
+    one-second retries until a first success, then hourly; `extra` adds or overrides. The one
+    daemon environment of the tests, for a child process and for an in-process `Daemon`."""
+    config = root / "config.toml"
+    if not config.exists():
+        config.write_text("# settings come from the environment in tests\n")
+    settings = {
+        "HORDE_REPLICA_PRIMARY_URL": f"{server_url}/api",
+        "HORDE_REPLICA_GITHUB_URL": server_url,
+        "HORDE_REPLICA_GITHUB_FALLBACK": "false",
+        "HORDE_REPLICA_REPLICA_DIR": str(root / "replica"),
+        "HORDE_REPLICA_CATEGORIES": "esrgan,blip",
+        "HORDE_REPLICA_INTERVAL_SECONDS": "3600",
+        "HORDE_REPLICA_INIT_INTERVAL_SECONDS": "1",
+        "HORDE_REPLICA_INTERVAL_JITTER_SECONDS": "0",
+        "HORDE_REPLICA_RETRY_INITIAL_SECONDS": "0.01",
+        "HORDE_REPLICA_RETRY_MAX_SECONDS": "0.05",
+        "HORDE_REPLICA_REQUEST_TIMEOUT_SECONDS": "5",
+        "HORDE_REPLICA_CONFIG": str(config),
+    }
+    return clean_env(**{**settings, **extra})

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
+import apscheduler.executors.base
+import apscheduler.schedulers.base
+import apscheduler.triggers.interval
+import pytest
+
+from horde_replica_sync import scheduler
 from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.catalog_sync import CatalogRules
 from horde_replica_sync.catalogs import Catalog
@@ -44,6 +51,33 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Wall:
+    """The process's wall clock as APScheduler reads it, stepped by `offset` seconds (what an
+    NTP step does: the event loop's monotonic clock runs on)."""
+
+    offset = 0.0
+    real = datetime
+
+    class Stepped(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Wall.Stepped:
+            stepped = Wall.real.now(tz) + timedelta(seconds=Wall.offset)
+            return cls.fromtimestamp(stepped.timestamp(), tz)
+
+    @classmethod
+    def install(cls, monkeypatch: pytest.MonkeyPatch) -> type[Wall]:
+        """Step APScheduler's (and the ticker's) `datetime.now` from now on; starts at 0."""
+        cls.offset = 0.0
+        for module in (
+            apscheduler.schedulers.base,
+            apscheduler.executors.base,
+            apscheduler.triggers.interval,
+            scheduler,
+        ):
+            monkeypatch.setattr(module, "datetime", cls.Stepped)
+        return cls
 
 
 @dataclass

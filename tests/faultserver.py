@@ -7,6 +7,7 @@ request is recorded. It plays both a PRIMARY and raw.githubusercontent.com.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -15,11 +16,13 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from horde_replica_sync.categories import (
     GITHUB_BRANCH,
@@ -92,8 +95,9 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
+        """Stop serving (if it was started) and close the socket."""
+        if self._thread.is_alive():  # shutdown() waits for a serve_forever that never began
+            self._server.shutdown()
         self._server.server_close()
 
     def script(self, path: str, *replies: Reply) -> None:
@@ -114,6 +118,27 @@ class FaultServer:
             if not queue:
                 return Reply(404, b'{"detail":"Not Found"}')
             return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def transport(self) -> httpx.MockTransport:
+        """The same script answered in-process, without a socket: for a client's `transport`.
+
+        Status, body, headers, ETag and delay are played; a torn connection needs the socket."""
+
+        async def answer(request: httpx.Request) -> httpx.Response:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            reply = self.next_reply(request.url.path, headers, request.url.query.decode())
+            if reply.reset or reply.truncate_to is not None or reply.drip:
+                raise AssertionError("a torn connection needs the socket: use `running()`")
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            out = {"Content-Type": "application/json", **reply.headers}
+            if reply.etag is not None:
+                out["ETag"] = reply.etag
+                if headers.get("if-none-match") == reply.etag:
+                    return httpx.Response(304, headers=out)
+            return httpx.Response(reply.status, headers=out, content=reply.body)
+
+        return httpx.MockTransport(answer)
 
 
 def _quiet(request: object, client_address: object) -> None:
@@ -257,6 +282,26 @@ def script_primary(
         server.script(v2_path(category), Reply(body=records(category, count, tag=tag)))
         if spec_for(category).has_legacy:
             server.script(v1_path(category), Reply(body=records(category, count, tag=tag)))
+
+
+def change_upstream(
+    server: FaultServer,
+    category: MODEL_REFERENCE_CATEGORY,
+    stamp: int,
+    tag: str,
+    *,
+    held: Mapping[MODEL_REFERENCE_CATEGORY, int] = {},
+) -> None:
+    """The PRIMARY publishes a new version of `category` (metadata moves, the body changes);
+    the others keep stamp 1000, or what `held` gives them."""
+    moved = json.loads(metadata(1000))
+    for other, other_stamp in held.items():
+        moved[other.value]["last_updated"] = other_stamp
+    moved[category.value]["last_updated"] = stamp
+    server.script(
+        "/api/model_references/v2/metadata/metadata", Reply(body=json.dumps(moved).encode())
+    )
+    server.script(v2_path(category), Reply(body=records(category, 4, tag=tag)))
 
 
 def github_path(category: MODEL_REFERENCE_CATEGORY, file: str) -> str:

@@ -1,4 +1,5 @@
-"""Child processes whose JSON log lines are collected: the real CLI, and the daemon (`run`)."""
+"""Child processes: the CLI run to its end (`run_cli`), and those whose JSON log lines are
+collected while they run: the real CLI, and the daemon (`run`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,31 @@ import pytest
 from tests.environment import free_port
 
 Event = dict[str, Any]
+CLI = (sys.executable, "-m", "horde_replica_sync")
+"""The CLI as the console script runs it, in a fresh interpreter."""
+CLI_TIMEOUT_SECONDS = 120.0
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = CLI_TIMEOUT_SECONDS,
+) -> subprocess.CompletedProcess[str]:
+    """`horde-replica-sync ARGS` to its end in a fresh interpreter, output captured; `env`
+    replaces the environment (None: this process's). A hang fails the test, naming the command."""
+    try:
+        return subprocess.run(
+            [*CLI, *args],
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"horde-replica-sync {' '.join(args)} did not finish in {exc.timeout} s")
 
 
 class LoggedProcess:
@@ -102,7 +129,7 @@ class DaemonProcess(LoggedProcess):
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.port = free_port()
-        argv = [sys.executable, "-m", "horde_replica_sync", "run", *args]
+        argv = [*CLI, "run", *args]
         super().__init__([*argv, "--metrics-addr", f"127.0.0.1:{self.port}"], env)
 
     def get(self, path: str) -> tuple[int, str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.store import ReplicaStore
 from tests.faultserver import FaultServer, Reply, records, running, script_primary, v2_path
+from tests.processes import run_cli
 
 
 @pytest.fixture(name="server")
@@ -20,18 +19,6 @@ def _server() -> Iterator[FaultServer]:
     with running() as server:
         script_primary(server)
         yield server
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh interpreter, as the console script would."""
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def sync_args(server: FaultServer, replica: Path, *extra: str) -> list[str]:

@@ -25,6 +25,7 @@ from horde_replica_sync.config import (
 )
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.upstream_env import UPSTREAM_PREFIX
+from tests.processes import run_cli
 
 C = MODEL_REFERENCE_CATEGORY
 
@@ -589,14 +590,7 @@ def check_config(*args: str, **variables: str) -> subprocess.CompletedProcess[st
     """`horde-replica-sync check-config ARGS` in its own process (no config file found)."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("HORDE_", "AIWORKER_"))}
     env.update(variables, XDG_CONFIG_HOME="/nonexistent-config-dir")
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", "check-config", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("check-config", *args, env=env)
 
 
 class TestCheckConfigCommand:

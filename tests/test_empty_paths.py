@@ -7,7 +7,6 @@ empty path exits 78 naming the variable (or flag, or key), and nothing is writte
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from horde_replica_sync.cli import EXIT_CONFIG
 from tests.environment import clean_env
 from tests.faultserver import FaultServer, running, script_primary
+from tests.processes import run_cli
 
 
 @pytest.fixture(name="server")
@@ -37,15 +37,8 @@ def sync_in(
         HORDE_REPLICA_REPLICA_DIR=str(cwd.parent / "replica"),
         XDG_CONFIG_HOME=str(cwd.parent / "xdg"),
     )
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", "sync", "--once", *args],
-        env={k: v for k, v in {**base, **env}.items() if v is not None},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    variables = {k: v for k, v in {**base, **env}.items() if v is not None}
+    return run_cli("sync", "--once", *args, env=variables, cwd=cwd)
 
 
 @pytest.fixture(name="cwd")

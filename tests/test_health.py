@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -26,6 +25,7 @@ from horde_replica_sync.health import (
     probe_url,
 )
 from tests.environment import clean_env
+from tests.processes import run_cli
 
 DEADLINE = 1.0  # seconds a client may take to send its request and read the answer
 ALIVE = Verdict(ok=True, detail={"loop_silent_seconds": 0.1})
@@ -98,15 +98,7 @@ def raw(server: HealthServer, request: bytes) -> bytes:
 
 def healthcheck(metrics_addr: str) -> subprocess.CompletedProcess[str]:
     """`horde-replica-sync healthcheck --metrics-addr ADDR` in a fresh interpreter."""
-    argv = [sys.executable, "-m", "horde_replica_sync", "healthcheck"]
-    return subprocess.run(
-        [*argv, "--metrics-addr", metrics_addr],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_cli("healthcheck", "--metrics-addr", metrics_addr, env=clean_env(), timeout=30)
 
 
 def dropped_within(sock: socket.socket, seconds: float) -> float:

@@ -377,23 +377,15 @@ class TestCommandNeverShown:
 
     def test_check_config_shows_only_the_program(self, tmp_path: Path) -> None:
         import json
-        import subprocess
-        import sys
 
         from tests.environment import clean_env
+        from tests.processes import run_cli
 
         command = "curl -H 'Authorization: Bearer s3cr3t-hook-token' http://worker.test/reload"
         env = clean_env(HORDE_REPLICA_ON_CHANGE_COMMAND=command)
         for extra in ([], ["--json"]):
-            shown = subprocess.run(
-                [sys.executable, "-m", "horde_replica_sync", "check-config", *extra],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=tmp_path,
-                timeout=60,
-                check=True,
-            )
+            shown = run_cli("check-config", *extra, env=env, cwd=tmp_path)
+            assert shown.returncode == 0, shown.stderr
             assert "s3cr3t-hook-token" not in shown.stdout + shown.stderr
             assert "curl (+3 arguments, not shown)" in shown.stdout
         assert json.loads(shown.stdout)["on_change_command"]["value"].startswith("curl")

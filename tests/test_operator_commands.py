@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from horde_replica_sync.catalogs import ALL_NAMES
 from horde_replica_sync.freshness import layer_keys
 from tests.environment import free_port
 from tests.faultserver import FaultServer, running, script_primary
+from tests.processes import run_cli
 
 
 @pytest.fixture(name="server")
@@ -28,14 +28,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     """Run the CLI in a fresh interpreter with a clean settings environment."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("HORDE_REPLICA_")}
     base["XDG_CONFIG_HOME"] = "/nonexistent"  # never pick up a developer's own config
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**base, **(env or {})},
-        check=False,
-    )
+    return run_cli(*args, env={**base, **(env or {})})
 
 
 class TestStatus:
@@ -139,15 +132,7 @@ class TestWhere:
         common = ["--primary-url", f"{server.url}/api", "--categories", "esrgan"]
 
         def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "horde_replica_sync", *args],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env={**env_without_cache_home, **env},
-                cwd=cwd,
-                check=False,
-            )
+            return run_cli(*args, env={**env_without_cache_home, **env}, cwd=cwd)
 
         synced = run("sync", "--once", *common, cwd=tmp_path)
         assert synced.returncode == 0, synced.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from horde_replica_sync.config import load_settings
 from horde_replica_sync.errors import ConfigError, SourceUnavailable
 from horde_replica_sync.redact import redact_url
+from tests import processes
 
 
 class TestRedactUrl:
@@ -135,20 +135,12 @@ def test_a_traceback_quoting_a_careless_password_loses_it() -> None:
     assert scrubbed == "InvalidURL: cannot use http://***@proxy.test:3128 'now'"
 
 
-def run_cli(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+def isolated_cli(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
     """The CLI in its own process, with only `variables` among the proxy and our settings."""
     names = ("HORDE_", "AIWORKER_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(names)}
     env.update(variables, XDG_CONFIG_HOME=str(tmp_path / "no-config"))
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return processes.run_cli(*args, env=env, cwd=tmp_path)
 
 
 class TestCarelessPasswordsInProcesses:
@@ -158,7 +150,7 @@ class TestCarelessPasswordsInProcesses:
     def test_upstream_primary_url_alias(self, tmp_path: Path) -> None:
         """check-config --json used to print it whole (the parser saw no userinfo)."""
         url = "https://user:pa/SECRET@models.test/api"
-        result = run_cli(
+        result = isolated_cli(
             tmp_path, "check-config", "--json", HORDE_MODEL_REFERENCE_PRIMARY_API_URL=url
         )
         assert result.returncode == 78, result.stdout + result.stderr
@@ -179,7 +171,7 @@ class TestCarelessPasswordsInProcesses:
         ImportError for SOCKS) in an unexpected_error traceback, exit 1; now the variable is
         named with what to do, and the run never starts."""
         replica = tmp_path / "r"
-        result = run_cli(
+        result = isolated_cli(
             tmp_path,
             *("sync", "--once", "--no-fallback", "--categories", "esrgan"),
             *("--primary-url", "http://127.0.0.1:9/api", "--replica-dir", str(replica)),

@@ -8,44 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, tzinfo
 
-import apscheduler.executors.base
-import apscheduler.schedulers.base
-import apscheduler.triggers.interval
 import pytest
 
-from horde_replica_sync import scheduler
 from horde_replica_sync.scheduler import Ticker
+from tests.fakes import Wall
 
 HOUR = 3600.0
 INTERVAL = 0.5
-REAL_DATETIME = datetime
-
-
-class Wall:
-    """The process's wall clock as a test steps it."""
-
-    offset = 0.0
-
-
-class SteppedDatetime(datetime):
-    @classmethod
-    def now(cls, tz: tzinfo | None = None) -> SteppedDatetime:
-        stepped = REAL_DATETIME.now(tz) + timedelta(seconds=Wall.offset)
-        return cls.fromtimestamp(stepped.timestamp(), tz)
 
 
 @pytest.fixture(autouse=True)
 def _stepped_wall(monkeypatch: pytest.MonkeyPatch) -> None:
-    Wall.offset = 0.0
-    for module in (
-        apscheduler.schedulers.base,
-        apscheduler.executors.base,
-        apscheduler.triggers.interval,
-        scheduler,
-    ):
-        monkeypatch.setattr(module, "datetime", SteppedDatetime)
+    Wall.install(monkeypatch)
 
 
 async def _ticks_around_steps(*steps: float) -> tuple[list[int], int]:
@@ -97,7 +72,11 @@ async def _ticks_after_a_suspend(seconds: float) -> int:
     """Ticks in the 1.5 s after the host slept `seconds` (interval 5 s, grace 1 s)."""
     ticks = [0]
     ticker = Ticker(
-        lambda: ticks.__setitem__(0, ticks[0] + 1), interval=5.0, jitter=0.0, misfire_grace=1.0
+        lambda: ticks.__setitem__(0, ticks[0] + 1),
+        interval=5.0,
+        jitter=0.0,
+        misfire_grace=1.0,
+        elapsed=Boot.elapsed,
     )
     ticker.start()
     await asyncio.sleep(0.3)  # the first tick, at once
@@ -109,11 +88,10 @@ async def _ticks_after_a_suspend(seconds: float) -> int:
     return ticks[0] - before
 
 
-def test_a_suspend_longer_than_the_grace_is_a_run_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_suspend_longer_than_the_grace_is_a_run_at_once() -> None:
     """After a suspend the replica is as old as the sleep, but APScheduler drops the tick it
     missed by more than the grace and the backstop counts awake time only: no run for up to
     1.5 intervals (an hour and a half at `interval_seconds = 3600`). Noticed within a second."""
     Boot.slept = 0.0
-    monkeypatch.setattr(scheduler, "ELAPSED", Boot.elapsed, raising=False)
     assert asyncio.run(_ticks_after_a_suspend(HOUR)) == 1
     assert asyncio.run(_ticks_after_a_suspend(0.0)) == 0  # no sleep, no extra run

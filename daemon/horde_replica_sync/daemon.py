@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from horde_replica_sync import __version__, logs, signals
 from horde_replica_sync.catalogs import ALL_NAMES
-from horde_replica_sync.clock import SYSTEM
+from horde_replica_sync.clock import ELAPSED, SYSTEM, Clock
 from horde_replica_sync.config import Settings, describe_setting
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.freshness import UNSHOWN_CAUSE, layer_keys, staleness
@@ -37,7 +37,7 @@ from horde_replica_sync.hook import ChangeHook, HookCommand, announce
 from horde_replica_sync.metrics import Metrics
 from horde_replica_sync.notify import Notifier
 from horde_replica_sync.report import LayerKey, SyncReport
-from horde_replica_sync.runtime import build_engine, make_client
+from horde_replica_sync.runtime import ClientFactory, build_engine, make_client
 from horde_replica_sync.scheduler import Ticker
 from horde_replica_sync.store import ReplicaStore
 
@@ -52,7 +52,12 @@ RELOAD_SPACING_SECONDS = 1.0
 
 
 class Daemon:
-    """Keeps one replica fresh until stopped."""
+    """Keeps one replica fresh until stopped.
+
+    The seams are for in-process tests: `client_factory` (a fake transport instead of the
+    network), `clock` (the steady now of stamps and /readyz), `monotonic` (reload spacing,
+    the heartbeat, a run's age), `wall` and `elapsed` (the ticker's wall steps and suspends).
+    """
 
     def __init__(
         self,
@@ -63,6 +68,10 @@ class Daemon:
         registry: CollectorRegistry | None = None,
         handle_signals: bool = True,
         clock: Callable[[], float] = SYSTEM.now,
+        client_factory: ClientFactory = make_client,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Clock = SYSTEM,
+        elapsed: Callable[[], float] = ELAPSED,
     ) -> None:
         self.settings = settings
         self.requests = signals.Requests()
@@ -71,7 +80,11 @@ class Daemon:
         self._registry = registry or CollectorRegistry()
         self._handle_signals = handle_signals
         self._clock = clock
-        self._heartbeat = time.monotonic()
+        self._client_factory = client_factory
+        self._monotonic = monotonic
+        self._wall = wall
+        self._elapsed = elapsed
+        self._heartbeat = monotonic()
         self._run_started: float | None = None
         self._succeeded = self._ready_sent = False
         # Not yet named to the hook since start: each is, by the first run that holds it.
@@ -89,9 +102,9 @@ class Daemon:
         with store.locked():
             for stale in store.remove_stale_temps():
                 log.info("store.stale_temp_removed", path=str(stale))
-            async with make_client(self.settings) as client:
+            async with self._client_factory(self.settings) as client:
                 self._client: httpx.AsyncClient = client
-                self.engine = build_engine(self.settings, client)
+                self.engine = build_engine(self.settings, client, clock=self._clock)
                 self.engine.witness = self._witness
                 await self._serve_with_engine()
         log.info("daemon.stopped", config=self.settings.model_dump(mode="json"))
@@ -120,6 +133,8 @@ class Daemon:
             jitter=self.settings.interval_jitter_seconds,
             misfire_grace=self.settings.misfire_grace_seconds,
             on_clock_step=self._metrics.clock_steps.inc,
+            clock=self._wall,
+            elapsed=self._elapsed,
         )
         self._announce_if_ready("replica valid from disk")
         helpers = [asyncio.create_task(self._beat()), asyncio.create_task(self._watchdog())]
@@ -173,7 +188,7 @@ class Daemon:
 
     async def _run(self, forced: bool) -> bool:
         """One sync; False when a stop interrupted it."""
-        self._run_started = time.monotonic()
+        self._run_started = self._monotonic()
         run = asyncio.create_task(self.engine.run(force=forced))
         stopper = asyncio.create_task(self.requests.stopped.wait())
         try:
@@ -217,7 +232,7 @@ class Daemon:
         One asked for sooner is put off to then (one wake-up, however many SIGHUPs came)."""
         if not self.requests.reload:
             return False
-        wait = self._reloaded_at + RELOAD_SPACING_SECONDS - time.monotonic()
+        wait = self._reloaded_at + RELOAD_SPACING_SECONDS - self._monotonic()
         if wait <= 0:
             return self.requests.take_reload()
         if self._reload_timer is None:
@@ -229,7 +244,7 @@ class Daemon:
         self.requests.request()  # the reload flag is still up
 
     async def _reload(self) -> None:
-        self._reloaded_at = time.monotonic()
+        self._reloaded_at = self._monotonic()
         try:
             new = self._reload_settings()
         except ConfigError as exc:
@@ -240,8 +255,8 @@ class Daemon:
             log.error("config.reload_refused", needs_restart=fixed, kept="the running config")
             return
         changed = _changed(self.settings, new)
-        old_client, self._client = self._client, make_client(new)
-        self.engine = build_engine(new, self._client, previous=self.engine)
+        old_client, self._client = self._client, self._client_factory(new)
+        self.engine = build_engine(new, self._client, previous=self.engine, clock=self._clock)
         self.engine.witness = self._witness
         await old_client.aclose()
         self.settings = new
@@ -302,7 +317,7 @@ class Daemon:
         ]
 
     def _alive(self) -> Verdict:
-        silent = time.monotonic() - self._heartbeat
+        silent = self._monotonic() - self._heartbeat
         return Verdict(silent < ALIVE_WITHIN_SECONDS, {"loop_silent_seconds": round(silent, 3)})
 
     def _announce_if_ready(self, why: str) -> None:
@@ -313,7 +328,7 @@ class Daemon:
 
     async def _beat(self) -> None:
         while True:
-            self._heartbeat = time.monotonic()
+            self._heartbeat = self._monotonic()
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _watchdog(self) -> None:
@@ -324,7 +339,7 @@ class Daemon:
         bound = self.settings.run_timeout_seconds + self.settings.shutdown_timeout_seconds
         while True:
             started = self._run_started
-            if started is None or time.monotonic() - started < bound:
+            if started is None or self._monotonic() - started < bound:
                 self._notifier.watchdog()
             await asyncio.sleep(seconds / 2)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -15,6 +15,7 @@ from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.catalog_sync import CatalogRules
 from horde_replica_sync.catalogs import categories_of
 from horde_replica_sync.chain import SourceChain
+from horde_replica_sync.clock import SYSTEM
 from horde_replica_sync.config import Settings
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
@@ -27,6 +28,9 @@ from horde_replica_sync.sources.tls import ssl_context
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine, SyncOptions
 
+ClientFactory = Callable[[Settings], httpx.AsyncClient]
+"""How the daemon gets a client for its settings (at start and on each reload)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunFlags:
@@ -37,17 +41,20 @@ class RunFlags:
     allow_shrink: bool = False
 
 
-def make_client(settings: Settings) -> httpx.AsyncClient:
+def make_client(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """The one pooled client every source shares. Redirects are errors, not surprises.
 
     TLS trusts the system store plus `ca_bundle`; only encodings whose decoding is bounded
-    are asked for. Proxies come from the environment (`*_PROXY`, `NO_PROXY`).
+    are asked for. Proxies come from the environment (`*_PROXY`, `NO_PROXY`). A `transport`
+    (tests: an in-process fake) replaces the network, with every other choice kept.
     """
     verify = ssl_context(settings.ca_bundle)
     # What the client itself can refuse is the environment's proxy URL; httpx's message
     # quotes that URL, so it is never shown.
     try:
-        return _client(settings, verify)
+        return _client(settings, verify, transport)
     except ImportError:  # httpx imports socksio only for a socks5:// proxy
         why = "names a SOCKS proxy, which needs the socksio package (pip install 'httpx[socks]')"
         raise ConfigError(_unusable_proxy(why)) from None
@@ -65,8 +72,12 @@ def _unusable_proxy(why: str) -> str:
     return f"a proxy variable ({', '.join(proxies)}) {why}"
 
 
-def _client(settings: Settings, verify: ssl.SSLContext) -> httpx.AsyncClient:
+def _client(
+    settings: Settings, verify: ssl.SSLContext, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
+        transport=transport,
+        trust_env=transport is None,  # a fake transport is the whole network: no proxy mounts
         timeout=httpx.Timeout(settings.request_timeout_seconds),
         follow_redirects=False,
         verify=verify,
@@ -84,8 +95,9 @@ def build_engine(
     flags: RunFlags = RunFlags(),
     *,
     previous: SyncEngine | None = None,
+    clock: Callable[[], float] = SYSTEM.now,
 ) -> SyncEngine:
-    """Wire store, backend, sources, chain and engine from `settings`.
+    """Wire store, backend, sources, chain and engine from `settings`; stamps read `clock`.
 
     With `previous` (a config reload), its backend (the cache and its counters) and its state
     carry over, so nothing is re-downloaded and no metric resets.
@@ -130,6 +142,7 @@ def build_engine(
             store,
             categories=categories_of(settings.categories),
             cache_ttl_seconds=settings.cache_ttl_seconds,
+            clock=clock,
         )
         backend.warm_from_disk(state)
     else:
@@ -156,6 +169,7 @@ def build_engine(
         options=options,
         state=state,
         dry_run=flags.dry_run,
+        clock=clock,
     )
 
 

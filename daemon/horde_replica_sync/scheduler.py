@@ -25,7 +25,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from horde_replica_sync.clock import ELAPSED, SYSTEM
+from horde_replica_sync.clock import ELAPSED, SYSTEM, Clock
 
 JOB_ID = "sync"
 MIN_MARGIN_SECONDS = 1.0
@@ -45,8 +45,14 @@ class Ticker:
         jitter: float,
         misfire_grace: float,
         on_clock_step: Callable[[], None] = lambda: None,
+        clock: Clock = SYSTEM,
+        elapsed: Callable[[], float] = ELAPSED,
     ) -> None:
+        """`clock` tells wall steps apart (logged) and `elapsed` counts a suspend of the host
+        (CLOCK_BOOTTIME); tests pass their own to step or suspend in-process."""
         self._on_due = on_due
+        self._clock = clock
+        self._elapsed = elapsed
         self._on_clock_step = on_clock_step
         self._jitter = jitter
         self._misfire_grace = misfire_grace
@@ -54,7 +60,7 @@ class Ticker:
         self._backstop: asyncio.TimerHandle | None = None
         self._suspend_check: asyncio.TimerHandle | None = None
         self._slept = 0.0  # seconds the host was suspended, as of the last check
-        self._offset_at_tick = SYSTEM.offset()
+        self._offset_at_tick = clock.offset()
         self.interval = interval
 
     def start(self) -> None:
@@ -73,7 +79,7 @@ class Ticker:
         )
         self._scheduler.start()
         self._arm_backstop()
-        self._slept = _slept()
+        self._slept = self._suspended()
         self._check_suspend()
 
     def set_interval(self, interval: float) -> None:
@@ -97,7 +103,7 @@ class Ticker:
         return self.interval + self._jitter + max(MIN_MARGIN_SECONDS, self.interval / 2)
 
     async def _tick(self) -> None:
-        self._offset_at_tick = SYSTEM.offset()
+        self._offset_at_tick = self._clock.offset()
         self._arm_backstop()
         self._on_due()
 
@@ -111,14 +117,14 @@ class Ticker:
         log.warning(
             "scheduler.clock_step",
             overdue_seconds=round(self.overdue_after, 3),
-            wall_step_seconds=round(SYSTEM.offset() - self._offset_at_tick, 3),
+            wall_step_seconds=round(self._clock.offset() - self._offset_at_tick, 3),
             action="running now and rescheduling from now",
         )
         self._on_clock_step()
         self._run_now()
 
     def _check_suspend(self) -> None:
-        total = _slept()
+        total = self._suspended()
         slept, self._slept = total - self._slept, total
         if slept >= MIN_MARGIN_SECONDS:
             log.warning(
@@ -135,11 +141,10 @@ class Ticker:
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
         self._arm_backstop()
 
+    def _suspended(self) -> float:
+        """Seconds the host was suspended since boot: CLOCK_BOOTTIME counts them, the loop's
+        CLOCK_MONOTONIC does not (0 where there is no BOOTTIME)."""
+        return self._elapsed() - asyncio.get_running_loop().time()
+
     def _trigger(self, interval: float) -> IntervalTrigger:
         return IntervalTrigger(seconds=interval, jitter=self._jitter or None, timezone=UTC)
-
-
-def _slept() -> float:
-    """Seconds the host was suspended since boot: CLOCK_BOOTTIME counts them, the loop's
-    CLOCK_MONOTONIC does not (0 where there is no BOOTTIME)."""
-    return ELAPSED() - asyncio.get_running_loop().time()

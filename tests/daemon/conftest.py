@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.environment import clean_env
+from tests.environment import daemon_env
 from tests.faultserver import FaultServer, running, script_primary
 from tests.processes import DaemonProcess
 
@@ -22,22 +22,7 @@ def _server() -> Iterator[FaultServer]:
 @pytest.fixture(name="daemon_env")
 def _daemon_env(server: FaultServer, tmp_path: Path) -> dict[str, str]:
     """Settings through the environment, as a container or unit file would pass them."""
-    env = clean_env(
-        HORDE_REPLICA_PRIMARY_URL=f"{server.url}/api",
-        HORDE_REPLICA_GITHUB_URL=server.url,
-        HORDE_REPLICA_GITHUB_FALLBACK="false",
-        HORDE_REPLICA_REPLICA_DIR=str(tmp_path / "replica"),
-        HORDE_REPLICA_CATEGORIES="esrgan,blip",
-        HORDE_REPLICA_INTERVAL_SECONDS="3600",
-        HORDE_REPLICA_INIT_INTERVAL_SECONDS="1",
-        HORDE_REPLICA_INTERVAL_JITTER_SECONDS="0",
-        HORDE_REPLICA_RETRY_INITIAL_SECONDS="0.01",
-        HORDE_REPLICA_RETRY_MAX_SECONDS="0.05",
-        HORDE_REPLICA_REQUEST_TIMEOUT_SECONDS="5",
-        HORDE_REPLICA_CONFIG=str(tmp_path / "config.toml"),
-    )
-    (tmp_path / "config.toml").write_text("# settings come from the environment in tests\n")
-    return env
+    return daemon_env(server.url, tmp_path)
 
 
 @pytest.fixture(name="start_daemon")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.faultserver import FaultServer, Reply
-from tests.processes import DaemonProcess
+from tests.processes import DaemonProcess, run_cli
 
 Start = Callable[..., DaemonProcess]
 METADATA = ("v1", "v2")
@@ -18,14 +16,7 @@ METADATA = ("v1", "v2")
 
 def status_of(daemon_env: dict[str, str]) -> dict[str, Any]:
     """`horde-replica-sync status --json` with the daemon's own settings."""
-    out = subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", "status", "--json"],
-        env=daemon_env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    out = run_cli("status", "--json", env=daemon_env, timeout=30)
     document: dict[str, Any] = json.loads(out.stdout)
     return document
 

@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
-from tests.faultserver import FaultServer, Reply, metadata, records, v2_path
-from tests.hookscript import calls, gone, overlapped, wait_for_calls, write_hook
-from tests.processes import DaemonProcess
+from tests.faultserver import FaultServer, Reply, change_upstream, metadata, v2_path
+from tests.hookscript import calls, gone, write_hook
+from tests.processes import DaemonProcess, run_cli
 
 Start = Callable[..., DaemonProcess]
 V2_METADATA = "/api/model_references/v2/metadata/metadata"
-
-
-def change_upstream(
-    server: FaultServer, category: C, stamp: int, tag: str, *, held: Mapping[C, int] = {}
-) -> None:
-    """The PRIMARY publishes a new version of `category` (metadata moves, the body changes);
-    the others keep stamp 1000, or what `held` gives them."""
-    moved = json.loads(metadata(1000))
-    for other, other_stamp in held.items():
-        moved[other.value]["last_updated"] = other_stamp
-    moved[category.value]["last_updated"] = stamp
-    server.script(V2_METADATA, Reply(body=json.dumps(moved).encode()))
-    server.script(v2_path(category), Reply(body=records(category, 4, tag=tag)))
 
 
 def start_hanging_hook(start_daemon: Start, pid_file: Path, **env: str) -> DaemonProcess:
@@ -52,27 +37,6 @@ def _hook(tmp_path: Path) -> tuple[Path, Path]:
 
 class TestAnnouncements:
     """Once at start, once per run that published changes, with the right categories."""
-
-    def test_once_at_start_then_per_change(
-        self, start_daemon: Start, server: FaultServer, hook: tuple[Path, Path], tmp_path: Path
-    ) -> None:
-        """Start: every category held; a change upstream: that category only."""
-        script, log = hook
-        daemon = start_daemon("--on-change", str(script), HOOK_LOG=str(log))
-        daemon.wait_for("hook.done", result="ok")
-        (first,) = calls(log)
-        assert first.changed == ("blip", "esrgan")
-        assert first.replica_dir == str(tmp_path / "replica")
-        daemon.signal(signal.SIGUSR1)  # a run that changes nothing announces nothing
-        daemon.wait_for("sync.run_done", forced=True)
-        change_upstream(server, C.esrgan, 2000, "changed")
-        daemon.signal(signal.SIGUSR1)
-        daemon.wait_for("hook.done", result="ok", count=2)
-        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("esrgan",)]
-        assert hook_runs(daemon, "ok") == 2
-        for result in ("failed", "timeout", "error", "coalesced"):
-            assert hook_runs(daemon, result) == 0, result
-        assert daemon.stop() == 0
 
     def test_restart_announces_again(self, start_daemon: Start, hook: tuple[Path, Path]) -> None:
         """A restart with nothing new upstream still announces once: no event is lost."""
@@ -105,35 +69,6 @@ class TestAnnouncements:
         second.wait_for("sync.run_done", count=2)  # a later run does not announce it again
         assert hook_runs(second, "ok") == 1
         assert second.stop() == 0
-
-    def test_slow_hook_and_two_changes_coalesce(
-        self, start_daemon: Start, server: FaultServer, hook: tuple[Path, Path]
-    ) -> None:
-        """Two changes while the hook runs: one follow-up with both, never two at once."""
-        script, log = hook
-        daemon = start_daemon("--on-change", str(script), HOOK_LOG=str(log), HOOK_SLEEP="3")
-        wait_for_calls(log, 1)  # the start-up announcement is running (for 3 s)
-        change_upstream(server, C.esrgan, 2000, "one")
-        daemon.signal(signal.SIGUSR1)
-        daemon.wait_for(
-            "sync.category_done", category="esrgan", layer="v2", outcome="updated", count=2
-        )
-        moved = json.loads(metadata(1000))
-        moved["esrgan"]["last_updated"] = 2000
-        moved["blip"]["last_updated"] = 3000
-        server.script(V2_METADATA, Reply(body=json.dumps(moved).encode()))
-        server.script(v2_path(C.blip), Reply(body=records(C.blip, 4, tag="two")))
-        daemon.signal(signal.SIGUSR1)
-        daemon.wait_for(
-            "sync.category_done", category="blip", layer="v2", outcome="updated", count=2
-        )
-        assert len(calls(log)) == 1  # the sync runs did not wait for the hook
-        daemon.wait_for("hook.done", result="ok", count=2, timeout=15)
-        assert [c.changed for c in calls(log)] == [("blip", "esrgan"), ("blip", "esrgan")]
-        assert not overlapped(log)
-        assert hook_runs(daemon, "coalesced") == 1
-        assert hook_runs(daemon, "ok") == 2
-        assert daemon.stop() == 0
 
     def test_reload_sets_the_command_for_the_next_run(
         self,
@@ -226,17 +161,6 @@ class TestBadHooks:
         assert daemon.stop() == 0
         assert time.monotonic() - sent < 4
         assert gone(int(pid_file.read_text()))
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 class TestCommandLine:

@@ -17,7 +17,7 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from tests.deploy.conftest import CONFIG_DIR, clean_env, http_get, require_tool
-from tests.environment import free_port
+from tests.environment import daemon_env, free_port
 from tests.faultserver import FaultServer, Reply, v1_path, v2_path
 from tests.processes import DaemonProcess
 
@@ -126,23 +126,16 @@ def eventually(what: str, probe: Callable[[], T | None], timeout: float, log: Pa
 
 @pytest.fixture(name="daemon")
 def _daemon(primary: FaultServer, tmp_path: Path) -> Iterator[DaemonProcess]:
-    (tmp_path / "config.toml").write_text("# settings come from the environment\n")
-    env = clean_env(
-        HORDE_REPLICA_PRIMARY_URL=f"{primary.url}/api",
-        HORDE_REPLICA_GITHUB_FALLBACK="false",
-        HORDE_REPLICA_REPLICA_DIR=str(tmp_path / "replica"),
+    env = daemon_env(
+        primary.url,
+        tmp_path,
         HORDE_REPLICA_CATEGORIES=",".join(c.value for c in CATEGORIES),
         HORDE_REPLICA_INTERVAL_SECONDS="1",
-        HORDE_REPLICA_INIT_INTERVAL_SECONDS="1",
-        HORDE_REPLICA_INTERVAL_JITTER_SECONDS="0",
         HORDE_REPLICA_MAX_STALENESS_SECONDS=str(STALE_AFTER),
         # Short, so that during the outage cached layers expire and their fetches fail too
         # (within the TTL a metadata outage alone only shows as staleness).
         HORDE_REPLICA_CACHE_TTL_SECONDS="2",
-        HORDE_REPLICA_RETRY_INITIAL_SECONDS="0.01",
-        HORDE_REPLICA_RETRY_MAX_SECONDS="0.05",
         HORDE_REPLICA_REQUEST_TIMEOUT_SECONDS="2",
-        HORDE_REPLICA_CONFIG=str(tmp_path / "config.toml"),
     )
     daemon = DaemonProcess([], env)
     yield daemon

@@ -28,7 +28,7 @@ import pytest
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.store import ReplicaStore, sha256_hex
-from tests.environment import clean_env
+from tests import environment
 from tests.faultserver import FaultServer, Reply, metadata, records, script_primary, v2_path
 from tests.processes import DaemonProcess, Event
 
@@ -84,26 +84,14 @@ class SwitchableServer(FaultServer):
 
 def daemon_env(server: FaultServer, root: Path, **extra: str) -> dict[str, str]:
     """The environment of a matrix daemon: esrgan only, a 1 s schedule, fast retries."""
-    config = root / "config.toml"
-    config.write_text("# settings come from the environment in tests\n")
-    env = clean_env(
-        HORDE_REPLICA_CONFIG=str(config),
-        HORDE_REPLICA_PRIMARY_URL=f"{server.url}/api",
-        HORDE_REPLICA_GITHUB_URL=server.url,
-        HORDE_REPLICA_GITHUB_FALLBACK="false",
-        HORDE_REPLICA_REPLICA_DIR=str(root / "replica"),
-        HORDE_REPLICA_CATEGORIES="esrgan",
-        HORDE_REPLICA_INTERVAL_SECONDS="1",
-        HORDE_REPLICA_INIT_INTERVAL_SECONDS="1",
-        HORDE_REPLICA_INTERVAL_JITTER_SECONDS="0",
-        HORDE_REPLICA_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT_SECONDS),
-        HORDE_REPLICA_RETRY_ATTEMPTS="2",
-        HORDE_REPLICA_RETRY_INITIAL_SECONDS="0.01",
-        HORDE_REPLICA_RETRY_MAX_SECONDS="0.05",
-        HORDE_REPLICA_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
-    )
-    env.update(extra)
-    return env
+    matrix = {
+        "HORDE_REPLICA_CATEGORIES": "esrgan",
+        "HORDE_REPLICA_INTERVAL_SECONDS": "1",
+        "HORDE_REPLICA_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_SECONDS),
+        "HORDE_REPLICA_RETRY_ATTEMPTS": "2",
+        "HORDE_REPLICA_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+    }
+    return environment.daemon_env(server.url, root, **{**matrix, **extra})
 
 
 def started_at(event: Event) -> float:

@@ -27,23 +27,11 @@ from horde_replica_sync.errors import ConfigError, ErrorKind
 from tests.environment import clean_env, free_port
 from tests.faults.conftest import SyncFn
 from tests.faultserver import FaultServer, Reply, metadata, running, script_primary, v2_path
-from tests.processes import DaemonProcess
+from tests.processes import DaemonProcess, run_cli
 
 USER, PASSWORD = "worker-7", "s3cr3t-Pa55"
 ONE = "esrgan"
 MIB = 1024 * 1024
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
 
 
 def with_userinfo(url: str) -> str:
@@ -84,7 +72,7 @@ class TestCredentialsInUrls:
                 HORDE_REPLICA_RETRY_MAX_SECONDS="0.02",
             )
             commands = (["sync", "--once"], ["status"], ["status", "--json"], ["check-config"])
-            shown = [cli(*args, env=env) for args in (*commands, ["check-config", "--json"])]
+            shown = [run_cli(*args, env=env) for args in (*commands, ["check-config", "--json"])]
             daemon_log = self._daemon_log(env, tmp_path)
             assert server.requests, "the server saw no request"
             assert all(
@@ -129,7 +117,7 @@ class TestCredentialsInUrls:
     )
     def test_query_or_fragment_rejected(self, variable: str, url: str) -> None:
         """A query string or fragment in a base URL exits 78 naming it, the token unshown."""
-        result = cli("check-config", env=clean_env(**{variable: url}))
+        result = run_cli("check-config", env=clean_env(**{variable: url}))
         assert result.returncode == 78, result.stdout
         assert variable.removeprefix("HORDE_REPLICA_").lower() in result.stderr
         assert "tok3n-123" not in result.stdout + result.stderr
@@ -271,7 +259,7 @@ class TestTls:
         bundle = tmp_path / "ca.pem"
         if content is not None:
             bundle.write_bytes(content)
-        result = cli("check-config", env=clean_env(HORDE_REPLICA_CA_BUNDLE=str(bundle)))
+        result = run_cli("check-config", env=clean_env(HORDE_REPLICA_CA_BUNDLE=str(bundle)))
         assert result.returncode == 78, result.stdout
         assert "ca_bundle" in result.stderr and "HORDE_REPLICA_CA_BUNDLE" in result.stderr
 

@@ -6,8 +6,6 @@ The new stamp must never be recorded for those bytes, and the daemon must say wh
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from tests.faultserver import FaultServer
 from tests.fleet.test_cache_poisoning import NEW, OLD, body, serve
 from tests.harness.site_cache import METADATA_MAX_AGE_SECONDS, SiteCache
 from tests.interop.peer import STATE_DIR_NAME, run_sync
+from tests.processes import run_cli
 
 ESRGAN: Final = MODEL_REFERENCE_CATEGORY.esrgan
 IGNORE_QUERY: Final = (
@@ -58,14 +57,7 @@ def test_a_cache_ignoring_query_strings_never_gets_the_new_stamp_recorded(
     assert older and "ignores query strings" in older[-1]["detail"], run.describe()
     assert (replica / "esrgan.json").read_bytes() == body(OLD)
     where = ("--replica-dir", str(replica), "--categories", ESRGAN.value)
-    status = subprocess.run(
-        [sys.executable, "-m", "horde_replica_sync", "status", "--json", *where],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    status = run_cli("status", "--json", *where, env=clean_env())
     assert status.returncode == 1, status.stdout + status.stderr  # `status` agrees with /readyz
     rows = {row["layer"]: row for row in json.loads(status.stdout)["layers"]}
     assert "ignores query strings" in (rows["v2"]["problem"] or "")

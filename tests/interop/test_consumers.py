@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +32,7 @@ from tests.interop.peer import (
     SyncedReplica,
     peer_python,
 )
+from tests.processes import run_cli
 
 pytestmark = pytest.mark.peer
 
@@ -217,17 +217,7 @@ REPO_VARIABLES: Final = tuple(
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`python -m horde_replica_sync ARGS` with `env` on top of a clean environment, no flags."""
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "horde_replica_sync", *args],
-            env=clean_env(**env),
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"horde-replica-sync {' '.join(args)} did not finish in {exc.timeout}s")
+    return run_cli(*args, env=clean_env(**env), timeout=CLI_TIMEOUT_SECONDS)
 
 
 def worker_env_file(cache_home: Path, **variables: str) -> dict[str, str]:
