@@ -14,12 +14,13 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.convert import convert_legacy, convertible
 from horde_replica_sync.errors import InvalidPayload
-from horde_replica_sync.record_rules import rule_for, unusable_records
+from horde_replica_sync.record_rules import count_usable, rule_for, unusable_records
 from horde_replica_sync.validation import parse_json_records
 from tests.environment import shared_dir
 
@@ -233,3 +234,74 @@ class TestTolerantOfWhatIsNew:
         download = [{"file_name": "c.safetensors", "file_url": "https://x/c"}]
         data = {"control_canny": {"name": "canny", "config": {"download": download}}}
         assert check(C.controlnet, data) == 1
+
+
+# Values each field is set to in turn: every JSON type, and the strings and numbers pydantic's
+# lax mode converts (the two paths must agree on those too).
+_VALUES: tuple[Any, ...] = (
+    "x", "", "true", "1", "1.5", 0, 1, -1, 1.0, 1.5, 1e30, True, False, None,
+    [], ["a"], [{"file_name": "f", "file_url": "u"}], {}, {"domain": "d", "purpose": "p"},
+)  # fmt: skip
+
+
+def _leaf_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a record (object keys, list indexes), the record's own fields first."""
+    if isinstance(value, dict):
+        children: list[tuple[Any, Any]] = list(value.items())
+    elif isinstance(value, list):
+        children = list(enumerate(value))
+    else:
+        return [path]
+    found = [path] if path else []
+    for key, child in children:
+        found += _leaf_paths(child, (*path, key))
+    return found
+
+
+def _set(record: Records, path: tuple[Any, ...], value: Any) -> Records:
+    changed = copy.deepcopy(record)
+    target = changed
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return changed
+
+
+class TestTwoParsers:
+    """A v2 body is validated by pydantic's JSON parser first, and only what it refuses is
+    judged again from `json.loads`' dict (validation.py). The first must never accept what
+    the second refuses, or a body the daemon used to refuse would now be published."""
+
+    @pytest.mark.parametrize("category", CONVERTIBLE, ids=str)
+    def test_json_path_accepts_nothing_the_dict_path_refuses(
+        self, real: dict[C, Records], category: C
+    ) -> None:
+        key = first_key(real[category])
+        record = real[category][key]
+        compared = 0
+        for path in _leaf_paths(record):
+            for value in _VALUES:
+                text = json.dumps({key: _set(record, path, value), "other": record})
+                try:
+                    count = count_usable(category, text)
+                except ValidationError:
+                    continue  # judged again the json way: the old verdict, whatever it is
+                assert unusable_records(category, json.loads(text)) == [], (path, value)
+                assert count == 2
+                compared += 1
+        assert compared > 0
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param('{"a": {"name": "\\ud800"}}', id="lone-surrogate"),
+            pytest.param('{"a": {"name": "\\ude00\\ud83d"}}', id="reversed-surrogates"),
+            pytest.param('{"a": {"name": "a", "x": ' + "[" * 250 + "]" * 250 + "}}", id="deep"),
+        ],
+    )
+    def test_what_only_json_accepts_is_still_accepted(self, text: str) -> None:
+        """pydantic's parser refuses these; `json` accepts them, and so does the daemon."""
+        with pytest.raises(ValidationError):
+            count_usable(C.lora, text)  # lora needs only a name: the parser refuses
+        assert parse_json_records(WHAT, text.encode()).records == 1
+        assert parse_json_records(WHAT, text.encode(), category=C.lora, layer=Layer.V2).records == 1

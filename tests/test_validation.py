@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
+from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import InvalidPayload, ShrinkRefused
 from horde_replica_sync.validation import check_shrink, parse_json_records, parse_models_csv
 from tests.environment import shared_dir
@@ -107,6 +110,23 @@ class TestParseJsonRecords:
         assert payload.content == content
         assert payload.data is not None
         assert payload.records == len(payload.data) > 0
+
+    @pytest.mark.parametrize("layer", [Layer.LEGACY, Layer.V2])
+    def test_holds_no_parse_tree(self, layer: Layer) -> None:
+        """A payload keeps its bytes only (issue 22: a parse tree is ~10x the body in small
+        objects, and held across a run it kept the daemon's heap large); `data` parses."""
+        records = {f"m{i}": {"name": f"m{i}", "description": "d" * 20} for i in range(5000)}
+        content = json.dumps(records).encode()
+        parse_json_records(WHAT, b"{}", category=C.lora, layer=layer)  # first-use costs
+        tracemalloc.start()
+        try:
+            payload = parse_json_records(WHAT, content, category=C.lora, layer=layer)
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < len(content) // 10, f"{held} bytes held for a {len(content)}-byte body"
+        assert payload.records == 5000
+        assert payload.data == records
 
     def test_all_real_legacy_files_found(self) -> None:
         """The shared reference data holds the 10 legacy JSON files (9 image + db.json)."""

@@ -451,8 +451,6 @@ class _Checker:
             guard = self._max_shrink_fraction
             if guard is not None and relpath == spec_for(self._category).relpath(layer):
                 check_shrink(what, self._previous_records(layer, relpath), payload.records, guard)
-        if layer is Layer.LEGACY:  # cached as text only: let the parsed records go at once
-            payload = dataclasses.replace(payload, data=None)
         size = len(fetched.content) if downloaded is None else downloaded
         return DeliveredFile(relpath, payload, fetched.etag, size)
 

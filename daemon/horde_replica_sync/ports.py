@@ -93,13 +93,9 @@ class ReplicaCache(Protocol):
         ...
 
     def accept(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        data: dict[str, object] | None,
-        text: str | None = None,
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, content: bytes | None
     ) -> None:
-        """Cache what was just published (None: nothing there)."""
+        """Cache the bytes just published (None: nothing there)."""
         ...
 
     def invalidate(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> None:

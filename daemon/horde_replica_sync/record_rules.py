@@ -44,6 +44,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, Va
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 
 _TOLERANT = ConfigDict(extra="ignore")
+# pydantic's JSON parser keeps the strings it met in a process-wide cache (16,384 of them):
+# they stay resident and pin the heap a run's bodies passed through (issue 22).
+UNCACHED = ConfigDict(cache_strings=False)
 
 
 class _Download(BaseModel):
@@ -170,7 +173,7 @@ _RULES: Mapping[C, type[_Record]] = {
 _ADAPTERS: dict[C, TypeAdapter[dict[str, _Record]]] = {
     # One adapter per category validates a whole file in one call (fast) and reports every
     # error with its record key; mypy cannot see a type built from a variable.
-    category: TypeAdapter(dict[str, rule])  # type: ignore[valid-type]
+    category: TypeAdapter(dict[str, rule], config=UNCACHED)  # type: ignore[valid-type]
     for category, rule in _RULES.items()
 }
 
@@ -178,6 +181,12 @@ _ADAPTERS: dict[C, TypeAdapter[dict[str, _Record]]] = {
 def rule_for(category: C) -> type[BaseModel]:
     """The pydantic model a record of `category` must satisfy (for docs and tests)."""
     return _RULES[category]
+
+
+def count_usable(category: C, text: str) -> int:
+    """The records of a v2 file's `text`, every one usable, validated by pydantic's own JSON
+    parser (no Python parse tree); raises `ValidationError` when it refuses anything."""
+    return len(_ADAPTERS[category].validate_json(text))
 
 
 def unusable_records(category: C, data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -210,4 +219,4 @@ def _by_record(data: Mapping[str, Any], exc: ValidationError) -> list[tuple[str,
     return [(key, ", ".join(problems[key])) for key in keys]
 
 
-__all__ = ["rule_for", "unusable_records"]
+__all__ = ["UNCACHED", "count_usable", "rule_for", "unusable_records"]

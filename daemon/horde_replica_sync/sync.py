@@ -490,9 +490,7 @@ class SyncEngine:
             state.unproven_stamp = scope.stamps.get(category)
         else:
             self._confirm(category, state, scope, now)
-        # The v2 layer is cached parsed, the legacy layer as its text (see backends/replica.py).
-        text = main.payload.content.decode("utf-8") if layer is Layer.LEGACY else None
-        self.cache.accept(category, layer, main.payload.data, text)
+        self.cache.accept(category, layer, main.payload.content)
 
     def _confirm(
         self, category: MODEL_REFERENCE_CATEGORY, state: LayerState, scope: RunScope, now: float

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, Layer
 from horde_replica_sync.errors import InvalidPayload, ShrinkRefused
-from horde_replica_sync.record_rules import unusable_records
+from horde_replica_sync.record_rules import UNCACHED, count_usable, unusable_records
 
 
 class _Record(BaseModel):
@@ -33,16 +33,26 @@ class _Record(BaseModel):
     name: str
 
 
-_RECORDS: TypeAdapter[dict[str, _Record]] = TypeAdapter(dict[str, _Record])
+_RECORDS: TypeAdapter[dict[str, _Record]] = TypeAdapter(dict[str, _Record], config=UNCACHED)
 
 
 @dataclass(frozen=True, slots=True)
 class Payload:
-    """A body that passed validation, with what readers will see of it."""
+    """A body that passed validation: its bytes and how many records readers will see.
+
+    Only the bytes are held. A parse tree is tens of thousands of small objects; held across
+    a run's awaits, they are interleaved with what lives on, which keeps the allocator's
+    arenas from being returned (issue 22: resident memory). `data` parses on demand.
+    """
 
     content: bytes
-    data: dict[str, Any] | None  # parsed JSON object; None for CSV
     records: int
+    is_json: bool = True  # False for CSV
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """The parsed JSON object, a new one at each access; None for CSV."""
+        return load_json_object("a validated body", self.content.decode()) if self.is_json else None
 
 
 def parse_json_records(
@@ -56,18 +66,36 @@ def parse_json_records(
 
     With `category` and `layer=Layer.V2`, every record must also pass that category's rules
     (`record_rules`); otherwise (legacy, or no category) only the common bar applies.
+
+    pydantic validates the text itself first (no Python parse tree: a fraction of the
+    objects and time). Its JSON parser rejects a few bodies `json` accepts (lone surrogate
+    escapes, nesting beyond 200 levels), and its errors read differently, so whatever it
+    refuses is judged again the `json` way, which decides and words the error.
     """
-    data = load_json_object(what, decode_utf8(what, content))
+    text = decode_utf8(what, content)
+    try:
+        if category is not None and layer is Layer.V2:
+            return Payload(content, count_usable(category, text))
+        return Payload(content, len(_RECORDS.validate_json(text)))
+    except ValidationError:
+        return Payload(content, _parsed_records(what, text, category, layer))
+
+
+def _parsed_records(
+    what: str, text: str, category: MODEL_REFERENCE_CATEGORY | None, layer: Layer | None
+) -> int:
+    """`parse_json_records` through `json` and a dict: its record count, or its error."""
+    data = load_json_object(what, text)
     if category is not None and layer is Layer.V2:
         refused = unusable_records(category, data)
         if refused:
             raise InvalidPayload(what, describe_refused(refused, len(data)))
-        return Payload(content, data, len(data))
+        return len(data)
     try:
         _RECORDS.validate_python(data)
     except ValidationError as exc:
         raise InvalidPayload(what, f"bad record: {describe_validation_error(exc)}") from exc
-    return Payload(content, data, len(data))
+    return len(data)
 
 
 SHOWN_REFUSED = 3  # records named in the error; the rest are counted
@@ -93,7 +121,7 @@ def parse_models_csv(what: str, content: bytes) -> Payload:
     for number, row in enumerate(rows, start=2):
         if not (row.get("name") or "").strip():
             raise InvalidPayload(what, f"row {number} has no name")
-    return Payload(content, None, len(rows))
+    return Payload(content, len(rows), is_json=False)
 
 
 def load_json_object(what: str, text: str) -> dict[str, Any]:

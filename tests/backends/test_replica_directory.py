@@ -126,6 +126,26 @@ class TestReads:
         assert backend.get_legacy_json(C.esrgan) == json.loads(LEGACY)
         assert backend.get_legacy_json(C.lora) is None  # no legacy format at all
 
+    def test_published_v2_is_held_as_its_bytes_and_parsed_per_read(
+        self, store: ReplicaStore
+    ) -> None:
+        """What the engine publishes is held as bytes (issue 22: resident memory); every read
+        gets its own parsed dict, so one reader's changes never reach another."""
+        backend = backend_for(store)
+        backend.accept(C.esrgan, Layer.V2, ESRGAN)
+        first = backend.fetch_category(C.esrgan)
+        assert first == json.loads(ESRGAN)
+        assert first is not backend.fetch_category(C.esrgan)
+        assert backend.cache_counters().hits[C.esrgan] == 2  # served from the cache
+
+    def test_warm_start_holds_bytes_too(self, store: ReplicaStore) -> None:
+        """A warm entry reads like a fetched one."""
+        backend = backend_for(store)
+        backend.warm_from_disk(verified_state(FakeClock().now))
+        assert backend.fetch_category(C.esrgan) == json.loads(ESRGAN)
+        assert backend.get_legacy_json_string(C.esrgan) == LEGACY.decode()
+        assert backend.cache_counters().hits[C.esrgan] == 1
+
     def test_unreadable_file_is_none(self, store: ReplicaStore) -> None:
         """A corrupt published file reads as None rather than raising."""
         store.path("clip.json").write_bytes(b"{broken")
@@ -145,7 +165,7 @@ class TestEngineQueries:
         assert backend.expiry_reason(C.esrgan, Layer.V2) is MissReason.EXPIRED
         assert backend.expiry_reason(C.esrgan, Layer.LEGACY) is MissReason.EXPIRED
         assert backend.has_legacy_data(C.esrgan)
-        backend.accept(C.esrgan, Layer.V2, json.loads(ESRGAN))
+        backend.accept(C.esrgan, Layer.V2, ESRGAN)
         assert backend.expiry_reason(C.esrgan, Layer.V2) is None  # stored fresh again
         store.write("esrgan.json", b'{"b": {"name": "b"}}')
         assert backend.should_fetch_data(C.esrgan)

@@ -466,22 +466,22 @@ class BaselineMemory:
 
 
 _BASELINE_RSS_CODE: Final = """\
-import json, pathlib, re, sys
+import pathlib, re, sys
 import horde_replica_sync.cli, horde_replica_sync.daemon, horde_replica_sync.runtime
 def rss():
     status = pathlib.Path('/proc/self/status').read_text()
     return re.search(r'VmRSS:\\s+(\\d+)', status)[1]
 print(rss())
 root = pathlib.Path(sys.argv[1])
-files = [*root.glob('*.json'), *root.glob('legacy/*.json')]
-held = [(json.loads(p.read_bytes()), p.read_text()) for p in files]
+held = [p.read_bytes() for p in root.glob('*.json')]
+held += [p.read_text() for p in root.glob('legacy/*.json')]
 print(rss())
 """
 
 
 def measure_baseline_memory(replica: Path) -> BaselineMemory:
     """Resident KiB of a fresh interpreter after `run`'s imports, then after also holding what
-    the REPLICA backend caches: every published file parsed, and its text."""
+    the REPLICA backend caches: every published file as published (v2 bytes, legacy text)."""
     out = subprocess.run(
         [sys.executable, "-c", _BASELINE_RSS_CODE, str(replica)],
         capture_output=True,

@@ -345,8 +345,9 @@ def _notes(results: BenchResults) -> list[str]:
         "what our resident memory is made of: a fresh interpreter with `run`'s imports "
         f"(httpx, pydantic, pydantic-settings, prometheus-client, structlog, APScheduler) "
         f"holds {mem(baseline.imports_kib)}; holding what the REPLICA backend caches (every "
-        f"published file parsed, plus its text, as upstream's ReplicaBackendBase does) brings "
-        f"it to {mem(baseline.cached_kib)}; a forced run adds transient bodies and validation "
+        f"published file as published: v2 bytes, legacy text, parsed only for a reader; "
+        f"upstream's ReplicaBackendBase holds them parsed) brings it to "
+        f"{mem(baseline.cached_kib)}; a forced run adds transient bodies and validation "
         "objects",
         f"{RSS_RUNS} forced runs took {forced.seconds:.0f} s "
         f"({forced.seconds / RSS_RUNS * 1000:.0f} ms per run, every layer re-downloaded)",

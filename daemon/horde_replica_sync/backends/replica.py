@@ -7,6 +7,10 @@ repaired on the next run), the TTL forces a periodic re-verification, and `mark_
 (driven by the PRIMARY's metadata) invalidates both layers of a category. In-process readers
 (`fetch_category`, `get_legacy_json`) are served the published files; keeping them fresh is
 the engine's job, never the reader's.
+
+What the engine publishes is held as published, and parsed only when a reader asks: v2 as its
+bytes, legacy as its text. The parsed forms would cost several times as much resident memory
+(db.json alone megabytes), and the daemon itself never reads the records.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         loaded = self._load_verified(spec_for(category).relpath(Layer.V2), layer)
         if loaded is None or layer.fetched_at is None:
             return False
-        self._store_in_cache(category, loaded[0])
+        self._store_in_cache(category, loaded)
         with self._lock:
             self._category_timestamps[category] = self._trusted(layer.fetched_at)
         return True
@@ -85,7 +89,7 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         loaded = self._load_verified(spec_for(category).relpath(Layer.LEGACY), layer)
         if loaded is None or layer.fetched_at is None:
             return
-        self._store_legacy_in_cache(category, None, loaded[1])
+        self._store_legacy_in_cache(category, None, loaded.decode())
         with self._lock:
             self._legacy_cache_timestamps[category] = self._trusted(layer.fetched_at)
 
@@ -93,15 +97,15 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
         """A fetch stamp from the future would hold the TTL off: it counts as long expired."""
         return past_or_long_ago(fetched_at, self._clock())
 
-    def _load_verified(self, relpath: str, layer: LayerState) -> tuple[dict[str, Any], str] | None:
+    def _load_verified(self, relpath: str, layer: LayerState) -> bytes | None:
+        """The published file's bytes when they are what the state recorded, a JSON object."""
         record = layer.files.get(relpath)
         if layer.last_error is not None:
             return None
         content = self._store.read(relpath)
         if record is None or content is None or sha256_hex(content) != record.sha256:
             return None
-        data, text = _parse_object(content)
-        return None if data is None or text is None else (data, text)
+        return None if _parse_object(content)[0] is None else content
 
     # -- the engine's view of the cache -------------------------------------------------
 
@@ -129,20 +133,14 @@ class ReplicaDirectoryBackend(ReplicaBackendBase):
             self._count(self._legacy_hits if hit else self._legacy_misses, category)
 
     def accept(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        data: dict[str, Any] | None,
-        text: str | None = None,
+        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, content: bytes | None
     ) -> None:
-        """Cache what was just published (or None: looked, nothing there, retry later).
-
-        The legacy layer is cached as its text only: the daemon never reads its records, and
-        the parsed form of db.json alone costs megabytes. `get_legacy_json` parses on demand.
-        """
+        """Cache the bytes just published, a validated JSON object (or None: looked, nothing
+        there, retry later): v2 as the bytes themselves, legacy as their text."""
         if layer is Layer.V2:
-            self._store_in_cache(category, data)
+            self._store_in_cache(category, content)
         else:
+            text = None if content is None else content.decode()
             self._store_legacy_in_cache(category, None, text)
 
     def invalidate(self, category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> None:

@@ -8,6 +8,11 @@ as upstream's is.
 
 Storing None records "looked, found nothing" without refreshing the timestamp, so the next
 read retries the source instead of serving a cached absence.
+
+A v2 entry is the data, or the JSON bytes of an object, parsed at each read (a new dict each
+time): the REPLICA backend holds what it published that way, because a parse tree is tens of
+thousands of small objects that would stay resident between runs (as the legacy layer keeps
+its text).
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from horde_replica_sync.backends.base import ModelReferenceBackend, ReplicateMode
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY
+from horde_replica_sync.validation import load_json_object
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 _Category = MODEL_REFERENCE_CATEGORY
 _Counts = Mapping[MODEL_REFERENCE_CATEGORY, int]
+_Entry = dict[str, Any] | bytes  # the data, or its JSON bytes (parsed at each read)
 
 
 def _now() -> float:
@@ -110,7 +117,7 @@ class ReplicaBackendBase(ModelReferenceBackend):
         super().__init__(mode=mode)
         self._cache_ttl_seconds = cache_ttl_seconds
         self._clock = clock
-        self._cache: dict[_Category, dict[str, Any] | None] = {}
+        self._cache: dict[_Category, _Entry | None] = {}
         self._category_timestamps: dict[_Category, float] = {}
         self._last_known_mtimes: dict[_Category, float] = {}
         self._stale_categories: set[_Category] = set()
@@ -260,19 +267,18 @@ class ReplicaBackendBase(ModelReferenceBackend):
         """Return the v2 data if valid, else None; counts a hit or a miss.
 
         Validation and read happen under one lock hold, so the data returned is the data
-        that was validated.
+        that was validated. An entry held as bytes is parsed after the lock is released.
         """
         with self._lock:
             verdict = self._v2_validity(category)
-            data = self._cache.get(category) if verdict is _Freshness.FRESH else None
-            (self._hits if data is not None else self._misses)[category] += 1
+            entry = self._cache.get(category) if verdict is _Freshness.FRESH else None
+            (self._hits if entry is not None else self._misses)[category] += 1
         self._settle(category, verdict)
-        return data
+        return _parsed(entry)
 
-    def _store_in_cache(
-        self, category: MODEL_REFERENCE_CATEGORY, data: dict[str, Any] | None
-    ) -> None:
-        """Store `data`; only non-None data is marked fresh, so None is retried next read."""
+    def _store_in_cache(self, category: MODEL_REFERENCE_CATEGORY, data: _Entry | None) -> None:
+        """Store `data` (or the JSON bytes of an object); only non-None data is marked fresh,
+        so None is retried next read."""
         with self._lock:
             self._cache[category] = data
             if data is not None:
@@ -411,6 +417,13 @@ class ReplicaBackendBase(ModelReferenceBackend):
             "legacy_cache_misses": _by_value(counters.legacy_misses),
             "cached_categories": cached,
         }
+
+
+def _parsed(entry: _Entry | None) -> dict[str, Any] | None:
+    """A v2 entry as readers get it: held bytes are parsed, into a new dict at each read."""
+    if isinstance(entry, bytes):
+        return load_json_object("a cached v2 body", entry.decode())
+    return entry
 
 
 def _expiry(ttl_elapsed: bool, path: Path | None, recorded: float | None) -> str | None:
