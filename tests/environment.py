@@ -26,6 +26,17 @@ def free_port() -> int:
         return port
 
 
+def free_ipv6_port() -> int | None:
+    """A TCP port on [::1] that nothing listened on a moment ago; None without IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+            port: int = sock.getsockname()[1]
+            return port
+    except OSError:
+        return None
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """Our environment without `STEERING_PREFIXES` variables, local traffic unproxied, + `extra`.
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.test_docker import healthcheck
-from tests.environment import free_port
+from tests.environment import free_ipv6_port, free_port
 from tests.processes import DaemonProcess, LoggedProcess
 
 Start = Callable[..., DaemonProcess]
@@ -289,17 +289,7 @@ def test_the_healthcheck_stays_healthy_under_a_connect_flood(
     assert not [line for line in daemon.raw if "Traceback" in line]
 
 
-def _free_ipv6_port() -> int | None:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-            port: int = sock.getsockname()[1]
-            return port
-    except OSError:
-        return None
-
-
-IPV6_PORT = _free_ipv6_port()
+IPV6_PORT = free_ipv6_port()
 
 
 @pytest.mark.skipif(IPV6_PORT is None, reason="this host has no IPv6 loopback")

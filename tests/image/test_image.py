@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any, Final
 import pytest
 
 from tests.deploy.conftest import http_get
-from tests.environment import free_port
+from tests.environment import free_ipv6_port, free_port
 from tests.image.conftest import MEASURED, BuiltImage, podman
 from tests.interop.peer import V2_FILES, Primary, start_primary
 
@@ -271,22 +270,12 @@ def test_healthcheck_passes(container: Container) -> None:
     MEASURED["HEALTHCHECK"] = "podman healthcheck run: healthy"
 
 
-def _free_ipv6_port() -> int | None:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-            port: int = sock.getsockname()[1]
-            return port
-    except OSError:
-        return None
-
-
 def test_healthcheck_follows_an_ipv6_metrics_addr(
     built_image: BuiltImage, primary: Primary
 ) -> None:
     """`HORDE_REPLICA_METRICS_ADDR=[::1]:PORT`: the HEALTHCHECK probes [::1] and reports healthy
     (it used to probe 127.0.0.1 whatever the setting, and report unhealthy)."""
-    port = _free_ipv6_port()
+    port = free_ipv6_port()
     if port is None:
         pytest.skip("this host has no IPv6 loopback")
     name = f"hrs-image-test-v6-{secrets.token_hex(4)}"
