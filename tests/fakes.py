@@ -16,8 +16,7 @@ from horde_replica_sync.catalogs import Catalog
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.errors import StoreError
-from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched, Operation, Stamps
+from horde_replica_sync.ports import PLAIN, DataKey, Fetched, NotModified, Operation, Stamps
 from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore, sha256_hex
 from horde_replica_sync.sync import SyncEngine, SyncOptions

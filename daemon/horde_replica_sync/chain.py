@@ -39,9 +39,7 @@ from horde_replica_sync.errors import (
 )
 from horde_replica_sync.evidence import Evidence, judge
 from horde_replica_sync.freshness import UNSHOWN_CAUSE
-from horde_replica_sync.ports import Github, Primary
-from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import DataKey, Fetched, Operation
+from horde_replica_sync.ports import DataKey, Fetched, Github, NotModified, Operation, Primary
 from horde_replica_sync.state import LayerState
 from horde_replica_sync.store import sha256_hex
 from horde_replica_sync.validation import (

@@ -12,9 +12,9 @@ from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected, SourceUnavailable
+from horde_replica_sync.ports import PLAIN, DataKey, Fetched
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
 from horde_replica_sync.report import LayerKey, LayerResult, MissReason, Outcome, SyncReport
-from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine
 from tests.fakes import (
