@@ -11,7 +11,7 @@
       3. per category       one task: each published file read at most once
          (bounded)            -> SourceChain.deliver(layers to fetch)   (chain.py)
                               -> Publisher.publish (store, or a dry run's comparison)
-                              -> state + cache bookkeeping
+                              -> LayerRun: the layer's state and cache entry, together
          catalogs           one task each, beside them: baselines, text_guidance, licensing
                               -> CatalogSync.sync (catalog_sync.py): checked, fetched when
                                  moved, published like a layer (their only source: the PRIMARY)
