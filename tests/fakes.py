@@ -23,8 +23,8 @@ from horde_replica_sync.catalogs import Catalog
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo
 from horde_replica_sync.chain import SourceChain
 from horde_replica_sync.errors import StoreError
-from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched, Operation, Stamps
+from horde_replica_sync.ports import PLAIN, DataKey, Fetched, NotModified, Operation, Stamps
+from horde_replica_sync.report import SyncReport
 from horde_replica_sync.state import ReplicaState
 from horde_replica_sync.store import ReplicaStore, sha256_hex
 from horde_replica_sync.sync import SyncEngine, SyncOptions
@@ -212,6 +212,16 @@ def memory_backend(
     return backend_type(store, categories=categories, cache_ttl_seconds=ttl, clock=clock)
 
 
+class AgreeingEngine(SyncEngine):
+    """The engine, checking after every run that its cache and its state agree on each layer."""
+
+    async def run(self, *, force: bool = False) -> SyncReport:
+        report = await super().run(force=force)
+        disagree = self.disagreements(report)
+        assert not disagree, f"the cache and the state disagree on {disagree}"
+        return report
+
+
 def engine_for(
     cache: ReplicaDirectoryBackend,
     publisher: MemoryPublisher,
@@ -226,7 +236,8 @@ def engine_for(
     catalogs: tuple[Catalog, ...] = (),
     catalog_ttl: float | None = 3600,
 ) -> SyncEngine:
-    """A sync engine over the fakes, configured for `cache.categories` and `catalogs`."""
+    """A sync engine over the fakes, configured for `cache.categories` and `catalogs`; every
+    run checks that the cache and the state agree (`SyncEngine.disagreements`)."""
     chain = SourceChain(
         primary, github, github_fallback=github is not None, max_shrink_fraction=shrink
     )
@@ -236,7 +247,7 @@ def engine_for(
         run_timeout_seconds=run_timeout_seconds,
         catalog_rules=CatalogRules(ttl_seconds=catalog_ttl, max_shrink_fraction=shrink),
     )
-    return SyncEngine(
+    return AgreeingEngine(
         cache,
         chain,
         publisher,

@@ -10,8 +10,9 @@ import pytest
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.evidence import Evidence, judge
+from horde_replica_sync.ports import Operation
 from horde_replica_sync.sources.http import RetryPolicy
-from horde_replica_sync.sources.primary import Operation, PrimarySource
+from horde_replica_sync.sources.primary import PrimarySource
 from tests.faultserver import FaultServer, Reply, running
 
 

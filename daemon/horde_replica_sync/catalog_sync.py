@@ -34,9 +34,8 @@ from horde_replica_sync.errors import (
     SourceUnavailable,
     StoreError,
 )
-from horde_replica_sync.ports import Primary, Publisher
+from horde_replica_sync.ports import Fetched, Primary, Publisher
 from horde_replica_sync.report import LayerResult, MissReason, Outcome
-from horde_replica_sync.sources.primary import Fetched
 from horde_replica_sync.state import FileRecord, LastOutcome, LayerState, ReplicaState
 from horde_replica_sync.store import sha256_hex
 from horde_replica_sync.validation import check_shrink

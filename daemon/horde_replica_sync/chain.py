@@ -39,9 +39,7 @@ from horde_replica_sync.errors import (
 )
 from horde_replica_sync.evidence import Evidence, judge
 from horde_replica_sync.freshness import UNSHOWN_CAUSE
-from horde_replica_sync.ports import Github, Primary
-from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import DataKey, Fetched, Operation
+from horde_replica_sync.ports import DataKey, Fetched, Github, NotModified, Operation, Primary
 from horde_replica_sync.state import LayerState
 from horde_replica_sync.store import sha256_hex
 from horde_replica_sync.validation import (
@@ -213,49 +211,64 @@ class SourceChain:
     ) -> dict[Layer, Answer]:
         """One answer for each of `layers`."""
         check = _Checker(category, published, states, self._max_shrink_fraction)
+        return await _CategoryRun(category, check, scope, self._primary, self._github).deliver(
+            layers
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _CategoryRun:
+    """One category's delivery in one run: what every step of it shares."""
+
+    category: MODEL_REFERENCE_CATEGORY
+    check: _Checker  # its bodies validated against what it has published
+    scope: RunScope  # what the run's categories share
+    primary: Primary | None
+    github: Github | None  # None: no GitHub fallback
+
+    async def deliver(self, layers: Sequence[Layer]) -> dict[Layer, Answer]:
+        """One answer for each of `layers`."""
         answers: dict[Layer, Answer] = {}
         # Layers for GitHub, with the PRIMARY's error that sent each there (None: GitHub-only).
         fallback: dict[Layer, SourceError | None] = {}
-        if self._primary is None:
+        if self.primary is None:
             fallback = dict.fromkeys(layers)
         else:
-            primary = self._primary
-            v2_digest = check.held_v2_digest()
+            v2_digest = self.check.held_v2_digest()
             for layer in layers:  # one body in flight per category: max_concurrency bounds them
-                answer = await self._from_primary(primary, category, layer, check, scope, v2_digest)
+                answer = await self._from_primary(layer, v2_digest)
                 if layer is Layer.V2 and isinstance(answer, Delivery):  # V2 comes first
                     v2_digest = _short_digest(answer.main.payload.content)
                 if (
                     isinstance(answer, Failure)
                     and isinstance(answer.error, SourceUnavailable)
-                    and self._can_fall_back(category)
+                    and self._can_fall_back()
                 ):
                     fallback[layer] = answer.error
                 else:
                     answers[layer] = answer
         if fallback:
-            answers |= await self._from_github(category, fallback, check)
+            answers |= await self._from_github(fallback)
         return answers
 
-    def _can_fall_back(self, category: MODEL_REFERENCE_CATEGORY) -> bool:
+    def _can_fall_back(self) -> bool:
         # Every category GitHub holds converts to v2, so one test fits both layers.
-        return self._github is not None and spec_for(category).github_repo is not None
+        return self.github is not None and spec_for(self.category).github_repo is not None
 
     # -- the PRIMARY --------------------------------------------------------------------
 
-    async def _from_primary(
-        self,
-        primary: Primary,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        check: _Checker,
-        scope: RunScope,
-        v2_digest: str | None,
-    ) -> Answer:
+    def _primary_source(self) -> Primary:
+        assert self.primary is not None  # the PRIMARY's steps run only when there is one
+        return self.primary
+
+    async def _from_primary(self, layer: Layer, v2_digest: str | None) -> Answer:
+        category, scope = self.category, self.scope
         if scope.primary_down is not None:  # seen down this run: don't wait on it again
             down = scope.primary_down
             reason = f"skipped: the PRIMARY is unavailable this run ({down})"
-            skipped = SourceUnavailable(primary.v2_url(category), reason, kind=down.kind)
+            skipped = SourceUnavailable(
+                self._primary_source().v2_url(category), reason, kind=down.kind
+            )
             return Failure(skipped, SourceName.PRIMARY)
         stamp = scope.stamps.get(category, scope.window)
         key = DataKey(
@@ -265,12 +278,10 @@ class SourceChain:
             fresh=scope.force or category in scope.past_caches,
         )
         try:
-            delivered = await self._primary_file(primary, category, layer, key, check, scope)
+            delivered = await self._primary_file(layer, key)
             if delivered is None:
                 return ABSENT
-            return await self._as_new_as_stamp(
-                primary, category, layer, key, check, scope, delivered
-            )
+            return await self._as_new_as_stamp(layer, key, delivered)
         except SourceUnavailable as exc:
             scope.primary_failed(category, exc)
             return Failure(exc, SourceName.PRIMARY)
@@ -278,18 +289,12 @@ class SourceChain:
             return Failure(exc, SourceName.PRIMARY)
 
     async def _as_new_as_stamp(
-        self,
-        primary: Primary,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        key: DataKey,
-        check: _Checker,
-        scope: RunScope,
-        delivered: DeliveredFile,
+        self, layer: Layer, key: DataKey, delivered: DeliveredFile
     ) -> Answer:
         """The delivery of `delivered`, once it shows its stamp (evidence.py), else asked for
         again past every cache; the PRIMARY's own answer not showing it is unproven once,
         and the bytes held under a new stamp are never recorded."""
+        category, scope, check = self.category, self.scope, self.check
         stamp = scope.stamps.get(category)  # None for a window key: nothing to show
         rule = _Judge(stamp, scope.operations.get(category), category in scope.legacy_writes)
         older = rule.older(delivered, check)
@@ -298,7 +303,7 @@ class SourceChain:
         if not key.fresh:  # a cache may have answered: ask past every cache
             scope.past_caches.add(category)
             fresh = dataclasses.replace(key, fresh=True)
-            again = await self._primary_file(primary, category, layer, fresh, check, scope)
+            again = await self._primary_file(layer, fresh)
             if again is None:
                 return ABSENT
             delivered = dataclasses.replace(
@@ -325,35 +330,23 @@ class SourceChain:
         )
         return Delivery(SourceName.PRIMARY, (delivered,), older_answer=why, unproven=True)
 
-    async def _primary_file(
-        self,
-        primary: Primary,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        key: DataKey,
-        check: _Checker,
-        scope: RunScope,
-    ) -> DeliveredFile | None:
+    async def _primary_file(self, layer: Layer, key: DataKey) -> DeliveredFile | None:
         """One layer's validated body from the PRIMARY under `key`; None on 404."""
+        primary = self._primary_source()
         fetch = primary.fetch_v2 if layer is Layer.V2 else primary.fetch_legacy
-        fetched = await fetch(category, key)
+        fetched = await fetch(self.category, key)
         if fetched is None:
             return None
-        scope.primary_answered = True
-        return check.file(layer, spec_for(category).relpath(layer), fetched)
+        self.scope.primary_answered = True
+        return self.check.file(layer, spec_for(self.category).relpath(layer), fetched)
 
     # -- GitHub -------------------------------------------------------------------------
 
-    async def _from_github(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layers: Mapping[Layer, SourceError | None],
-        check: _Checker,
-    ) -> dict[Layer, Answer]:
-        if not self._can_fall_back(category):
+    async def _from_github(self, layers: Mapping[Layer, SourceError | None]) -> dict[Layer, Answer]:
+        if not self._can_fall_back():
             return dict.fromkeys(layers, ABSENT)  # GitHub-only, and GitHub has no copy
         try:
-            files = await self._github_files(category, check)
+            files = await self._github_files()
         except SourceError as exc:
             return {
                 layer: Failure(_after_primary(exc, primary), SourceName.GITHUB)
@@ -363,26 +356,24 @@ class SourceChain:
         for layer in layers:
             try:
                 answers[layer] = (
-                    self._legacy_delivery(files, check)
+                    self._legacy_delivery(files)
                     if layer is Layer.LEGACY
-                    else self._converted(category, files, check)
+                    else self._converted(files)
                 )
             except InvalidPayload as exc:
                 answers[layer] = Failure(exc, SourceName.GITHUB)
         return answers
 
-    async def _github_files(
-        self, category: MODEL_REFERENCE_CATEGORY, check: _Checker
-    ) -> dict[str, tuple[Fetched, int]]:
+    async def _github_files(self) -> dict[str, tuple[Fetched, int]]:
         """The category's GitHub files, each downloaded once: relpath -> (body, bytes fetched).
 
         A 304 yields the published copy (0 bytes downloaded).
         """
-        github, spec = self._github, spec_for(category)
+        github, spec = self.github, spec_for(self.category)
         assert github is not None and spec.github_repo is not None  # by _can_fall_back
         files: dict[str, tuple[Fetched, int]] = {}
         for relpath in spec.github_relpaths:
-            etag, held = check.conditional(relpath)
+            etag, held = self.check.conditional(relpath)
             answer = await github.fetch(spec.github_repo, _file_name(relpath), etag)
             if isinstance(answer, NotModified):  # re-validates what we hold; nothing came
                 assert held is not None
@@ -391,34 +382,27 @@ class SourceChain:
                 files[relpath] = (answer, len(answer.content))
         return files
 
-    def _legacy_delivery(
-        self, files: Mapping[str, tuple[Fetched, int]], check: _Checker
-    ) -> Delivery:
+    def _legacy_delivery(self, files: Mapping[str, tuple[Fetched, int]]) -> Delivery:
         delivered = tuple(
-            check.file(Layer.LEGACY, relpath, fetched, downloaded=downloaded)
+            self.check.file(Layer.LEGACY, relpath, fetched, downloaded=downloaded)
             for relpath, (fetched, downloaded) in files.items()
         )
         return Delivery(SourceName.GITHUB, delivered)
 
-    def _converted(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        files: Mapping[str, tuple[Fetched, int]],
-        check: _Checker,
-    ) -> Delivery:
+    def _converted(self, files: Mapping[str, tuple[Fetched, int]]) -> Delivery:
         # Imported here: the converter is only needed while the PRIMARY is away, and it costs
         # a few MiB of resident memory the daemon otherwise never needs.
         from horde_replica_sync.convert import convert_legacy
 
         by_name = {_file_name(relpath): fetched.content for relpath, (fetched, _) in files.items()}
         # No `now`: deterministic bytes, so an unchanged legacy file never rewrites v2.
-        converted = convert_legacy(category, by_name)
+        converted = convert_legacy(self.category, by_name)
         urls = ", ".join(fetched.url for fetched, _ in files.values())
         downloaded = sum(size for _, size in files.values())
         source = Fetched(f"converted from {urls}", converted)
-        relpath = spec_for(category).relpath(Layer.V2)
+        relpath = spec_for(self.category).relpath(Layer.V2)
         return Delivery(
-            SourceName.GITHUB, (check.file(Layer.V2, relpath, source, downloaded=downloaded),)
+            SourceName.GITHUB, (self.check.file(Layer.V2, relpath, source, downloaded=downloaded),)
         )
 
 

@@ -29,7 +29,7 @@ import enum
 from collections.abc import Mapping
 from typing import Final
 
-from horde_replica_sync.sources.primary import Operation
+from horde_replica_sync.ports import Operation
 
 # A record is stamped a moment before its category's metadata is (upstream writes the file,
 # re-derives v2, then records the operation: across a second boundary 1 in 6 image_generation

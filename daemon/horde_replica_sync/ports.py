@@ -1,18 +1,80 @@
 """The seams of the sync engine: what it needs from sources, the cache and the store.
 
 Each is a small `Protocol`, so tests drive the engine with in-memory fakes (tests/fakes.py)
-and the daemon with the real HTTP sources, the REPLICA backend and the replica store.
+and the daemon with the real HTTP sources, the REPLICA backend and the replica store. The
+values that cross the seams (`Fetched`, `DataKey`, `Stamps`, ...) live here too, so the engine
+imports no HTTP library: only `sources/` speak HTTP (tests/engine/test_imports.py).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, GithubRepo, Layer
 from horde_replica_sync.report import MissReason
-from horde_replica_sync.sources.github import NotModified
-from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched, Stamps
 from horde_replica_sync.state import ReplicaState
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One body as a source delivered it; `url` is redacted (it is only ever shown)."""
+
+    url: str
+    content: bytes
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """GitHub answered 304 to our `If-None-Match`: the published copy is current.
+
+    `url` is redacted: it is only ever shown.
+    """
+
+    url: str
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """What a data request carries so that HTTP caches key it by content (`PrimarySource`)."""
+
+    stamp: int | None = None  # the metadata stamp the body must be as new as
+    # The legacy layer's: the v2 body it goes with (a digest prefix). A legacy body shows no
+    # timestamp, so this keeps a cache from holding an old one under a stamp asked for early:
+    # nobody can name a v2 body before the PRIMARY serves it.
+    v2: str | None = None
+    fresh: bool = False  # past every cache: a one-off key
+
+
+PLAIN: Final = DataKey()
+"""No key: what a request carries when no metadata said what to expect."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """The last write the metadata reports for a category: what a body must show."""
+
+    kind: str | None  # "create", "update", "delete"; None: no write since it was initialized
+    model: str | None = None
+
+
+INITIALIZED: Final = Operation(None)
+"""The metadata's `last_operation_type: null`: its stamp is when it was initialized, not a write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stamps:
+    """Each category's newest `last_updated`, and the categories whose entry was unusable."""
+
+    last_updated: dict[MODEL_REFERENCE_CATEGORY, int]
+    unusable: dict[MODEL_REFERENCE_CATEGORY, str]
+    # The last operation of the family that gave the newest stamp, where it names one.
+    operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
+    # Categories whose newest stamp is the v1 family's alone: a legacy-canonical PRIMARY's
+    # legacy write, which re-derives v2 records without stamping them (evidence.py).
+    legacy_writes: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
 
 
 class Primary(Protocol):

@@ -11,7 +11,7 @@
       3. per category       one task: each published file read at most once
          (bounded)            -> SourceChain.deliver(layers to fetch)   (chain.py)
                               -> Publisher.publish (store, or a dry run's comparison)
-                              -> state + cache bookkeeping
+                              -> LayerRun: the layer's state and cache entry, together
          catalogs           one task each, beside them: baselines, text_guidance, licensing
                               -> CatalogSync.sync (catalog_sync.py): checked, fetched when
                                  moved, published like a layer (their only source: the PRIMARY)
@@ -85,6 +85,83 @@ class SyncOptions:
     # The window of data requests the metadata cannot stamp (chain.RunScope.window).
     cache_ttl_seconds: int = 3600
     catalog_rules: CatalogRules = dataclasses.field(default_factory=CatalogRules)
+
+
+@dataclass(slots=True)
+class LayerRun:
+    """One layer in one run: why it is fetched, and where its state and cache entry change.
+
+    "Which layer is held and current" is kept twice: in the state (saved, read by /readyz and
+    `status`) and in the cache (which decides the next run). Every change goes through here,
+    so the two move together; `agrees` is the check that they did.
+    """
+
+    category: Name
+    layer: Layer
+    miss: MissReason | None
+    state: LayerState
+    cache: ReplicaCache
+    elapsed: float = 0.0  # the category's fetch time, shared by its layers
+
+    def held(self, delivery: Delivery, now: float) -> None:
+        """`delivery` was published: it is what the layer holds, current."""
+        state, main = self.state, delivery.main
+        state.source = delivery.source
+        state.files = {
+            f.relpath: FileRecord(
+                sha256=sha256_hex(f.payload.content), size=len(f.payload.content), etag=f.etag
+            )
+            for f in delivery.files
+        }
+        state.records = main.payload.records
+        state.fetched_at = now
+        state.last_outcome, state.last_error = LastOutcome.OK, None
+        self.cache.accept(*self._cache_key(), main.payload.content)
+
+    def confirmed(self, now: float) -> None:
+        """The metadata says the held bytes are still current (a cache hit, nothing moved)."""
+        self.state.verified_at, self.state.unshown_runs = now, 0
+
+    def absent(self, vanished: str | None, now: float) -> None:
+        """No source has data: a copy held stays held (`vanished` says so), else none is."""
+        state = self.state
+        state.last_outcome, state.last_error = LastOutcome.ABSENT, vanished
+        state.verified_at = now
+        if not state.files:
+            self.cache.accept(*self._cache_key(), None)
+
+    def failed(self, outcome: Outcome, error: str) -> None:
+        """Nothing new is held; the next run fetches again, even if the metadata is still."""
+        self.state.last_outcome, self.state.last_error = LastOutcome.of(outcome), error
+        if isinstance(self.category, MODEL_REFERENCE_CATEGORY):  # a catalog retries by its state
+            self.cache.invalidate(self.category, self.layer)
+
+    def agrees(self) -> bool:
+        """Whether the cache holds the layer as the state's last outcome says: what was
+        published ("ok") is held; what failed or was refused is fetched again next run.
+
+        Whether held bytes are still current is the cache's own policy (its TTL, a backend's
+        own validation), so "ok" asks only that they are held.
+        """
+        category = self.category
+        if not isinstance(category, MODEL_REFERENCE_CATEGORY):
+            return True  # a catalog has no cache entry: its state alone decides
+        v2 = self.layer is Layer.V2
+        if self.state.last_outcome is LastOutcome.OK:
+            return (
+                self.cache.has_cached_data(category) if v2 else self.cache.has_legacy_data(category)
+            )
+        if self.state.last_failed:
+            return (
+                self.cache.should_fetch_data(category)
+                if v2
+                else not self.cache.is_legacy_cache_valid(category)
+            )
+        return True  # absent: nothing, or the copy still held, either way
+
+    def _cache_key(self) -> tuple[MODEL_REFERENCE_CATEGORY, Layer]:
+        assert isinstance(self.category, MODEL_REFERENCE_CATEGORY)  # catalogs publish elsewhere
+        return self.category, self.layer
 
 
 class SyncEngine:
@@ -293,8 +370,7 @@ class SyncEngine:
         # The PRIMARY's metadata just said nothing moved: that confirms the cached copy.
         confirmed = bool(scope.stamps) and key[0] not in scope.unconfirmed
         if confirmed:
-            state = self.state.layer(*key)
-            state.verified_at, state.unshown_runs = self._clock(), 0
+            self._layer_run(*key, None).confirmed(self._clock())
         return LayerResult(*key, Outcome.UNCHANGED, verified=confirmed)
 
     # -- 3. per category ----------------------------------------------------------------
@@ -333,7 +409,8 @@ class SyncEngine:
                 results.extend(task.result())
             else:
                 results.extend(
-                    self._timed_out(category, layer, m) for layer, m in wanted[category].items()
+                    self._timed_out(self._layer_run(category, layer, miss))
+                    for layer, miss in wanted[category].items()
                 )
         return results
 
@@ -357,8 +434,9 @@ class SyncEngine:
             elapsed = time.perf_counter() - started
         results = []
         for layer, miss in layers.items():
-            foreign = self._foreign_files(category, layer, miss, published)  # before settling
-            result = self._settle(category, layer, miss, answers[layer], published, scope, elapsed)
+            run = self._layer_run(category, layer, miss, elapsed)
+            foreign = self._foreign_files(run, published)  # before settling
+            result = self._settle(run, answers[layer], published, scope)
             results.append(dataclasses.replace(result, foreign_files=foreign))
         return results
 
@@ -371,22 +449,16 @@ class SyncEngine:
             self._dirty = True  # more than a confirmation
         return [result]
 
-    def _foreign_files(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        miss: MissReason,
-        published: Published,
-    ) -> tuple[str, ...]:
+    def _foreign_files(self, run: LayerRun, published: Published) -> tuple[str, ...]:
         """Our files that another process rewrote or removed since we published them.
 
         Only a layer this process holds can miss as `edited_on_disk` (its validation file's
         mtime moved), so a crash of ours between data and state is never taken for one; the
         bytes are compared too, so a mere touch is not one either.
         """
-        if miss is not MissReason.EDITED_ON_DISK:
+        if run.miss is not MissReason.EDITED_ON_DISK:
             return ()
-        state = self.state.layer(category, layer)
+        state = run.state
         changed = tuple(
             relpath
             for relpath, record in state.files.items()
@@ -398,8 +470,8 @@ class SyncEngine:
             state.last_foreign_change_at = self._clock()
             log.warning(
                 "store.foreign_change",
-                category=category.value,
-                layer=layer.value,
+                category=run.category.value,
+                layer=run.layer.value,
                 files=list(changed),
                 likely_cause=(self.witness(changed) if self.witness else None) or OTHER_WRITER,
                 action="repairing from upstream",
@@ -407,37 +479,24 @@ class SyncEngine:
         return changed
 
     def _settle(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        miss: MissReason,
-        answer: Answer,
-        published: Published,
-        scope: RunScope,
-        elapsed: float,
+        self, run: LayerRun, answer: Answer, published: Published, scope: RunScope
     ) -> LayerResult:
+        self._dirty = True  # every answer changes the state: more than a confirmation
         if isinstance(answer, Failure):
-            return self._failed(category, layer, miss, answer, elapsed)
+            return self._failed(run, answer)
         if isinstance(answer, Absent):
             if self.primary is not None and not scope.primary_answered:
-                return self._failed(category, layer, miss, _unproven(category, layer), elapsed)
-            return self._absent(category, layer, miss, elapsed)
+                return self._failed(run, _unproven(run))
+            return self._absent(run)
         try:
-            return self._publish(category, layer, miss, answer, published, scope, elapsed)
+            return self._publish(run, answer, published, scope)
         except StoreError as exc:
-            return self._failed(category, layer, miss, Failure(exc, None), elapsed)
+            return self._failed(run, Failure(exc, None))
 
     # -- publishing and bookkeeping -----------------------------------------------------
 
     def _publish(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        miss: MissReason,
-        delivery: Delivery,
-        published: Published,
-        scope: RunScope,
-        elapsed: float,
+        self, run: LayerRun, delivery: Delivery, published: Published, scope: RunScope
     ) -> LayerResult:
         written = [
             f
@@ -448,49 +507,32 @@ class SyncEngine:
                 unchanged=published.holds(f.relpath, f.payload.content),
             )
         ]
-        self._record_success(category, layer, delivery, scope)
+        self._record_success(run, delivery, scope)
         return LayerResult(
-            category,
-            layer,
+            run.category,
+            run.layer,
             Outcome.UPDATED if written else Outcome.UNCHANGED,
-            miss=miss,
+            miss=run.miss,
             verified=not delivery.unproven,
             source=delivery.source,
             bytes_downloaded=sum(f.downloaded for f in delivery.files),
             bytes_written=sum(len(f.payload.content) for f in written),
             files_written=len(written),
-            duration_seconds=elapsed,
+            duration_seconds=run.elapsed,
             older_answer=delivery.older_answer,
         )
 
-    def _record_success(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        delivery: Delivery,
-        scope: RunScope,
-    ) -> None:
+    def _record_success(self, run: LayerRun, delivery: Delivery, scope: RunScope) -> None:
         now = self._clock()
-        state = self.state.layer(category, layer)
-        main = delivery.main
-        state.source = delivery.source
-        state.files = {
-            f.relpath: FileRecord(
-                sha256=sha256_hex(f.payload.content), size=len(f.payload.content), etag=f.etag
-            )
-            for f in delivery.files
-        }
-        state.records = main.payload.records
-        state.fetched_at = now
-        state.last_outcome, state.last_error = LastOutcome.OK, None
-        self._dirty = True
+        run.held(delivery, now)
+        category, state = run.category, run.state
+        assert isinstance(category, MODEL_REFERENCE_CATEGORY)  # catalogs: catalog_sync.py
         if delivery.unshown:  # the bytes held, under a stamp that announced a write
             state.unshown_runs += 1
         elif delivery.unproven:  # the PRIMARY's bytes, not yet shown to be as of its stamp
             state.unproven_stamp = scope.stamps.get(category)
         else:
             self._confirm(category, state, scope, now)
-        self.cache.accept(category, layer, main.payload.content)
 
     def _confirm(
         self, category: MODEL_REFERENCE_CATEGORY, state: LayerState, scope: RunScope, now: float
@@ -503,78 +545,81 @@ class SyncEngine:
             state.rolled_back_from = None
         state.verified_at, state.unproven_stamp, state.unshown_runs = now, None, 0
 
-    def _absent(
-        self, category: MODEL_REFERENCE_CATEGORY, layer: Layer, miss: MissReason, elapsed: float
-    ) -> LayerResult:
-        state = self.state.layer(category, layer)
+    def _absent(self, run: LayerRun) -> LayerResult:
+        category, layer = run.category, run.layer
         # Nothing is ever deleted: a copy we held stays published, and the loss is flagged.
         vanished = (
             f"upstream has no data for {category.value} {layer.value} any more; "
             "the last good copy is kept"
-            if state.files
+            if run.state.files
             else None
         )
         if vanished:
             log.warning("sync.data_vanished", category=category.value, layer=layer.value)
-        state.last_outcome, state.last_error = LastOutcome.ABSENT, vanished
-        self._dirty = True
-        state.verified_at = self._clock()
-        if not state.files:
-            self.cache.accept(category, layer, None)
+        run.absent(vanished, self._clock())
         source = SourceName.PRIMARY if self.primary is not None else None
         return LayerResult(
             category,
             layer,
             Outcome.ABSENT,
-            miss=miss,
+            miss=run.miss,
             source=source,
             verified=True,
-            duration_seconds=elapsed,
+            duration_seconds=run.elapsed,
             error=vanished,
             error_kind=ErrorKind.VANISHED if vanished else None,
             error_source=source if vanished else None,
         )
 
-    def _failed(
-        self,
-        category: MODEL_REFERENCE_CATEGORY,
-        layer: Layer,
-        miss: MissReason,
-        failure: Failure,
-        elapsed: float,
-    ) -> LayerResult:
+    def _failed(self, run: LayerRun, failure: Failure) -> LayerResult:
         error = failure.error
         outcome = Outcome.REFUSED if isinstance(error, InvalidPayload) else Outcome.FAILED
-        self._record_error(category, layer, outcome, str(error))
+        run.failed(outcome, str(error))
         return LayerResult(
-            category,
-            layer,
+            run.category,
+            run.layer,
             outcome,
-            miss=miss,
+            miss=run.miss,
             error=str(error),
             error_kind=error.kind,
             error_source=failure.source,
-            duration_seconds=elapsed,
+            duration_seconds=run.elapsed,
         )
 
-    def _timed_out(self, category: Name, layer: Layer, miss: MissReason) -> LayerResult:
+    def _timed_out(self, run: LayerRun) -> LayerResult:
         error = f"run timed out after {self.options.run_timeout_seconds:g} s"
-        self._record_error(category, layer, Outcome.FAILED, error)
+        run.failed(Outcome.FAILED, error)
+        self._dirty = True
         return LayerResult(
-            category,
-            layer,
+            run.category,
+            run.layer,
             Outcome.FAILED,
-            miss=miss,
+            miss=run.miss,
             error=error,
             error_kind=ErrorKind.RUN_TIMEOUT,
         )
 
-    def _record_error(self, category: Name, layer: Layer, outcome: Outcome, error: str) -> None:
-        state = self.state.layer(category, layer)
-        state.last_outcome, state.last_error = LastOutcome.of(outcome), error
-        self._dirty = True
-        if isinstance(category, MODEL_REFERENCE_CATEGORY):  # a catalog retries by its state
-            self.cache.invalidate(category, layer)  # retry next run, even if metadata is still
+    def _layer_run(
+        self, name: Name, layer: Layer, miss: MissReason | None, elapsed: float = 0.0
+    ) -> LayerRun:
+        return LayerRun(name, layer, miss, self.state.layer(name, layer), self.cache, elapsed)
+
+    def disagreements(self, report: SyncReport) -> list[LayerKey]:
+        """The layers of `report` whose cache entry and state disagree (`LayerRun.agrees`).
+
+        Tests check it after every engine run (tests/fakes.py); it asks the cache, so a
+        cache that found an entry expired marks it stale, as the next run's decision would.
+        """
+        return [
+            (r.category, r.layer)
+            for r in report.results
+            if self._recorded(r.category)
+            and not self._layer_run(r.category, r.layer, r.miss).agrees()
+        ]
+
+    def _recorded(self, name: Name) -> bool:
+        """Whether the state has a record of `name` (asking for one would create it)."""
+        return name in self.state.categories or name in self.state.catalogs
 
     def _save_state(self) -> str | None:
         """Write the state; the error, if it could not be written."""
@@ -597,13 +642,13 @@ async def _cancel(tasks: Iterable[asyncio.Task[list[LayerResult]]]) -> None:
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _unproven(category: MODEL_REFERENCE_CATEGORY, layer: Layer) -> Failure:
+def _unproven(run: LayerRun) -> Failure:
     """A 404 from a server that answered nothing else: a wrong URL, not "no data"."""
     reason = (
         "answered 404, and nothing else from it this run (no usable metadata, no data) shows "
         "it is a PRIMARY: check primary_url"
     )
     error = SourceRejected(
-        f"{category.value} {layer.value}", reason, kind=ErrorKind.UNPROVEN_ABSENCE
+        f"{run.category.value} {run.layer.value}", reason, kind=ErrorKind.UNPROVEN_ABSENCE
     )
     return Failure(error, SourceName.PRIMARY)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
+from horde_replica_sync.ports import Operation
 from horde_replica_sync.report import Outcome
-from horde_replica_sync.sources.primary import Operation
 from horde_replica_sync.state import LastOutcome
 from horde_replica_sync.store import sha256_hex
 from tests.engine.test_engine import CATEGORIES, Rig, by_key, primary_with

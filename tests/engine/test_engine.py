@@ -12,9 +12,10 @@ from horde_replica_sync.backends.replica import ReplicaDirectoryBackend
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected, SourceUnavailable
+from horde_replica_sync.ports import PLAIN, DataKey, Fetched
 from horde_replica_sync.publish import ComparingPublisher, StorePublisher
 from horde_replica_sync.report import LayerKey, LayerResult, MissReason, Outcome, SyncReport
-from horde_replica_sync.sources.primary import PLAIN, DataKey, Fetched
+from horde_replica_sync.state import LastOutcome
 from horde_replica_sync.store import ReplicaStore
 from horde_replica_sync.sync import SyncEngine
 from tests.fakes import (
@@ -267,6 +268,49 @@ class TestOverriddenSeedApi:
         rig.run()
         results = by_key(rig.run())
         assert results[C.lora, V2].miss is reason
+
+
+class TestCacheAgreesWithState:
+    """The cache serves a layer as current exactly when the state says it is (sync.LayerRun)."""
+
+    def test_a_cache_that_lost_its_entries_is_a_disagreement(self, tmp_path: Path) -> None:
+        """After a good run they agree; a cache holding nothing the state says is published
+        is named, layer by layer."""
+        rig = Rig(tmp_path, primary_with())
+        report = rig.run()
+        assert rig.engine.disagreements(report) == []
+        rig.engine.cache = memory_backend(tmp_path, CATEGORIES, rig.clock)
+        assert rig.engine.disagreements(report) == [
+            (C.esrgan, V2),
+            (C.esrgan, LEGACY),
+            (C.lora, V2),
+        ]
+
+    def test_a_failure_the_cache_still_serves_is_a_disagreement(self, tmp_path: Path) -> None:
+        """A state that says failed while the cache still serves the layer as current."""
+        rig = Rig(tmp_path, primary_with())
+        report = rig.run()
+        rig.engine.state.layer(C.lora, V2).last_outcome = LastOutcome.FAILED
+        assert rig.engine.disagreements(report) == [(C.lora, V2)]
+
+    def test_every_outcome_leaves_them_agreeing(self, tmp_path: Path) -> None:
+        """Published, absent, refused and failed layers, then the hits after them, all agree."""
+        primary = primary_with()
+        primary.v2[C.lora] = None  # absent
+        primary.legacy[C.esrgan] = b"not json"  # refused
+        rig = Rig(tmp_path, primary)
+        first = rig.run()
+        assert {r.outcome for r in first.results} == {
+            Outcome.UPDATED,
+            Outcome.ABSENT,
+            Outcome.REFUSED,
+        }
+        assert rig.engine.disagreements(first) == []
+        primary.v2[C.esrgan] = SourceUnavailable("http://primary.test/v2", "connection refused")
+        rig.move(C.esrgan, 200)
+        second = rig.run()
+        assert by_key(second)[C.esrgan, V2].outcome is Outcome.FAILED
+        assert rig.engine.disagreements(second) == []
 
 
 class TestOutcomes:

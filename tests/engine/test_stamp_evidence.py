@@ -20,7 +20,7 @@ from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY as C
 from horde_replica_sync.categories import Layer
 from horde_replica_sync.freshness import UNSHOWN_RUNS_ALARM, layer_keys, staleness
 from horde_replica_sync.metrics import Metrics
-from horde_replica_sync.sources.primary import Operation
+from horde_replica_sync.ports import Operation
 from tests.engine.test_content_keys import stamped, synced_at
 from tests.engine.test_engine import CATEGORIES, Rig, by_key, primary_with
 from tests.fakes import body

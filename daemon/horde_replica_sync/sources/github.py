@@ -10,27 +10,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 import httpx
 
 from horde_replica_sync.categories import GithubRepo
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected
+from horde_replica_sync.ports import Fetched, NotModified
 from horde_replica_sync.redact import redact_url
 from horde_replica_sync.sources.http import Cooldown, RetryPolicy, get_with_retry
-from horde_replica_sync.sources.primary import Fetched
-
-
-@dataclass(frozen=True, slots=True)
-class NotModified:
-    """GitHub answered 304 to our `If-None-Match`: the published copy is current.
-
-    `url` is redacted: it is only ever shown.
-    """
-
-    url: str
-    etag: str
 
 
 class GithubSource:

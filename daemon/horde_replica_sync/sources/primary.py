@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlencode
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from horde_replica_sync.categories import MODEL_REFERENCE_CATEGORY, spec_for
 from horde_replica_sync.errors import ErrorKind, SourceName, SourceRejected
+from horde_replica_sync.ports import INITIALIZED, PLAIN, DataKey, Fetched, Operation, Stamps
 from horde_replica_sync.redact import redact_url
 from horde_replica_sync.sources.http import (
     Cooldown,
@@ -22,16 +22,6 @@ from horde_replica_sync.sources.http import (
 )
 from horde_replica_sync.validation import describe_validation_error
 
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """One body as a source delivered it; `url` is redacted (it is only ever shown)."""
-
-    url: str
-    content: bytes
-    etag: str | None = None
-
-
 # A Unix time a float holds exactly (metrics are floats); past it, or before 1970, the
 # entry is unusable: 10**400 once stopped the daemon at the gauge (OverflowError).
 MAX_STAMP: Final = 2**53
@@ -40,34 +30,6 @@ MAX_STAMP: Final = 2**53
 class _MetadataEntry(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)  # "123" and true are not stamps
     last_updated: int | None = Field(None, ge=0, le=MAX_STAMP)
-
-
-@dataclass(frozen=True, slots=True)
-class DataKey:
-    """What a data request carries so that HTTP caches key it by content (`PrimarySource`)."""
-
-    stamp: int | None = None  # the metadata stamp the body must be as new as
-    # The legacy layer's: the v2 body it goes with (a digest prefix). A legacy body shows no
-    # timestamp, so this keeps a cache from holding an old one under a stamp asked for early:
-    # nobody can name a v2 body before the PRIMARY serves it.
-    v2: str | None = None
-    fresh: bool = False  # past every cache: a one-off key
-
-
-PLAIN: Final = DataKey()
-"""No key: what a request carries when no metadata said what to expect."""
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """The last write the metadata reports for a category: what a body must show."""
-
-    kind: str | None  # "create", "update", "delete"; None: no write since it was initialized
-    model: str | None = None
-
-
-INITIALIZED: Final = Operation(None)
-"""The metadata's `last_operation_type: null`: its stamp is when it was initialized, not a write."""
 
 
 def _operation(entry: object) -> Operation | None:
@@ -85,19 +47,6 @@ def _operation(entry: object) -> Operation | None:
 # The document is parsed entry by entry: one bad entry blinds change detection for its
 # category only, never for the others.
 _DOCUMENT: TypeAdapter[dict[str, object]] = TypeAdapter(dict[str, object])
-
-
-@dataclass(frozen=True, slots=True)
-class Stamps:
-    """Each category's newest `last_updated`, and the categories whose entry was unusable."""
-
-    last_updated: dict[MODEL_REFERENCE_CATEGORY, int]
-    unusable: dict[MODEL_REFERENCE_CATEGORY, str]
-    # The last operation of the family that gave the newest stamp, where it names one.
-    operations: dict[MODEL_REFERENCE_CATEGORY, Operation] = field(default_factory=dict)
-    # Categories whose newest stamp is the v1 family's alone: a legacy-canonical PRIMARY's
-    # legacy write, which re-derives v2 records without stamping them (evidence.py).
-    legacy_writes: frozenset[MODEL_REFERENCE_CATEGORY] = frozenset()
 
 
 class PrimarySource:
