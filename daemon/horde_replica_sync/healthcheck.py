@@ -30,7 +30,7 @@ from horde_replica_sync.config import (
 from horde_replica_sync.errors import ConfigError
 from horde_replica_sync.health import probe, probe_url
 
-TIMEOUT_SECONDS: Final = 4.0
+TIMEOUT_SECONDS: Final = 6.0
 """The probe's own bound; the HEALTHCHECK's --timeout adds the interpreter's start-up."""
 EXIT_HEALTHY: Final = 0
 EXIT_UNHEALTHY: Final = 1  # what Docker and podman read as unhealthy
