@@ -253,7 +253,9 @@ class TestBounds:
         refusals: list[Refusal] = []
         with serving(
             max_connections=2,
-            request_deadline_seconds=8 * DEADLINE,  # rendering 1 MB takes seconds on a busy host
+            # Rendering 1 MB takes seconds on a busy host, twice before the third client comes:
+            # the first must not reach its deadline (freeing a slot) before then.
+            request_deadline_seconds=20 * DEADLINE,
             refusals=refusals,
             registry=registry,
         ) as server:
@@ -266,11 +268,11 @@ class TestBounds:
                 stuck.append(sock)
             try:
                 for sock in stuck:  # both answers are being written, and block
-                    sock.settimeout(8 * DEADLINE)
+                    sock.settimeout(20 * DEADLINE)
                     assert sock.recv(1, socket.MSG_PEEK)
                 with socket.create_connection(("127.0.0.1", port_of(server))) as third:
                     assert dropped_within(third, 1.0) < 1.0
-                waited = time.monotonic() + 10 * DEADLINE
+                waited = time.monotonic() + 25 * DEADLINE
                 while refusals.count(Refusal.TIMEOUT) < 2 and time.monotonic() < waited:
                     time.sleep(0.1)  # until the deadline of the two that never read
             finally:
