@@ -46,7 +46,9 @@ def horde_url() -> Iterator[str]:
     """A stand-in AI Horde that knows every key as the approver WRITER_ID."""
     with running() as horde:
         who = json.dumps({"username": f"writer#{WRITER_ID}", "id": int(WRITER_ID)}).encode()
-        horde.script("/api/v2/find_user", Reply(body=who))
+        # A fresh connection per call: upstream reusing a kept-alive one raced its close
+        # ("Horde auth service unreachable: Server disconnected", a 503 on a write in CI).
+        horde.script("/api/v2/find_user", Reply(body=who, headers={"Connection": "close"}))
         yield f"{horde.url}/api/"
 
 
